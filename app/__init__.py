@@ -1,0 +1,44 @@
+"""coze-session-node: the session store Coze workflows use as their memory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from app.settings import Settings
+
+
+def create_app(settings: Settings | None = None, clock: Any = None) -> Flask:
+    """The application factory; `settings` defaults to the environment's."""
+    from app import api
+    from app.db import Database, epoch_ms
+    from app.sessions import Limits
+
+    settings = settings or Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SERVICE_TOKENS=settings.service_tokens,
+        AUTH_HEADER=settings.auth_header,
+        PUBLIC_BASE_URL=settings.public_base_url,
+        SETTINGS=settings,
+        OPTION_DEFAULTS={"timeout": settings.session_timeout, "max_history": settings.max_history},
+    )
+    if not settings.service_tokens:
+        app.logger.warning("SERVICE_TOKEN is not set: requests are not authenticated (development only)")
+    database = Database(settings, clock or epoch_ms)
+    limits = Limits(
+        max_sessions=settings.max_sessions,
+        timeout=settings.session_timeout,
+        max_timeout=settings.max_timeout,
+        max_history=settings.max_history,
+        max_context_bytes=settings.max_context_bytes,
+    )
+    app.extensions["database"] = database
+    app.extensions["sessions"] = api.make_service(database, limits)
+    app.register_blueprint(api.bp)
+    api.register_error_handlers(app)
+    return app

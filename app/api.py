@@ -1,0 +1,150 @@
+"""The HTTP edge: one route per tool, service-token auth, JSON answers of the one shape. Flask only.
+
+Coze treats any status but 200 as a failed node, so everything a workflow can branch on is a 200
+with `error_code`; 401, 413, 503 and 500 are kept for a node that really should fail.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from app import errors, jsontext, responses, schemas, spec, validation
+from app.db import Database
+from app.sessions import Sessions
+
+log = logging.getLogger("app.api")
+bp = Blueprint("api", __name__)
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _error(exc: errors.ServiceError, tool: spec.Tool = spec.MANAGE_TOOL, session_id: str = "") -> Response:
+    lang = getattr(g, "lang", "zh")
+    out = responses.error(exc, _now_ms(), lang, session_id)
+    return _json(responses.project(out, tool), exc.http_status)
+
+
+def _authorized() -> bool:
+    tokens: tuple[str, ...] = current_app.config["SERVICE_TOKENS"]
+    if not tokens:
+        return True
+    presented = request.headers.get(current_app.config["AUTH_HEADER"], "")
+    if presented[:7].lower() == "bearer ":
+        presented = presented[7:]
+    presented_bytes = presented.strip().encode("utf-8", "surrogateescape")
+    ok = False
+    for token in tokens:  # every token compared, each in constant time
+        ok |= hmac.compare_digest(presented_bytes, token.encode("utf-8"))
+    return ok
+
+
+def _handle(tool: spec.Tool) -> Response:
+    started = time.perf_counter()
+    g.lang = "zh"
+    body: Any = None
+    code = ""
+    try:
+        if not _authorized():
+            raise errors.Unauthorized()
+        raw = request.get_data(cache=False)
+        try:
+            body = jsontext.loads(raw, depth=jsontext.MAX_DEPTH + 2) if raw.strip() else {}
+        except jsontext.JSONTextError as exc:
+            raise errors.InvalidArgument("", "body" if exc.reason == "json_text" else exc.reason, exc.expected) from None
+        g.lang = validation.lang_of(body)
+        call = validation.parse(
+            tool.name,
+            body,
+            request.headers.get("X-Aiplugin-Connector-Identifier", ""),
+            current_app.config["OPTION_DEFAULTS"],
+        )
+        service: Sessions = current_app.extensions["sessions"]()
+        return _json(responses.project(service.execute(call), tool))
+    except RequestEntityTooLarge:
+        code = "PAYLOAD_TOO_LARGE"
+        return _error(errors.PayloadTooLarge(limit=current_app.config["MAX_CONTENT_LENGTH"]), tool)
+    except errors.ServiceError as exc:
+        code = exc.code
+        session_id = body.get("session_id", "") if isinstance(body, dict) else ""
+        return _error(exc, tool, session_id if isinstance(session_id, str) else "")
+    finally:
+        log.info(
+            "%s %s %s %.1fms logid=%s",
+            tool.name,
+            body.get("operation", "") if isinstance(body, dict) and isinstance(body.get("operation"), str) else "",
+            code or "OK",
+            (time.perf_counter() - started) * 1000,
+            request.headers.get("X-Tt-Logid", "-"),
+        )
+
+
+def _route(tool: spec.Tool) -> None:
+    bp.add_url_rule(tool.path, tool.name, lambda: _handle(tool), methods=["POST"])
+
+
+for _tool in spec.TOOLS:
+    _route(_tool)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    try:
+        current_app.extensions["database"].ping()
+    except errors.ServiceError as exc:
+        return _json({"status": "unavailable", "error_code": exc.code}, 503)
+    return _json({"status": "ready"})
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return _json(schemas.openapi_document(current_app.config["PUBLIC_BASE_URL"]))
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge) -> Response:
+        return _error(errors.PayloadTooLarge(limit=app.config["MAX_CONTENT_LENGTH"]))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        out = responses.blank()
+        out.update(error=f"{exc.code} {exc.name}", error_code="INVALID_ARGUMENT")
+        return _json(responses.project(out, spec.MANAGE_TOOL), exc.code or 400)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return _error(errors.Internal())
+
+
+def make_service(database: Database, limits: Any) -> Any:
+    """A per-process factory: the store (and its client) is created on first use after fork."""
+    cache: dict[int, Sessions] = {}
+
+    def service() -> Sessions:
+        store = database.store()
+        found = cache.get(id(store))
+        if found is None:
+            cache.clear()
+            found = cache[id(store)] = Sessions(store, limits)
+        return found
+
+    return service

@@ -1,0 +1,85 @@
+"""The service's one exception family: each class carries its stable code and HTTP status. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.spec import ERRORS, REASONS
+
+
+class ServiceError(Exception):
+    """Base of every error a caller can see; `session` optionally carries the session's state."""
+
+    code = "INTERNAL"
+
+    def __init__(self, session: Any = None, **params: Any) -> None:
+        super().__init__(self.code)
+        self.session = session
+        self.params = params
+
+    @property
+    def http_status(self) -> int:
+        return ERRORS[self.code].http_status
+
+    def message(self, lang: str = "zh") -> str:
+        e = ERRORS[self.code]
+        return (e.en if lang == "en" else e.zh).format(**self.params)
+
+
+class InvalidArgument(ServiceError):
+    code = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, reason: str, expected: Any = "") -> None:
+        super().__init__()
+        self.field, self.reason, self.expected = field, reason, expected
+
+    def message(self, lang: str = "zh") -> str:
+        zh, en = REASONS[self.reason]
+        template = en if lang == "en" else zh
+        reason = template.format(expected=self.expected)
+        e = ERRORS[self.code]
+        return (e.en if lang == "en" else e.zh).format(field=self.field or "body", reason=reason)
+
+
+class SessionNotFound(ServiceError):
+    code = "SESSION_NOT_FOUND"
+
+
+class SessionExpired(ServiceError):
+    code = "SESSION_EXPIRED"
+
+
+class SessionClosed(ServiceError):
+    code = "SESSION_CLOSED"
+
+
+class SessionLimitExceeded(ServiceError):
+    code = "SESSION_LIMIT_EXCEEDED"
+
+
+class ContextTooLarge(ServiceError):
+    code = "CONTEXT_TOO_LARGE"
+
+
+class HistoryLimit(ServiceError):
+    code = "HISTORY_LIMIT"
+
+
+class VersionConflict(ServiceError):
+    code = "VERSION_CONFLICT"
+
+
+class Unauthorized(ServiceError):
+    code = "UNAUTHORIZED"
+
+
+class PayloadTooLarge(ServiceError):
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class StorageUnavailable(ServiceError):
+    code = "STORAGE_UNAVAILABLE"
+
+
+class Internal(ServiceError):
+    code = "INTERNAL"

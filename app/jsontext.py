@@ -1,0 +1,71 @@
+"""JSON text in and out, exactly: big integers kept, NaN/Infinity and duplicate keys refused. Pure.
+
+The standard library parser is used on purpose: orjson turns integers past 64 bits into floats,
+which would silently change a caller's context.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_DEPTH = 100
+
+
+class JSONTextError(ValueError):
+    """The text is not acceptable JSON; `reason` is a key of spec.REASONS."""
+
+    def __init__(self, reason: str, expected: Any = "") -> None:
+        super().__init__(reason)
+        self.reason, self.expected = reason, expected
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise JSONTextError("json_text")
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise JSONTextError("json_text")
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def loads(text: str | bytes, depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON text; raises JSONTextError (never RecursionError) on anything unacceptable."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise JSONTextError("json_text") from None
+    try:
+        value = _decoder.decode(text)
+    except RecursionError:
+        raise JSONTextError("nesting", depth) from None
+    except ValueError as exc:
+        if isinstance(exc, JSONTextError):
+            raise
+        raise JSONTextError("json_text") from None
+    check_depth(value, depth)
+    return value
+
+
+def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse values nested deeper than `limit` (iteratively: deep input must not recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise JSONTextError("nesting", limit)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept: the form whose UTF-8 size the context limit counts."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,271 @@
+"""The core: every operation of every tool, on a SessionStore. Pure logic: no Flask, no pymongo."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from app import errors, jsontext, records, responses
+from app.records import Session
+from app.validation import Call
+
+UPDATE_RETRY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server-side limits (settings), each defaulting to the spec's value."""
+
+    max_sessions: int
+    timeout: int
+    max_timeout: int
+    max_history: int
+    max_context_bytes: int
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON Merge Patch: objects merge, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            result.pop(k, None)
+        else:
+            result[k] = merge_patch(result.get(k), v)
+    return result
+
+
+def _slack(max_history: int) -> int:
+    """How far the stored history may run past max_history before it is trimmed."""
+    return max(1, max_history // 10)
+
+
+class Sessions:
+    """Runs a validated Call against the store and returns the full output."""
+
+    def __init__(self, store: Any, limits: Limits) -> None:
+        self.store = store
+        self.limits = limits
+
+    def execute(self, call: Call) -> dict[str, Any]:
+        return getattr(self, "op_" + call.operation)(call)
+
+    # helpers
+
+    def _key(self, call: Call) -> str:
+        return records.key(call.user_id, call.session_id)
+
+    def _context_text(self, value: dict) -> str:
+        text = jsontext.dumps(value)
+        size = len(text.encode("utf-8"))
+        if size > self.limits.max_context_bytes:
+            raise errors.ContextTooLarge(size=size, limit=self.limits.max_context_bytes)
+        return text
+
+    def _diagnose(self, key: str, now: int, *, writable: bool) -> Session:
+        """Why a conditional write missed: raises the answer, or returns the live session."""
+        s, tomb = self.store.inspect(key)
+        if s is None:
+            raise errors.SessionExpired() if tomb else errors.SessionNotFound()
+        if s.expired(now):
+            raise errors.SessionExpired(session=s)
+        if writable and s.status == "closed":
+            raise errors.SessionClosed(session=s)
+        return s
+
+    def _done(self, s: Session) -> Session:
+        if not self.store.keep_purgeable_after(s):
+            raise errors.SessionExpired()
+        return s
+
+    def _write(self, call: Call, update: dict, now: int, **kw: Any) -> Session:
+        """A sliding write of one session; raises the precise error when it does not apply."""
+        key = self._key(call)
+        version = call.options.get("expected_version")
+        for _ in range(3):
+            s = self.store.write(key, update, now=now, version=version, persist=call.options.get("persist", True), **kw)
+            if s is not None:
+                return self._done(s)
+            live = self._diagnose(key, now, writable=kw.get("writable", True))
+            if version is not None and live.version != version:
+                raise errors.VersionConflict(session=live, current=live.version)
+            if kw.get("expr") is not None:
+                raise errors.HistoryLimit(session=live, limit=live.max_history)
+        raise errors.StorageUnavailable()
+
+    def _check_caps(self, call: Call) -> None:
+        timeout = call.options.get("timeout")
+        if timeout is not None and timeout > self.limits.max_timeout:
+            raise errors.InvalidArgument("options.timeout", "maximum", self.limits.max_timeout)
+        if call.options.get("max_history", 0) > self.limits.max_history:
+            raise errors.InvalidArgument("options.max_history", "maximum", self.limits.max_history)
+
+    # operations
+
+    def op_create(self, call: Call) -> dict[str, Any]:
+        self._check_caps(call)
+        text = self._context_text(call.context or {})
+        session_id = call.session_id or "sess_" + secrets.token_hex(16)
+        timeout_ms = call.options.get("timeout", self.limits.timeout) * 1000
+        auto_clean = call.options.get("auto_clean", True)
+
+        def build(slot: int) -> tuple[dict, dict | None]:
+            now = self.store.clock()
+            purge = self.store.purge_for(now + timeout_ms, timeout_ms)
+            doc = records.new_doc(
+                call.user_id,
+                session_id,
+                context=text,
+                now=now,
+                timeout_ms=timeout_ms,
+                max_history=call.options.get("max_history", self.limits.max_history),
+                auto_clean=auto_clean,
+                slot=slot,
+                purge_ms=purge,
+            )
+            return doc, records.new_tomb(doc, purge + self.store.retention_ms) if auto_clean else None
+
+        s, created = self.store.create(call.user_id, session_id, build, persist=call.options.get("persist", True))
+        now = self.store.clock()
+        if not created:
+            s = self._write(dataclasses.replace(call, session_id=session_id), {"$set": {"seen": now}}, now, writable=False)
+        return responses.session(s, now, created=created)
+
+    def op_get(self, call: Call) -> dict[str, Any]:
+        now = self.store.clock()
+        s = self._write(call, {"$set": {"seen": now}}, now, writable=False)
+        return responses.session(s, now)
+
+    def op_update(self, call: Call) -> dict[str, Any]:
+        key = self._key(call)
+        expected = call.options.get("expected_version")
+        deadline = time.monotonic() + UPDATE_RETRY_SECONDS
+        while True:
+            now = self.store.clock()
+            current = self.store.load(key)
+            if current is None or current.expired(now) or current.status != "active":
+                current = self._diagnose(key, now, writable=True)
+            if expected is not None and current.version != expected:
+                raise errors.VersionConflict(session=current, current=current.version)
+            value = merge_patch(jsontext.loads(current.context), call.context) if call.options.get("merge", True) else call.context
+            text = self._context_text(value)
+            s = self.store.write(
+                key,
+                {"$set": {"ctx": text, "u": now, "seen": now}, "$inc": {"v": 1}},
+                now=now,
+                version=current.version,
+                persist=call.options.get("persist", True),
+            )
+            if s is not None:
+                return responses.session(self._done(s), now)
+            if expected is not None or time.monotonic() > deadline:
+                live = self._diagnose(key, now, writable=True)
+                raise errors.VersionConflict(session=live, current=live.version)
+            time.sleep(random.random() * 0.005)  # another writer won this round: merge onto its result
+
+    def op_append_messages(self, call: Call) -> dict[str, Any]:
+        now = self.store.clock()
+        k = len(call.messages)
+        stored = [jsontext.dumps({"r": role, "c": content, "t": now}) for role, content in call.messages]
+        reject = call.options.get("on_overflow") == "reject"
+        update = {
+            "$push": {"msgs": {"$each": stored}},
+            "$inc": {"n": k, "tot": k, "pl": k, "v": 1},
+            "$set": {"seen": now, "u": now},
+        }
+        s = self._write(call, update, now, expr={"$lte": [{"$add": ["$n", k]}, "$mh"]} if reject else None)
+        if s.physical >= s.max_history + _slack(s.max_history):
+            self.store.trim(s)
+        before = min(s.n - k, s.max_history)
+        messages = [
+            {"seq": s.total - k + 1 + i, "role": role, "content": content, "ts": records.iso(now)}
+            for i, (role, content) in enumerate(call.messages)
+        ]
+        return responses.session(s, now, dropped=before + k - s.message_count, messages=messages)
+
+    def op_history(self, call: Call) -> dict[str, Any]:
+        cursor = call.options.get("cursor")
+        if cursor is not None and not cursor.isdigit():
+            raise errors.InvalidArgument("options.cursor", "pattern")
+        now = self.store.clock()
+        s = self._write(call, {"$set": {"seen": now}}, now, writable=False, messages=True)
+        stored = s.messages or ()
+        first_seq = s.total - len(stored) + 1
+        visible = [(first_seq + i, m) for i, m in enumerate(stored)][len(stored) - s.message_count :]
+        if cursor is not None:
+            visible = [(seq, m) for seq, m in visible if seq < int(cursor)]
+        page = visible[-call.options["limit"] :]
+        messages = []
+        for seq, text in page:
+            m = jsontext.loads(text)
+            messages.append({"seq": seq, "role": m["r"], "content": m["c"], "ts": records.iso(m["t"])})
+        more = len(visible) > len(page)
+        return responses.session(s, now, messages=messages, next_cursor=str(page[0][0]) if more else "")
+
+    def op_clear_history(self, call: Call) -> dict[str, Any]:
+        now = self.store.clock()
+        update = {"$set": {"msgs": [], "n": 0, "pl": 0, "u": now, "seen": now}, "$inc": {"v": 1}}
+        return responses.session(self._write(call, update, now), now)
+
+    def op_touch(self, call: Call) -> dict[str, Any]:
+        self._check_caps(call)
+        key = self._key(call)
+        persist = call.options.get("persist", True)
+        for _ in range(3):
+            now = self.store.clock()
+            fields: dict[str, Any] = {"seen": now}
+            if "timeout" in call.options:
+                fields["tmo"] = call.options["timeout"] * 1000
+            update = {"$set": fields}
+            # No expiry filter: touch revives an expired session that still holds its slot.
+            s = self.store.write(key, update, now=now, live=False, where=self.store.in_slot(), persist=persist)
+            if s is None:
+                stored, tomb = self.store.inspect(key)
+                if stored is None:
+                    raise errors.SessionExpired() if tomb else errors.SessionNotFound()
+                if stored.status == "closed":
+                    raise errors.SessionClosed(session=stored)
+                s = self.store.reclaim_slot(stored, update, now=now, persist=persist)
+            if s is not None:
+                return responses.session(self._done(s), now)
+        raise errors.StorageUnavailable()
+
+    def op_list(self, call: Call) -> dict[str, Any]:
+        after = None
+        cursor = call.options.get("cursor")
+        if cursor is not None:
+            created, _, sid = cursor.partition(":")
+            if not created.isdigit() or not sid:
+                raise errors.InvalidArgument("options.cursor", "pattern")
+            after = (int(created), sid)
+        now = self.store.clock()
+        limit = call.options["limit"]
+        found = self.store.list(call.user_id, now, call.options.get("status", "all"), limit + 1, after)
+        page = found[:limit]
+        out = responses.blank()
+        out["sessions"] = [responses.summary(s, now) for s in page]
+        if len(found) > limit:
+            out["next_cursor"] = f"{page[-1].created}:{page[-1].session_id}"
+        return out
+
+    def op_close(self, call: Call) -> dict[str, Any]:
+        now = self.store.clock()
+        key = self._key(call)
+        update = {"$set": {"st": "closed", "slot": key, "u": now, "seen": now}, "$inc": {"v": 1}}
+        try:
+            s = self._write(call, update, now)
+        except errors.SessionClosed as exc:
+            s = exc.session  # closing twice is harmless: answer the closed session
+        return responses.session(s, now)
+
+    def op_delete(self, call: Call) -> dict[str, Any]:
+        if not self.store.delete(self._key(call), persist=call.options.get("persist", True)):
+            raise errors.SessionNotFound()
+        out = responses.blank()
+        out.update(session_id=call.session_id, status="deleted")
+        return out

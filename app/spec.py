@@ -1,0 +1,476 @@
+"""The plugin's single declarative source: tools, inputs, options, outputs, limits, errors.
+
+Pure data, no I/O. Request and response JSON Schemas, openapi.json, the per-operation required
+checks and the registration script's sample inputs are all derived from this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TITLE = "Session Manager"
+VERSION = "1.0.0"
+PLUGIN_NAME = "session_manager"
+DESCRIPTION_ZH = (
+    "会话管理节点：为每个用户创建会话，保存 JSON 上下文（合并或替换）、有上限的消息历史和会话状态"
+    "（active / expired / closed），30 分钟滑动超时，并发安全，过期自动清理。"
+)
+DESCRIPTION_EN = (
+    "Session management node: per-user sessions holding a JSON context (merge or replace), a capped "
+    "message history and a status (active / expired / closed), with a sliding timeout, safe under "
+    "concurrency, expired sessions cleaned up automatically."
+)
+
+# The spec's usage limits; each is the default of a server setting of the same name.
+MAX_SESSIONS = 10
+TIMEOUT = 1800
+MAX_HISTORY = 1000
+MAX_CONTEXT_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_TIMEOUT = 30 * 24 * 3600
+MAX_USER_ID = 256
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}$"
+CURSOR_PATTERN = r"^[0-9A-Za-z_.:-]{1,200}$"
+
+STATUSES = ("active", "expired", "closed", "deleted", "")
+ROLES = ("user", "assistant", "system", "tool")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input, option or output: its JSON type, bilingual description and constraints."""
+
+    type: str
+    zh: str
+    en: str
+    enum: tuple = ()
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    max_items: int | None = None
+    items: Field | None = None
+    properties: dict[str, Field] = field(default_factory=dict)
+
+    def but(self, **changes: Any) -> Field:
+        """This field with some attributes replaced (a tool-specific default, say)."""
+        return Field(**{**self.__dict__, **changes})
+
+
+MESSAGE_IN = Field(
+    "object",
+    "一条消息",
+    "One message.",
+    properties={
+        "role": Field("string", "角色", "Who spoke.", enum=ROLES),
+        "content": Field("string", "消息内容（最多 64 KiB）", "Message text, at most 64 KiB."),
+    },
+)
+
+INPUTS: dict[str, Field] = {
+    "operation": Field(
+        "string",
+        "操作类型",
+        "What to do.",
+        enum=(
+            "create",
+            "get",
+            "update",
+            "append_messages",
+            "history",
+            "clear_history",
+            "touch",
+            "list",
+            "close",
+            "delete",
+        ),
+    ),
+    "user_id": Field(
+        "string",
+        "用户ID；为空时使用 Coze 的终端用户标识",
+        "User id; when empty, the Coze end-user id is used.",
+        max_length=MAX_USER_ID,
+        pattern=USER_ID_PATTERN,
+    ),
+    "session_id": Field(
+        "string",
+        "会话ID（1–128 个字母、数字或 _ - . :）",
+        "Session id: 1-128 letters, digits or _ - . :",
+        pattern=SESSION_ID_PATTERN,
+    ),
+    "context": Field(
+        "string",
+        '上下文数据：JSON 对象的文本，例如 {"key": "value"}',
+        'Context data: the text of a JSON object, e.g. {"key": "value"}.',
+    ),
+    "messages": Field(
+        "array", "要追加的消息", "Messages to append.", items=MESSAGE_IN, max_items=MAX_HISTORY
+    ),
+    "role": Field(
+        "string", "单条消息的角色（与 content 一起使用）", "Role of a single message.", enum=ROLES
+    ),
+    "content": Field(
+        "string", "单条消息的内容（与 role 一起使用）", "Content of a single message (with role)."
+    ),
+}
+
+OPTIONS: dict[str, Field] = {
+    "timeout": Field(
+        "integer",
+        "超时时间（秒），每次操作后重新计时",
+        "Timeout in seconds, restarted by every operation.",
+        default=TIMEOUT,
+        minimum=1,
+        maximum=MAX_TIMEOUT,
+    ),
+    "max_history": Field(
+        "integer",
+        "最大历史记录数",
+        "Most messages kept; older ones are dropped.",
+        default=MAX_HISTORY,
+        minimum=1,
+        maximum=MAX_HISTORY,
+    ),
+    "auto_clean": Field(
+        "boolean",
+        "自动清理：过期后由数据库删除",
+        "Auto clean: the database purges the session once expired.",
+        default=True,
+    ),
+    "persist": Field(
+        "boolean",
+        "持久化：写入落盘（多数派、日志）后才确认",
+        "Persist: acknowledge only once durable (majority, journaled).",
+        default=True,
+    ),
+    "merge": Field(
+        "boolean",
+        "合并（JSON Merge Patch）；false 时整体替换",
+        "Merge (JSON Merge Patch); false replaces the whole context.",
+        default=True,
+    ),
+    "expected_version": Field(
+        "integer",
+        "仅当会话版本等于此值时写入（0 表示不检查）",
+        "Write only if the session is at this version (0: no check).",
+        minimum=0,
+    ),
+    "on_overflow": Field(
+        "string",
+        "超过最大历史记录数时：drop 丢弃最旧的，reject 拒绝",
+        "Past max_history: drop the oldest, or reject the append.",
+        enum=("drop", "reject"),
+        default="drop",
+    ),
+    "limit": Field(
+        "integer",
+        "每页条数",
+        "Items per page.",
+        default=50,
+        minimum=1,
+        maximum=MAX_HISTORY,
+    ),
+    "cursor": Field(
+        "string",
+        "分页游标：上一页返回的 next_cursor",
+        "Paging cursor: next_cursor of the previous page.",
+        pattern=CURSOR_PATTERN,
+    ),
+    "status": Field(
+        "string",
+        "按状态筛选",
+        "Only sessions in this status.",
+        enum=("all", "active", "expired", "closed"),
+        default="all",
+    ),
+    "lang": Field(
+        "string", "错误信息语言", "Language of error messages.", enum=("zh", "en"), default="zh"
+    ),
+}
+
+SESSION_ITEM = Field(
+    "object",
+    "会话摘要",
+    "A session summary.",
+    properties={
+        "session_id": Field("string", "会话ID", "Session id."),
+        "status": Field("string", "会话状态", "Session status."),
+        "version": Field("integer", "版本号", "Version."),
+        "created_at": Field("string", "创建时间（UTC）", "Created at (UTC, ISO 8601)."),
+        "updated_at": Field("string", "更新时间（UTC）", "Updated at (UTC, ISO 8601)."),
+        "expires_at": Field("string", "过期时间（UTC）", "Expires at (UTC, ISO 8601)."),
+        "expires_in": Field("integer", "剩余秒数", "Seconds left."),
+        "message_count": Field("integer", "消息条数", "Messages stored."),
+    },
+)
+MESSAGE_OUT = Field(
+    "object",
+    "一条消息",
+    "One message.",
+    properties={
+        "seq": Field("integer", "序号（递增，不重复）", "Sequence number, increasing, never reused."),
+        "role": Field("string", "角色", "Role."),
+        "content": Field("string", "内容", "Content."),
+        "ts": Field("string", "服务器时间（UTC）", "Server time (UTC, ISO 8601)."),
+    },
+)
+
+OUTPUTS: dict[str, Field] = {
+    "session_id": Field("string", "会话ID", "Session id."),
+    "status": Field(
+        "string",
+        "会话状态：active、expired、closed、deleted；未找到时为空",
+        "Status: active, expired, closed, deleted; empty when no session was found.",
+    ),
+    "context": Field(
+        "string", "上下文数据（JSON 文本）", "Context data as JSON text; empty when none."
+    ),
+    "version": Field("integer", "版本号，每次修改加 1", "Version, +1 on every change."),
+    "error": Field("string", "错误信息；成功时为空", "Error message; empty on success."),
+    "error_code": Field("string", "错误码；成功时为空", "Error code; empty on success."),
+    "created_at": Field("string", "创建时间（UTC）", "Created at (UTC, ISO 8601)."),
+    "updated_at": Field("string", "更新时间（UTC）", "Updated at (UTC, ISO 8601)."),
+    "expires_at": Field("string", "过期时间（UTC）", "Expires at (UTC, ISO 8601)."),
+    "expires_in": Field("integer", "剩余秒数", "Seconds until expiry."),
+    "message_count": Field("integer", "消息条数", "Messages in the history."),
+    "created": Field("boolean", "是否新建", "True when a new session was created."),
+    "dropped": Field("integer", "被丢弃的最旧消息数", "Oldest messages dropped by this append."),
+    "messages": Field("array", "消息（按时间顺序）", "Messages, oldest first.", items=MESSAGE_OUT),
+    "next_cursor": Field(
+        "string", "下一页游标；没有更多时为空", "Cursor of the next page; empty when no more."
+    ),
+    "sessions": Field("array", "会话列表", "The user's sessions.", items=SESSION_ITEM),
+}
+BASE_OUTPUTS = tuple(list(OUTPUTS)[:11])
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation: what it needs, which inputs and options it takes, what it adds to outputs."""
+
+    name: str
+    zh: str
+    en: str
+    needs: tuple[str, ...]
+    inputs: tuple[str, ...]
+    options: tuple[str, ...]
+    extras: tuple[str, ...] = ()
+    option_overrides: dict[str, dict] = field(default_factory=dict)
+
+
+_ID = ("user_id", "session_id")
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation(
+            "create",
+            "创建会话，可带初始上下文；已存在的同名会话直接返回（created=false）",
+            "Create a session with an optional initial context; an existing session of the same "
+            "id is returned instead (created=false).",
+            ("user_id",),
+            (*_ID, "context"),
+            ("timeout", "max_history", "auto_clean", "persist", "lang"),
+            ("created",),
+        ),
+        Operation(
+            "get",
+            "读取会话状态和上下文",
+            "Read a session's state and context.",
+            _ID,
+            _ID,
+            ("lang",),
+        ),
+        Operation(
+            "update",
+            "修改上下文：合并（默认）或替换",
+            "Change the context: merge (default, JSON Merge Patch) or replace.",
+            (*_ID, "context"),
+            (*_ID, "context"),
+            ("merge", "expected_version", "persist", "lang"),
+        ),
+        Operation(
+            "append_messages",
+            "追加一条或多条消息到历史",
+            "Append one or more messages to the history.",
+            _ID,
+            (*_ID, "messages", "role", "content"),
+            ("on_overflow", "expected_version", "persist", "lang"),
+            ("dropped", "messages"),
+        ),
+        Operation(
+            "history",
+            "读取最近的消息（按时间顺序），可分页向前翻",
+            "Read the newest messages, oldest first; next_cursor pages back.",
+            _ID,
+            _ID,
+            ("limit", "cursor", "lang"),
+            ("messages", "next_cursor"),
+        ),
+        Operation(
+            "clear_history",
+            "清空消息历史，保留会话",
+            "Drop all messages, keep the session.",
+            _ID,
+            _ID,
+            ("expected_version", "persist", "lang"),
+        ),
+        Operation(
+            "touch",
+            "延长超时；可恢复尚未清理的过期会话",
+            "Extend the timeout; revives an expired session that is still stored.",
+            _ID,
+            _ID,
+            ("timeout", "persist", "lang"),
+            option_overrides={"timeout": {"default": None}},
+        ),
+        Operation(
+            "list",
+            "列出用户的会话（分页）",
+            "List the user's sessions, paged.",
+            ("user_id",),
+            ("user_id",),
+            ("limit", "cursor", "status", "lang"),
+            ("sessions", "next_cursor"),
+            option_overrides={"limit": {"default": 20, "maximum": 100}},
+        ),
+        Operation(
+            "close",
+            "结束会话：可读，不可写，不再占用会话数",
+            "End a session: readable, no longer writable, no longer counted.",
+            _ID,
+            _ID,
+            ("expected_version", "persist", "lang"),
+        ),
+        Operation(
+            "delete",
+            "立即删除会话及其消息",
+            "Delete the session and its messages now.",
+            _ID,
+            _ID,
+            ("persist", "lang"),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One Coze tool: an HTTP path, its operationId, and the operation(s) it serves."""
+
+    name: str
+    path: str
+    zh: str
+    en: str
+    operations: tuple[str, ...]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        if len(self.operations) > 1:
+            return tuple(INPUTS)
+        return OPERATIONS[self.operations[0]].inputs
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        if len(self.operations) > 1:
+            return ("operation",)
+        return tuple(n for n in OPERATIONS[self.operations[0]].needs if n != "user_id")
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        extras = {e for op in self.operations for e in OPERATIONS[op].extras}
+        return tuple(n for n in OUTPUTS if n in BASE_OUTPUTS or n in extras)
+
+    def options(self) -> dict[str, Field]:
+        """The tool's options with their per-operation defaults applied."""
+        if len(self.operations) > 1:
+            return dict(OPTIONS)
+        op = OPERATIONS[self.operations[0]]
+        return {n: OPTIONS[n].but(**op.option_overrides.get(n, {})) for n in op.options}
+
+
+MANAGE_TOOL = Tool(
+    "session_manage",
+    "/v1/session",
+    "会话管理：用 operation 选择操作（create、get、update、append_messages、history、"
+    "clear_history、touch、list、close、delete）",
+    "Session management: choose the operation with `operation` (create, get, update, "
+    "append_messages, history, clear_history, touch, list, close, delete).",
+    tuple(OPERATIONS),
+)
+TOOLS: tuple[Tool, ...] = (
+    MANAGE_TOOL,
+    *(Tool(f"session_{op.name}", f"/v1/session/{op.name}", op.zh, op.en, (op.name,)) for op in OPERATIONS.values()),
+)
+TOOLS_BY_NAME = {t.name: t for t in TOOLS}
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    code: str
+    http_status: int
+    zh: str
+    en: str
+
+
+ERRORS: dict[str, ErrorSpec] = {
+    e.code: e
+    for e in (
+        ErrorSpec("INVALID_ARGUMENT", 200, "参数错误：{field} {reason}", "invalid argument: {field} {reason}"),
+        ErrorSpec("SESSION_NOT_FOUND", 200, "会话不存在", "session not found"),
+        ErrorSpec("SESSION_EXPIRED", 200, "会话已超时", "session expired"),
+        ErrorSpec("SESSION_CLOSED", 200, "会话已关闭", "session is closed"),
+        ErrorSpec(
+            "SESSION_LIMIT_EXCEEDED",
+            200,
+            "会话数已达上限（{limit} 个活动会话）",
+            "session limit reached ({limit} active sessions)",
+        ),
+        ErrorSpec(
+            "CONTEXT_TOO_LARGE",
+            200,
+            "上下文数据过大（{size} 字节，上限 {limit} 字节）",
+            "context too large ({size} bytes, limit {limit})",
+        ),
+        ErrorSpec(
+            "HISTORY_LIMIT",
+            200,
+            "消息历史已满（上限 {limit} 条）",
+            "message history is full (limit {limit})",
+        ),
+        ErrorSpec(
+            "VERSION_CONFLICT",
+            200,
+            "版本冲突：当前版本为 {current}",
+            "version conflict: the session is at version {current}",
+        ),
+        ErrorSpec("UNAUTHORIZED", 401, "未授权：服务令牌缺失或错误", "unauthorized: missing or wrong service token"),
+        ErrorSpec("PAYLOAD_TOO_LARGE", 413, "请求体过大（上限 {limit} 字节）", "request body too large (limit {limit} bytes)"),
+        ErrorSpec("STORAGE_UNAVAILABLE", 503, "存储暂不可用，请重试", "storage unavailable, retry later"),
+        ErrorSpec("INTERNAL", 500, "内部错误", "internal error"),
+    )
+}
+
+# Reasons for INVALID_ARGUMENT, by jsonschema keyword (and a few of the core's own checks).
+REASONS: dict[str, tuple[str, str]] = {
+    "required": ("不能为空", "is required"),
+    "type": ("类型应为 {expected}", "must be of type {expected}"),
+    "enum": ("取值应为 {expected} 之一", "must be one of {expected}"),
+    "pattern": ("格式不正确", "has an invalid format"),
+    "maxLength": ("过长（最多 {expected} 个字符）", "is too long (at most {expected} characters)"),
+    "minLength": ("不能为空", "must not be empty"),
+    "minimum": ("应不小于 {expected}", "must be at least {expected}"),
+    "maximum": ("应不大于 {expected}", "must be at most {expected}"),
+    "maxItems": ("最多 {expected} 项", "must have at most {expected} items"),
+    "minItems": ("不能为空", "must not be empty"),
+    "additionalProperties": ("不是可用的字段", "is not a known field"),
+    "json_object": ("应为 JSON 对象", "must be a JSON object"),
+    "json_text": ("不是有效的 JSON 对象文本", "is not valid JSON object text"),
+    "nesting": ("嵌套过深（最多 {expected} 层）", "is nested too deeply (at most {expected} levels)"),
+    "message_size": ("消息过大（最多 {expected} 字节）", "message too large (at most {expected} bytes)"),
+    "role_content": ("需要 messages 或 role 与 content", "needs messages, or role and content"),
+    "body": ("请求体应为 JSON 对象", "the request body must be a JSON object"),
+    "operation": ("不支持的操作", "is not a supported operation"),
+}

@@ -1,0 +1,142 @@
+"""Turns a request body into a checked Call, enforcing the generated schemas. Pure: no I/O.
+
+Coze fills top-level inputs the author left empty with "", 0 or false and treats null as missing,
+so those mean "not given" here; defaults declared in the spec fill the options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from app import jsontext, schemas, spec
+from app.errors import InvalidArgument
+
+_VALIDATORS = {t.name: Draft202012Validator(schemas.request_schema(t)) for t in spec.TOOLS}
+for _v in _VALIDATORS.values():
+    Draft202012Validator.check_schema(_v.schema)
+_TYPE_NAMES = {"string": "string", "integer": "integer", "boolean": "boolean", "object": "object", "array": "array"}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One validated request, ready for the core."""
+
+    operation: str
+    user_id: str
+    session_id: str
+    context: dict | None
+    messages: tuple[tuple[str, str], ...]
+    options: dict[str, Any]
+
+    @property
+    def lang(self) -> str:
+        return self.options.get("lang", "zh")
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value != "" and value != [] and not (type(value) is int and value == 0)
+
+
+def _schema_error(error: Any) -> InvalidArgument:
+    path = ".".join(str(p) for p in error.absolute_path)
+    keyword = error.validator
+    expected: Any = error.validator_value
+    if keyword == "required":
+        missing = [n for n in expected if n not in error.instance]
+        path = ".".join(filter(None, [path, missing[0] if missing else ""]))
+    elif keyword == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        path = ".".join(filter(None, [path, extra[0] if extra else ""]))
+    elif keyword == "type":
+        expected = "/".join(expected) if isinstance(expected, list) else _TYPE_NAMES.get(expected, expected)
+    elif keyword == "enum":
+        expected = ", ".join(str(v) for v in expected)
+    if keyword not in spec.REASONS:
+        keyword = "type" if keyword == "type" else "pattern"
+    return InvalidArgument(path, keyword, expected)
+
+
+def lang_of(body: Any) -> str:
+    """The language a response should use, read leniently (also for bodies that fail validation)."""
+    options = body.get("options") if isinstance(body, dict) else None
+    lang = options.get("lang") if isinstance(options, dict) else None
+    return lang if lang in ("zh", "en") else "zh"
+
+
+def parse(tool_name: str, body: Any, connector_user: str = "", defaults: dict | None = None) -> Call:
+    """Validate `body` for the tool `tool_name`; raises InvalidArgument naming the field.
+
+    `defaults` replaces the spec's defaults where the server is configured otherwise.
+    """
+    tool = spec.TOOLS_BY_NAME[tool_name]
+    if not isinstance(body, dict):
+        raise InvalidArgument("", "body")
+    data = {k: v for k, v in body.items() if _given(v)}
+    options = data.get("options") if isinstance(data.get("options"), dict) else data.get("options", {})
+    if isinstance(options, dict):
+        data["options"] = {k: v for k, v in options.items() if v is not None}
+    if "user_id" not in data and connector_user:
+        data["user_id"] = connector_user
+    error = best_match(_VALIDATORS[tool_name].iter_errors(data))
+    if error is not None:
+        raise _schema_error(error)
+
+    operation = data.get("operation") or tool.operations[0]
+    op = spec.OPERATIONS[operation]
+    for need in op.needs:
+        if need not in data:
+            raise InvalidArgument(need, "required")
+    fields = spec.TOOLS_BY_NAME[f"session_{operation}"].options()
+    options = {n: f.default for n, f in fields.items() if f.default is not None}
+    options.update({k: v for k, v in (defaults or {}).items() if options.get(k) is not None})
+    options.update({k: v for k, v in data.get("options", {}).items() if k in fields})
+    if options.get("expected_version") == 0:
+        del options["expected_version"]
+    for name, value in options.items():  # the operation's own bounds (the manage tool's are wider)
+        f = fields[name]
+        if f.maximum is not None and type(value) is int and value > f.maximum:
+            raise InvalidArgument(f"options.{name}", "maximum", f.maximum)
+
+    return Call(
+        operation=operation,
+        user_id=data["user_id"],
+        session_id=data.get("session_id", ""),
+        context=_context(data["context"]) if "context" in data and "context" in op.inputs else None,
+        messages=_messages(data) if operation == "append_messages" else (),
+        options=options,
+    )
+
+
+def _context(value: Any) -> dict:
+    if isinstance(value, str):
+        try:
+            value = jsontext.loads(value)
+        except jsontext.JSONTextError as exc:
+            raise InvalidArgument("context", exc.reason, exc.expected) from None
+    else:
+        try:
+            jsontext.check_depth(value)
+        except jsontext.JSONTextError as exc:
+            raise InvalidArgument("context", exc.reason, exc.expected) from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("context", "json_object")
+    return value
+
+
+def _messages(data: dict) -> tuple[tuple[str, str], ...]:
+    if "messages" in data:
+        pairs = [(m["role"], m["content"]) for m in data["messages"]]
+        where = "messages.{i}.content"
+    elif "role" in data and "content" in data:
+        pairs = [(data["role"], data["content"])]
+        where = "content"
+    else:
+        raise InvalidArgument("messages", "role_content")
+    for i, (_, content) in enumerate(pairs):
+        if len(content) * 4 > spec.MAX_MESSAGE_BYTES and len(content.encode("utf-8")) > spec.MAX_MESSAGE_BYTES:
+            raise InvalidArgument(where.format(i=i), "message_size", spec.MAX_MESSAGE_BYTES)
+    return tuple(pairs)

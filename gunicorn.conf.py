@@ -1,0 +1,54 @@
+"""gunicorn settings for coze-session-node, read from the environment (see README).
+
+With no MONGODB_URI the master starts the embedded nx-27017 (data under var/) before forking the
+workers, and in development without SERVICE_TOKEN it generates one and prints it.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 10
+keepalive = 5
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
+preload_app = False  # each worker builds the app, and its MongoClient, after the fork
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+_embedded = None
+
+
+def on_starting(server):
+    global _embedded
+    var = Path(os.environ.get("VAR_DIR", "var"))
+    if os.environ.get("APP_ENV", "development") != "production" and not os.environ.get("SERVICE_TOKEN"):
+        token_file = var / "dev-token"
+        var.mkdir(parents=True, exist_ok=True)
+        if not token_file.exists():
+            token_file.write_text(secrets.token_urlsafe(32))
+            token_file.chmod(0o600)
+        os.environ["SERVICE_TOKEN"] = token_file.read_text().strip()
+        server.log.info("development service token (from %s): %s", token_file, os.environ["SERVICE_TOKEN"])
+    if not os.environ.get("MONGODB_URI"):
+        from app.db import start_embedded
+
+        port = int(os.environ.get("EMBEDDED_DB_PORT", "27017"))
+        db_path = str(var / "sessions.db")
+        _embedded = start_embedded(db_path, port, str(var / "nx.log"))
+        os.environ["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}"
+        server.log.info("embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path)
+
+
+def on_exit(server):
+    if _embedded is not None:
+        from app.db import stop_embedded
+
+        stop_embedded(_embedded)
+        server.log.info("embedded database stopped")
