@@ -1,0 +1,73 @@
+"""Fixtures: a real MongoDB-compatible server over TCP, a fresh database per test, the app, a client.
+
+With MONGODB_URI set the suite runs against that server (each test on its own database, dropped
+afterwards); otherwise it starts a throw-away nx-27017 for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from pymongo import MongoClient
+
+from app import create_app
+from app.db import free_port, start_embedded, stop_embedded
+from app.settings import Settings
+from tests.support import TOKEN, Api, FakeClock
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    uri = os.environ.get("MONGODB_URI")
+    if uri:
+        yield uri
+        return
+    port = free_port()
+    log_file = str(tmp_path_factory.mktemp("nx") / "nx.log")
+    proc = start_embedded("memory", port, log_file)
+    try:
+        yield f"mongodb://127.0.0.1:{port}"
+    finally:
+        stop_embedded(proc)
+
+
+@pytest.fixture
+def db_name(mongo_uri: str) -> Iterator[str]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield name
+    client = MongoClient(mongo_uri, serverSelectionTimeoutMS=3000)
+    try:
+        client.drop_database(name)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def settings(mongo_uri: str, db_name: str) -> Settings:
+    return Settings(env="test", mongodb_uri=mongo_uri, mongodb_db=db_name, service_tokens=(TOKEN,))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def app(settings: Settings, clock: FakeClock):
+    app = create_app(settings, clock)
+    yield app
+    app.extensions["database"].close()
+
+
+@pytest.fixture
+def api(app) -> Api:
+    return Api(app.test_client())
+
+
+@pytest.fixture
+def collection(app):
+    """The sessions collection itself, for checking what was (not) stored."""
+    return app.extensions["database"].store().collection

@@ -1,0 +1,88 @@
+"""Test helpers: a client that checks every response against the generated output schema."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from app import schemas, spec
+
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RESPONSE_VALIDATORS = {t.name: Draft202012Validator(schemas.response_schema(t)) for t in spec.TOOLS}
+
+
+def check_response(tool: spec.Tool, body: Any) -> None:
+    """The body is the tool's output shape: every field, no null, integers as integers."""
+    assert isinstance(body, dict), body
+    errors = sorted(RESPONSE_VALIDATORS[tool.name].iter_errors(body), key=str)
+    assert not errors, [e.message for e in errors]
+    _no_nulls_and_true_integers(schemas.response_schema(tool), body, "")
+
+
+def _no_nulls_and_true_integers(schema: dict, value: Any, where: str) -> None:
+    assert value is not None, f"null at {where or 'top'}"
+    if schema.get("type") == "integer":
+        assert type(value) is int, f"{where} is {value!r}, not a JSON integer"
+    for name, sub in (schema.get("properties") or {}).items():
+        if isinstance(value, dict) and name in value:
+            _no_nulls_and_true_integers(sub, value[name], f"{where}.{name}")
+    if schema.get("type") == "array":
+        for i, item in enumerate(value):
+            _no_nulls_and_true_integers(schema["items"], item, f"{where}[{i}]")
+
+
+class Api:
+    """Calls tools through the Flask app; every answer is schema-checked before it is returned."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def post(self, tool_name: str, body: Any, *, headers: dict | None = None, raw: bytes | None = None):
+        tool = spec.TOOLS_BY_NAME[tool_name]
+        kwargs: dict[str, Any] = {"headers": {**AUTH, **(headers or {})}}
+        if raw is not None:
+            kwargs["data"] = raw
+            kwargs["content_type"] = kwargs["headers"].pop("Content-Type", "application/json")
+        else:
+            kwargs["json"] = body
+        response = self.client.post(tool.path, **kwargs)
+        data = json.loads(response.data)
+        check_response(tool, data)
+        return response.status_code, data
+
+    def call(self, op: str, body: dict | None = None, *, manage: bool = False, **kw: Any) -> dict:
+        """Run `op` through its own tool (or the `operation` tool); expects HTTP 200."""
+        body = dict(body or {})
+        if manage:
+            status, data = self.post("session_manage", {"operation": op, **body}, **kw)
+        else:
+            status, data = self.post(f"session_{op}", body, **kw)
+        assert status == 200, (status, data)
+        return data
+
+    def create(self, user_id: str = "u1", **body: Any) -> dict:
+        data = self.call("create", {"user_id": user_id, **body})
+        assert data["error_code"] == "", data
+        return data
+
+
+class FakeClock:
+    """Epoch milliseconds that only move when told to; starts at the real time."""
+
+    def __init__(self) -> None:
+        self.now = time.time_ns() // 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1000)
+
+
+def ctx(data: dict) -> dict:
+    """The context of an answer, parsed."""
+    return json.loads(data["context"])
