@@ -43,7 +43,9 @@ def on_starting(server):
         db_path = str(var / "sessions.db")
         _embedded = start_embedded(db_path, port, str(var / "nx.log"))
         os.environ["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}"
-        server.log.info("embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path)
+        server.log.info(
+            "embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path
+        )
 
 
 def on_exit(server):

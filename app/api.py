@@ -63,7 +63,9 @@ def _handle(tool: spec.Tool) -> Response:
         try:
             body = jsontext.loads(raw, depth=jsontext.MAX_DEPTH + 2) if raw.strip() else {}
         except jsontext.JSONTextError as exc:
-            raise errors.InvalidArgument("", "body" if exc.reason == "json_text" else exc.reason, exc.expected) from None
+            raise errors.InvalidArgument(
+                "", "body" if exc.reason == "json_text" else exc.reason, exc.expected
+            ) from None
         g.lang = validation.lang_of(body)
         call = validation.parse(
             tool.name,

@@ -10,14 +10,40 @@ import re
 from typing import Any
 
 COZE_FORMATS = {
-    "file_url", "image_url", "doc_url", "ppt_url", "code_url",
-    "excel_url", "zip_url", "video_url", "audio_url", "txt_url",
+    "file_url",
+    "image_url",
+    "doc_url",
+    "ppt_url",
+    "code_url",
+    "excel_url",
+    "zip_url",
+    "video_url",
+    "audio_url",
+    "txt_url",
 }
 SCHEMA_TYPES = {"string", "integer", "number", "boolean", "object", "array"}
 SCHEMA_KEYS = {
-    "type", "description", "enum", "default", "items", "properties", "required", "minimum",
-    "maximum", "format", "title", "example", "maxLength", "minLength", "pattern", "maxItems",
-    "minItems", "additionalProperties", "nullable", "readOnly", "writeOnly",
+    "type",
+    "description",
+    "enum",
+    "default",
+    "items",
+    "properties",
+    "required",
+    "minimum",
+    "maximum",
+    "format",
+    "title",
+    "example",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "maxItems",
+    "minItems",
+    "additionalProperties",
+    "nullable",
+    "readOnly",
+    "writeOnly",
 }
 OPERATION_ID = re.compile(r"^[a-zA-Z0-9_]{1,30}$")
 RESERVED_OUTPUTS = {"errorBody", "isSuccess"}

@@ -116,8 +116,19 @@ def start_embedded(db_path: str, port: int, log_file: str, host: str = "127.0.0.
     for path in (db_path, log_file):
         if path != "memory":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    args = [nx_executable(), "--db", db_path, "--host", host, "-p", str(port), "--log-file", log_file,
-            "--pid-file", str(Path(log_file).with_suffix(".pid"))]
+    args = [
+        nx_executable(),
+        "--db",
+        db_path,
+        "--host",
+        host,
+        "-p",
+        str(port),
+        "--log-file",
+        log_file,
+        "--pid-file",
+        str(Path(log_file).with_suffix(".pid")),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -97,9 +97,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "成功或业务错误（见 error_code） / Success or a business error (see error_code)",
-                        "content": {
-                            "application/json": {"schema": response_schema(tool, strict=False)}
-                        },
+                        "content": {"application/json": {"schema": response_schema(tool, strict=False)}},
                     }
                 },
             }

@@ -133,7 +133,9 @@ class Sessions:
         s, created = self.store.create(call.user_id, session_id, build, persist=call.options.get("persist", True))
         now = self.store.clock()
         if not created:
-            s = self._write(dataclasses.replace(call, session_id=session_id), {"$set": {"seen": now}}, now, writable=False)
+            s = self._write(
+                dataclasses.replace(call, session_id=session_id), {"$set": {"seen": now}}, now, writable=False
+            )
         return responses.session(s, now, created=created)
 
     def op_get(self, call: Call) -> dict[str, Any]:
@@ -152,7 +154,11 @@ class Sessions:
                 current = self._diagnose(key, now, writable=True)
             if expected is not None and current.version != expected:
                 raise errors.VersionConflict(session=current, current=current.version)
-            value = merge_patch(jsontext.loads(current.context), call.context) if call.options.get("merge", True) else call.context
+            value = (
+                merge_patch(jsontext.loads(current.context), call.context)
+                if call.options.get("merge", True)
+                else call.context
+            )
             text = self._context_text(value)
             s = self.store.write(
                 key,

@@ -106,15 +106,9 @@ INPUTS: dict[str, Field] = {
         '上下文数据：JSON 对象的文本，例如 {"key": "value"}',
         'Context data: the text of a JSON object, e.g. {"key": "value"}.',
     ),
-    "messages": Field(
-        "array", "要追加的消息", "Messages to append.", items=MESSAGE_IN, max_items=MAX_HISTORY
-    ),
-    "role": Field(
-        "string", "单条消息的角色（与 content 一起使用）", "Role of a single message.", enum=ROLES
-    ),
-    "content": Field(
-        "string", "单条消息的内容（与 role 一起使用）", "Content of a single message (with role)."
-    ),
+    "messages": Field("array", "要追加的消息", "Messages to append.", items=MESSAGE_IN, max_items=MAX_HISTORY),
+    "role": Field("string", "单条消息的角色（与 content 一起使用）", "Role of a single message.", enum=ROLES),
+    "content": Field("string", "单条消息的内容（与 role 一起使用）", "Content of a single message (with role)."),
 }
 
 OPTIONS: dict[str, Field] = {
@@ -186,9 +180,7 @@ OPTIONS: dict[str, Field] = {
         enum=("all", "active", "expired", "closed"),
         default="all",
     ),
-    "lang": Field(
-        "string", "错误信息语言", "Language of error messages.", enum=("zh", "en"), default="zh"
-    ),
+    "lang": Field("string", "错误信息语言", "Language of error messages.", enum=("zh", "en"), default="zh"),
 }
 
 SESSION_ITEM = Field(
@@ -225,9 +217,7 @@ OUTPUTS: dict[str, Field] = {
         "会话状态：active、expired、closed、deleted；未找到时为空",
         "Status: active, expired, closed, deleted; empty when no session was found.",
     ),
-    "context": Field(
-        "string", "上下文数据（JSON 文本）", "Context data as JSON text; empty when none."
-    ),
+    "context": Field("string", "上下文数据（JSON 文本）", "Context data as JSON text; empty when none."),
     "version": Field("integer", "版本号，每次修改加 1", "Version, +1 on every change."),
     "error": Field("string", "错误信息；成功时为空", "Error message; empty on success."),
     "error_code": Field("string", "错误码；成功时为空", "Error code; empty on success."),
@@ -239,9 +229,7 @@ OUTPUTS: dict[str, Field] = {
     "created": Field("boolean", "是否新建", "True when a new session was created."),
     "dropped": Field("integer", "被丢弃的最旧消息数", "Oldest messages dropped by this append."),
     "messages": Field("array", "消息（按时间顺序）", "Messages, oldest first.", items=MESSAGE_OUT),
-    "next_cursor": Field(
-        "string", "下一页游标；没有更多时为空", "Cursor of the next page; empty when no more."
-    ),
+    "next_cursor": Field("string", "下一页游标；没有更多时为空", "Cursor of the next page; empty when no more."),
     "sessions": Field("array", "会话列表", "The user's sessions.", items=SESSION_ITEM),
 }
 BASE_OUTPUTS = tuple(list(OUTPUTS)[:11])
@@ -447,7 +435,9 @@ ERRORS: dict[str, ErrorSpec] = {
             "version conflict: the session is at version {current}",
         ),
         ErrorSpec("UNAUTHORIZED", 401, "未授权：服务令牌缺失或错误", "unauthorized: missing or wrong service token"),
-        ErrorSpec("PAYLOAD_TOO_LARGE", 413, "请求体过大（上限 {limit} 字节）", "request body too large (limit {limit} bytes)"),
+        ErrorSpec(
+            "PAYLOAD_TOO_LARGE", 413, "请求体过大（上限 {limit} 字节）", "request body too large (limit {limit} bytes)"
+        ),
         ErrorSpec("STORAGE_UNAVAILABLE", 503, "存储暂不可用，请重试", "storage unavailable, retry later"),
         ErrorSpec("INTERNAL", 500, "内部错误", "internal error"),
     )

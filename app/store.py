@@ -187,8 +187,16 @@ class SessionStore:
                     UpdateOne({"_id": s.key, "pms": {"$lt": pms}}, {"$set": {"pa": records.from_ms(pms), "pms": pms}}),
                     UpdateOne(
                         {"_id": tomb},
-                        {"$set": {"k": "t", "uid": s.user_id, "sid": s.session_id, "slot": tomb,
-                                  "pa": records.from_ms(tomb_ms), "pms": tomb_ms}},
+                        {
+                            "$set": {
+                                "k": "t",
+                                "uid": s.user_id,
+                                "sid": s.session_id,
+                                "slot": tomb,
+                                "pa": records.from_ms(tomb_ms),
+                                "pms": tomb_ms,
+                            }
+                        },
                         upsert=True,
                     ),
                 ],
