@@ -82,6 +82,10 @@ def _handle(tool: spec.Tool) -> Response:
         code = exc.code
         session_id = body.get("session_id", "") if isinstance(body, dict) else ""
         return _error(exc, tool, session_id if isinstance(session_id, str) else "")
+    except Exception:
+        code = "INTERNAL"
+        log.exception("unexpected error in %s", tool.name)
+        return _error(errors.Internal(), tool)
     finally:
         log.info(
             "%s %s %s %.1fms logid=%s",

@@ -63,6 +63,21 @@ def app(settings: Settings, clock: FakeClock):
 
 
 @pytest.fixture
+def make_app(settings: Settings, clock: FakeClock):
+    """Build more apps (other settings, the real clock); each one's client is closed afterwards."""
+    built = []
+
+    def make(custom: Settings | None = None, custom_clock=clock):
+        app = create_app(custom or settings, custom_clock)
+        built.append(app)
+        return app
+
+    yield make
+    for app in built:
+        app.extensions["database"].close()
+
+
+@pytest.fixture
 def api(app) -> Api:
     return Api(app.test_client())
 
