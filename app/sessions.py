@@ -202,7 +202,7 @@ class Sessions:
         s = self._write(call, {"$set": {"seen": now}}, now, writable=False, messages=True)
         stored = s.messages or ()
         first_seq = s.total - len(stored) + 1
-        visible = [(first_seq + i, m) for i, m in enumerate(stored)][len(stored) - s.message_count :]
+        visible = [(first_seq + i, m) for i, m in enumerate(stored)][max(0, len(stored) - s.message_count) :]
         if cursor is not None:
             visible = [(seq, m) for seq, m in visible if seq < int(cursor)]
         page = visible[-call.options["limit"] :]

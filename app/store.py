@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pymongo import ReturnDocument, UpdateOne, WriteConcern
+from pymongo import ReturnDocument, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import (
     BulkWriteError,
@@ -182,29 +182,18 @@ class SessionStore:
         tomb_ms = pms + self.retention_ms
         tomb = records.tomb_key(s.key)
         with storage_errors():
-            result = self.collection.bulk_write(
-                [
-                    UpdateOne({"_id": s.key, "pms": {"$lt": pms}}, {"$set": {"pa": records.from_ms(pms), "pms": pms}}),
-                    UpdateOne(
-                        {"_id": tomb},
-                        {
-                            "$set": {
-                                "k": "t",
-                                "uid": s.user_id,
-                                "sid": s.session_id,
-                                "slot": tomb,
-                                "pa": records.from_ms(tomb_ms),
-                                "pms": tomb_ms,
-                            }
-                        },
-                        upsert=True,
-                    ),
-                ],
-                ordered=True,
+            moved = self.collection.update_one(
+                {"_id": s.key, "pms": {"$lt": pms}}, {"$set": {"pa": records.from_ms(pms), "pms": pms}}
             )
-            if result.matched_count - (1 if result.upserted_count == 0 else 0) >= 1:
-                return True
-            return self.collection.count_documents({"_id": s.key}, limit=1) == 1
+            if not moved.matched_count and not self.collection.count_documents({"_id": s.key}, limit=1):
+                return False
+            tomb_fields = {"k": "t", "uid": s.user_id, "sid": s.session_id, "slot": tomb}
+            self.collection.update_one(
+                {"_id": tomb},
+                {"$set": {**tomb_fields, "pa": records.from_ms(tomb_ms), "pms": tomb_ms}},
+                upsert=True,
+            )
+        return True
 
     def trim(self, s: Session) -> None:
         """Cut the physical history down to max_history; skipped if another append raced it."""

@@ -1,0 +1,117 @@
+"""The storage layer's promises, checked on the documents themselves and by counting commands."""
+
+from __future__ import annotations
+
+import pytest
+from pymongo import MongoClient, monitoring
+
+from app import records, validation
+from app.sessions import Limits, Sessions
+from app.store import SessionStore
+
+LIMITS = Limits(max_sessions=10, timeout=1800, max_timeout=86400, max_history=1000, max_context_bytes=1 << 20)
+READS_AND_WRITES = {"find", "findAndModify", "insert", "update", "delete", "aggregate", "count"}
+
+
+class Counter(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in READS_AND_WRITES:
+            self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.fixture
+def counter() -> Counter:
+    return Counter()
+
+
+@pytest.fixture
+def store(mongo_uri, db_name, clock, counter):
+    client = MongoClient(mongo_uri, event_listeners=[counter])
+    store = SessionStore(
+        client[db_name]["sessions"], clock, max_sessions=10, purge_grace_ms=300_000, retention_ms=7 * 86400_000
+    )
+    store.ensure_indexes()
+    yield store
+    client.close()
+
+
+@pytest.fixture
+def core(store) -> Sessions:
+    return Sessions(store, LIMITS)
+
+
+def run(core: Sessions, op: str, **body) -> dict:
+    out = core.execute(validation.parse(f"session_{op}", {"user_id": "u1", **body}))
+    return out
+
+
+def round_trips(counter: Counter, core: Sessions, op: str, **body) -> int:
+    counter.names.clear()
+    run(core, op, **body)
+    return len(counter.names)
+
+
+def test_each_operation_costs_the_expected_database_round_trips(core, counter):
+    assert round_trips(counter, core, "create", session_id="s1") == 2  # slot holders, insert
+    assert round_trips(counter, core, "get", session_id="s1") == 1
+    assert round_trips(counter, core, "append_messages", session_id="s1", role="user", content="hi") == 1
+    assert round_trips(counter, core, "history", session_id="s1") == 1
+    assert round_trips(counter, core, "touch", session_id="s1") == 1
+    assert round_trips(counter, core, "update", session_id="s1", context='{"a":1}') == 2  # read, compare-and-set
+    assert round_trips(counter, core, "clear_history", session_id="s1") == 1
+    assert round_trips(counter, core, "list") == 1
+    assert round_trips(counter, core, "close", session_id="s1") == 1
+    assert round_trips(counter, core, "delete", session_id="s1") == 1
+
+
+def test_indexes_are_created_once_and_idempotently(store):
+    store.ensure_indexes()
+    indexes = {tuple(k for k, _ in ix["key"]): ix for ix in store.collection.index_information().values()}
+    assert indexes[("uid", "slot")]["unique"] is True
+    assert indexes[("pa",)]["expireAfterSeconds"] == 0
+    assert ("uid", "k", "c") in indexes
+
+
+def test_a_busy_session_keeps_its_purge_date_ahead_of_its_expiry(core, store, clock):
+    run(core, "create", session_id="busy", options={"timeout": 600})
+    key = records.key("u1", "busy")
+    for _ in range(20):
+        clock.advance(100)  # longer than the session's grace in total, shorter than its timeout each step
+        assert run(core, "get", session_id="busy")["status"] == "active"
+        doc = store.collection.find_one({"_id": key})
+        tomb = store.collection.find_one({"_id": records.tomb_key(key)})
+        assert doc["pms"] >= doc["seen"] + doc["tmo"]
+        assert tomb["pms"] >= doc["pms"] + store.retention_ms
+
+
+def test_a_session_without_auto_clean_has_no_ttl_date_and_no_tombstone(core, store):
+    run(core, "create", session_id="keep", options={"auto_clean": False})
+    key = records.key("u1", "keep")
+    assert "pa" not in store.collection.find_one({"_id": key})
+    assert store.collection.find_one({"_id": records.tomb_key(key)}) is None
+
+
+def test_the_stored_history_stays_within_max_history_and_a_tenth(core, store):
+    run(core, "create", session_id="h", options={"max_history": 10})
+    for i in range(50):
+        out = run(core, "append_messages", session_id="h", role="user", content=str(i))
+        assert out["message_count"] == min(i + 1, 10)
+        assert len(store.collection.find_one({"_id": records.key("u1", "h")})["msgs"]) <= 11
+    page = run(core, "history", session_id="h")["messages"]
+    assert [m["content"] for m in page] == [str(i) for i in range(40, 50)]
+    assert [m["seq"] for m in page] == list(range(41, 51))
+
+
+def test_context_is_stored_as_its_json_text_not_as_fields(core, store):
+    run(core, "create", session_id="c", context='{"$where": "1", "a.b": {"": 1}}')
+    doc = store.collection.find_one({"_id": records.key("u1", "c")})
+    assert doc["ctx"] == '{"$where":"1","a.b":{"":1}}'
