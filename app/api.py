@@ -27,13 +27,9 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status=status, mimetype="application/json")
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _error(exc: errors.ServiceError, tool: spec.Tool = spec.MANAGE_TOOL, session_id: str = "") -> Response:
     lang = getattr(g, "lang", "zh")
-    out = responses.error(exc, _now_ms(), lang, session_id)
+    out = responses.error(exc, current_app.extensions["database"].clock(), lang, session_id)
     return _json(responses.project(out, tool), exc.http_status)
 
 

@@ -7,6 +7,8 @@ which would silently change a caller's context.
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 MAX_DEPTH = 100
@@ -31,7 +33,15 @@ def _no_constant(name: str) -> Any:
     raise JSONTextError("json_text")
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: valid JSON text, but no JSON encoder can write it back
+        raise JSONTextError("json_text")
+    return value
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def loads(text: str | bytes, depth: int = MAX_DEPTH) -> Any:
@@ -54,14 +64,24 @@ def loads(text: str | bytes, depth: int = MAX_DEPTH) -> Any:
 
 
 def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
-    """Refuse values nested deeper than `limit` (iteratively: deep input must not recurse)."""
+    """Refuse values nested deeper than `limit`, and strings no UTF-8 encoder can write.
+
+    Iterative, because deep input must not recurse. Lone surrogates ("\\ud800") are valid JSON
+    escapes but not Unicode text: BSON, and any UTF-8 reader after us, would choke on them.
+    """
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
             raise JSONTextError("nesting", limit)
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise JSONTextError("json_text")
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if _SURROGATE.search(k):
+                    raise JSONTextError("json_text")
+                stack.append((v, depth + 1))
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
 

@@ -30,9 +30,10 @@ MAX_CONTEXT_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_TIMEOUT = 30 * 24 * 3600
 MAX_USER_ID = 256
-SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}$"
-CURSOR_PATTERN = r"^[0-9A-Za-z_.:-]{1,200}$"
+MAX_SAFE_INTEGER = 2**53 - 1  # integers every JSON client reads exactly; far inside BSON's int64
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}\Z"  # \Z: Python's $ also matches before a final newline
+USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}\Z"
+CURSOR_PATTERN = r"^[0-9A-Za-z_.:-]{1,200}\Z"
 
 STATUSES = ("active", "expired", "closed", "deleted", "")
 ROLES = ("user", "assistant", "system", "tool")
@@ -151,6 +152,7 @@ OPTIONS: dict[str, Field] = {
         "仅当会话版本等于此值时写入（0 表示不检查）",
         "Write only if the session is at this version (0: no check).",
         minimum=0,
+        maximum=MAX_SAFE_INTEGER,
     ),
     "on_overflow": Field(
         "string",
@@ -372,11 +374,20 @@ class Tool:
         return tuple(n for n in OUTPUTS if n in BASE_OUTPUTS or n in extras)
 
     def options(self) -> dict[str, Field]:
-        """The tool's options with their per-operation defaults applied."""
-        if len(self.operations) > 1:
-            return dict(OPTIONS)
-        op = OPERATIONS[self.operations[0]]
-        return {n: OPTIONS[n].but(**op.option_overrides.get(n, {})) for n in op.options}
+        """The tool's options with their per-operation defaults applied.
+
+        The `operation` tool declares a default only where every operation using the option agrees:
+        Coze fills declared defaults in, so touch must not receive create's timeout of 1800.
+        """
+        fields: dict[str, Field] = {}
+        for name in self.operations:
+            op = OPERATIONS[name]
+            for n in op.options:
+                f = OPTIONS[n].but(**op.option_overrides.get(n, {}))
+                if n in fields and (fields[n].default, fields[n].maximum) != (f.default, f.maximum):
+                    f = f.but(default=None, maximum=max(fields[n].maximum or 0, f.maximum or 0) or None)
+                fields[n] = f
+        return {n: fields[n] for n in OPTIONS if n in fields}
 
 
 MANAGE_TOOL = Tool(

@@ -98,6 +98,8 @@ def parse(tool_name: str, body: Any, connector_user: str = "", defaults: dict | 
         del options["expected_version"]
     for name, value in options.items():  # the operation's own bounds (the manage tool's are wider)
         f = fields[name]
+        if f.type == "integer" and isinstance(value, float):
+            options[name] = value = int(value)  # jsonschema counts 60.0 as an integer; store 60
         if f.maximum is not None and type(value) is int and value > f.maximum:
             raise InvalidArgument(f"options.{name}", "maximum", f.maximum)
 

@@ -92,3 +92,15 @@ def test_no_schema_in_openapi_uses_format_ref_or_combinators():
     text = json.dumps(committed_openapi())
     for word in ('"format"', '"$ref"', '"oneOf"', '"anyOf"', '"allOf"'):
         assert word not in text
+
+
+def test_the_operation_tool_declares_only_defaults_every_operation_agrees_on():
+    # Coze fills declared defaults in: a default timeout would reset a session's timeout on touch.
+    options = spec.MANAGE_TOOL.options()
+    assert options["timeout"].default is None
+    assert options["limit"].default is None
+    assert options["merge"].default is True
+    for name, f in options.items():
+        for op in spec.OPERATIONS.values():
+            if name in op.options and f.default is not None:
+                assert spec.TOOLS_BY_NAME[f"session_{op.name}"].options()[name].default == f.default
