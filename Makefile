@@ -33,3 +33,6 @@ openapi: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+register: $(STAMP)
+	$(BIN)/python scripts/register_plugin.py $(ARGS)
