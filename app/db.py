@@ -62,6 +62,8 @@ class Database:
             max_sessions=s.max_sessions,
             purge_grace_ms=s.purge_grace * 1000,
             retention_ms=s.expired_retention * 1000,
+            default_timeout_ms=s.session_timeout * 1000,
+            default_max_history=s.max_history,
         )
 
     def store(self) -> SessionStore:

@@ -1,13 +1,13 @@
 """The stored session document and its mapping to a Session value. Pure: no I/O.
 
 Times are integer epoch milliseconds (nx-27017 turns `$set` datetimes into strings, and integers
-compare the same everywhere); only `pa`, the TTL field, is a BSON date. Expiry is `seen + tmo`,
-so a sliding write only sets `seen` and needs no prior read.
+compare the same everywhere); only `pa`, the TTL field, is a BSON date. `exp` is always exactly the
+last use plus `tmo`: every sliding write sets it and filters on the `tmo` it assumed.
 
 Session document fields:
   _id "<sid>@<uid>"   k "s"            uid, sid        st "active" | "closed"
   slot 0..N-1 while it holds one of the user's active-session slots, else its own _id
-  ctx   JSON text     v version        c, u, seen      created / updated / last use (ms)
+  ctx   JSON text     v version        c, u, exp       created / updated / expires (ms)
   tmo   timeout (ms)  mh max_history   ac auto_clean   pa, pms purge date (TTL) and its ms mirror
   msgs  JSON texts of messages, oldest first (physically `pl` long, logically the last min(n, mh))
   n     messages appended since the last clear         tot messages ever appended (newest seq)
@@ -57,7 +57,7 @@ class Session:
     version: int
     created: int
     updated: int
-    seen: int
+    expires: int
     timeout_ms: int
     max_history: int
     auto_clean: bool
@@ -67,10 +67,6 @@ class Session:
     total: int
     physical: int
     messages: tuple[str, ...] | None = None
-
-    @property
-    def expires(self) -> int:
-        return self.seen + self.timeout_ms
 
     def expired(self, now: int) -> bool:
         return self.expires <= now
@@ -98,7 +94,7 @@ def from_doc(doc: dict) -> Session:
         version=doc["v"],
         created=doc["c"],
         updated=doc["u"],
-        seen=doc["seen"],
+        expires=doc["exp"],
         timeout_ms=doc["tmo"],
         max_history=doc["mh"],
         auto_clean=doc["ac"],
@@ -135,7 +131,7 @@ def new_doc(
         "v": 1,
         "c": now,
         "u": now,
-        "seen": now,
+        "exp": now + timeout_ms,
         "tmo": timeout_ms,
         "mh": max_history,
         "ac": auto_clean,

@@ -11,6 +11,7 @@ from typing import Any
 
 from app import errors, jsontext, records, responses
 from app.records import Session
+from app.store import Miss
 from app.validation import Call
 
 UPDATE_RETRY_SECONDS = 10.0
@@ -67,11 +68,11 @@ class Sessions:
             raise errors.ContextTooLarge(size=size, limit=self.limits.max_context_bytes)
         return text
 
-    def _diagnose(self, key: str, now: int, *, writable: bool) -> Session:
+    def _diagnose(self, miss: Miss, now: int, *, writable: bool) -> Session:
         """Why a conditional write missed: raises the answer, or returns the live session."""
-        s, tomb = self.store.inspect(key)
+        s = miss.stored
         if s is None:
-            raise errors.SessionExpired() if tomb else errors.SessionNotFound()
+            raise errors.SessionExpired() if miss.tomb else errors.SessionNotFound()
         if s.expired(now):
             raise errors.SessionExpired(session=s)
         if writable and s.status == "closed":
@@ -88,13 +89,15 @@ class Sessions:
         key = self._key(call)
         version = call.options.get("expected_version")
         for _ in range(3):
-            s = self.store.write(key, update, now=now, version=version, persist=call.options.get("persist", True), **kw)
-            if s is not None:
-                return self._done(s)
-            live = self._diagnose(key, now, writable=kw.get("writable", True))
+            found = self.store.write(
+                key, update, now=now, version=version, persist=call.options.get("persist", True), **kw
+            )
+            if isinstance(found, Session):
+                return self._done(found)
+            live = self._diagnose(found, now, writable=kw.get("writable", True))
             if version is not None and live.version != version:
                 raise errors.VersionConflict(session=live, current=live.version)
-            if kw.get("expr") is not None:
+            if kw.get("room_for") is not None:
                 raise errors.HistoryLimit(session=live, limit=live.max_history)
         raise errors.StorageUnavailable()
 
@@ -133,14 +136,12 @@ class Sessions:
         s, created = self.store.create(call.user_id, session_id, build, persist=call.options.get("persist", True))
         now = self.store.clock()
         if not created:
-            s = self._write(
-                dataclasses.replace(call, session_id=session_id), {"$set": {"seen": now}}, now, writable=False
-            )
+            s = self._write(dataclasses.replace(call, session_id=session_id), {}, now, writable=False)
         return responses.session(s, now, created=created)
 
     def op_get(self, call: Call) -> dict[str, Any]:
         now = self.store.clock()
-        s = self._write(call, {"$set": {"seen": now}}, now, writable=False)
+        s = self._write(call, {}, now, writable=False)
         return responses.session(s, now)
 
     def op_update(self, call: Call) -> dict[str, Any]:
@@ -151,26 +152,25 @@ class Sessions:
             now = self.store.clock()
             current = self.store.load(key)
             if current is None or current.expired(now) or current.status != "active":
-                current = self._diagnose(key, now, writable=True)
+                current = self._diagnose(Miss(*self.store.inspect(key)), now, writable=True)
             if expected is not None and current.version != expected:
                 raise errors.VersionConflict(session=current, current=current.version)
-            value = (
-                merge_patch(jsontext.loads(current.context), call.context)
-                if call.options.get("merge", True)
-                else call.context
-            )
+            value = call.context
+            if call.options.get("merge", True):
+                value = merge_patch(jsontext.loads(current.context), call.context)
             text = self._context_text(value)
-            s = self.store.write(
+            found = self.store.write(
                 key,
-                {"$set": {"ctx": text, "u": now, "seen": now}, "$inc": {"v": 1}},
+                {"$set": {"ctx": text, "u": now}, "$inc": {"v": 1}},
                 now=now,
+                timeout_ms=current.timeout_ms,
                 version=current.version,
                 persist=call.options.get("persist", True),
             )
-            if s is not None:
-                return responses.session(self._done(s), now)
+            if isinstance(found, Session):
+                return responses.session(self._done(found), now)
+            live = self._diagnose(found, now, writable=True)
             if expected is not None or time.monotonic() > deadline:
-                live = self._diagnose(key, now, writable=True)
                 raise errors.VersionConflict(session=live, current=live.version)
             time.sleep(random.random() * 0.005)  # another writer won this round: merge onto its result
 
@@ -179,12 +179,8 @@ class Sessions:
         k = len(call.messages)
         stored = [jsontext.dumps({"r": role, "c": content, "t": now}) for role, content in call.messages]
         reject = call.options.get("on_overflow") == "reject"
-        update = {
-            "$push": {"msgs": {"$each": stored}},
-            "$inc": {"n": k, "tot": k, "pl": k, "v": 1},
-            "$set": {"seen": now, "u": now},
-        }
-        s = self._write(call, update, now, expr={"$lte": [{"$add": ["$n", k]}, "$mh"]} if reject else None)
+        update = {"$push": {"msgs": {"$each": stored}}, "$inc": {"n": k, "tot": k, "pl": k, "v": 1}, "$set": {"u": now}}
+        s = self._write(call, update, now, room_for=k if reject else None)
         if s.physical >= s.max_history + _slack(s.max_history):
             self.store.trim(s)
         before = min(s.n - k, s.max_history)
@@ -199,7 +195,7 @@ class Sessions:
         if cursor is not None and not cursor.isdigit():
             raise errors.InvalidArgument("options.cursor", "pattern")
         now = self.store.clock()
-        s = self._write(call, {"$set": {"seen": now}}, now, writable=False, messages=True)
+        s = self._write(call, {}, now, writable=False, messages=True)
         stored = s.messages or ()
         first_seq = s.total - len(stored) + 1
         visible = [(first_seq + i, m) for i, m in enumerate(stored)][max(0, len(stored) - s.message_count) :]
@@ -215,30 +211,29 @@ class Sessions:
 
     def op_clear_history(self, call: Call) -> dict[str, Any]:
         now = self.store.clock()
-        update = {"$set": {"msgs": [], "n": 0, "pl": 0, "u": now, "seen": now}, "$inc": {"v": 1}}
+        update = {"$set": {"msgs": [], "n": 0, "pl": 0, "u": now}, "$inc": {"v": 1}}
         return responses.session(self._write(call, update, now), now)
 
     def op_touch(self, call: Call) -> dict[str, Any]:
         self._check_caps(call)
         key = self._key(call)
         persist = call.options.get("persist", True)
+        timeout = call.options.get("timeout")
+        new_timeout_ms = timeout * 1000 if timeout is not None else None
         for _ in range(3):
             now = self.store.clock()
-            fields: dict[str, Any] = {"seen": now}
-            if "timeout" in call.options:
-                fields["tmo"] = call.options["timeout"] * 1000
-            update = {"$set": fields}
             # No expiry filter: touch revives an expired session that still holds its slot.
-            s = self.store.write(key, update, now=now, live=False, where=self.store.in_slot(), persist=persist)
-            if s is None:
-                stored, tomb = self.store.inspect(key)
-                if stored is None:
-                    raise errors.SessionExpired() if tomb else errors.SessionNotFound()
-                if stored.status == "closed":
-                    raise errors.SessionClosed(session=stored)
-                s = self.store.reclaim_slot(stored, update, now=now, persist=persist)
-            if s is not None:
-                return responses.session(self._done(s), now)
+            found = self.store.write(
+                key, {}, now=now, live=False, new_timeout_ms=new_timeout_ms, where=self.store.in_slot(), persist=persist
+            )
+            if not isinstance(found, Session):
+                if found.stored is None:
+                    raise errors.SessionExpired() if found.tomb else errors.SessionNotFound()
+                if found.stored.status == "closed":
+                    raise errors.SessionClosed(session=found.stored)
+                found = self.store.reclaim_slot(found.stored, now=now, new_timeout_ms=new_timeout_ms, persist=persist)
+            if found is not None:
+                return responses.session(self._done(found), now)
         raise errors.StorageUnavailable()
 
     def op_list(self, call: Call) -> dict[str, Any]:
@@ -262,7 +257,7 @@ class Sessions:
     def op_close(self, call: Call) -> dict[str, Any]:
         now = self.store.clock()
         key = self._key(call)
-        update = {"$set": {"st": "closed", "slot": key, "u": now, "seen": now}, "$inc": {"v": 1}}
+        update = {"$set": {"st": "closed", "slot": key, "u": now}, "$inc": {"v": 1}}
         try:
             s = self._write(call, update, now)
         except errors.SessionClosed as exc:

@@ -1,7 +1,8 @@
 """Session storage on MongoDB: atomic, expiry-checked primitives. I/O module (pymongo).
 
-Every read and write filters on expiry itself (`seen + tmo > now`), because the TTL reaper lags.
+Every read and write filters on expiry itself (`exp > now`), because the TTL reaper lags.
 Only features that MongoDB 5.0+ and nx-27017 both handle are used; see records.py for the layout.
+No `$expr`: nx-27017 evaluates it over the whole collection, whatever else the filter says.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ReturnDocument, WriteConcern
@@ -37,24 +39,15 @@ _SUMMARY = {"msgs": 0, "ctx": 0}
 CREATE_ATTEMPTS = 50
 
 
-def _live(now: int) -> dict:
-    return {"$gt": [{"$add": ["$seen", "$tmo"]}, now]}
+LEARNED_MAX = 100_000
 
 
-def _expired(now: int) -> dict:
-    return {"$lte": [{"$add": ["$seen", "$tmo"]}, now]}
+@dataclass(frozen=True)
+class Miss:
+    """Why a conditional write did not apply: what is stored under the key (read just after)."""
 
-
-def _query(plain: dict, *exprs: dict) -> dict:
-    """A filter with `$expr` conditions kept apart in `$and`.
-
-    nx-27017 evaluates only the `$expr` of a filter that mixes it with plain fields (another
-    user's `_id` would match); inside `$and` both engines evaluate every condition.
-    """
-    if not exprs:
-        return plain
-    expr = exprs[0] if len(exprs) == 1 else {"$and": list(exprs)}
-    return {"$and": [plain, {"$expr": expr}]}
+    stored: Session | None
+    tomb: bool
 
 
 @contextlib.contextmanager
@@ -87,8 +80,15 @@ class SessionStore:
         max_sessions: int,
         purge_grace_ms: int,
         retention_ms: int,
+        default_timeout_ms: int = 1_800_000,
+        default_max_history: int = 1000,
     ) -> None:
         self.collection = collection
+        self.default_timeout_ms = default_timeout_ms
+        self.default_max_history = default_max_history
+        # What this process learned of each session's (timeout, max_history): a sliding write must
+        # state the timeout it assumes, and a wrong guess costs one retry, never a wrong answer.
+        self._learned: dict[str, tuple[int, int]] = {}
         self.clock = clock
         self.max_sessions = max_sessions
         self.purge_grace_ms = purge_grace_ms
@@ -115,26 +115,38 @@ class SessionStore:
     def load(self, key: str, *, messages: bool = False) -> Session | None:
         with storage_errors():
             doc = self.collection.find_one({"_id": key}, None if messages else _NO_MESSAGES)
-        return records.from_doc(doc) if doc else None
+        if not doc:
+            return None
+        session = records.from_doc(doc)
+        self.learn(session)
+        return session
 
     def inspect(self, key: str) -> tuple[Session | None, bool]:
         """The stored session (any state) and whether its tombstone exists."""
         with storage_errors():
             docs = list(self.collection.find({"_id": {"$in": [key, records.tomb_key(key)]}}, _NO_MESSAGES))
         session = next((records.from_doc(d) for d in docs if d.get("k") == "s"), None)
+        if session is not None:
+            self.learn(session)
         return session, any(d.get("k") == "t" for d in docs)
 
+    def learn(self, s: Session) -> None:
+        if len(self._learned) >= LEARNED_MAX:
+            self._learned.pop(next(iter(self._learned)))
+        self._learned[s.key] = (s.timeout_ms, s.max_history)
+
+    def _guess(self, key: str) -> tuple[int, int]:
+        return self._learned.get(key, (self.default_timeout_ms, self.default_max_history))
+
     def list(self, user_id: str, now: int, status: str, limit: int, after: tuple[int, str] | None) -> list[Session]:
-        plain: dict[str, Any] = {"uid": user_id, "k": "s"}
-        exprs = []
+        query: dict[str, Any] = {"uid": user_id, "k": "s"}
         if status == "expired":
-            exprs.append(_expired(now))
+            query["exp"] = {"$lte": now}
         elif status in ("active", "closed"):
-            plain["st"] = status
-            exprs.append(_live(now))
+            query["st"] = status
+            query["exp"] = {"$gt": now}
         if after is not None:
-            plain["$or"] = [{"c": {"$lt": after[0]}}, {"c": after[0], "sid": {"$lt": after[1]}}]
-        query = _query(plain, *exprs)
+            query["$or"] = [{"c": {"$lt": after[0]}}, {"c": after[0], "sid": {"$lt": after[1]}}]
         with storage_errors():
             cursor = self.collection.find(query, _SUMMARY).sort([("c", -1), ("sid", -1)]).limit(limit)
             return [records.from_doc(d) for d in cursor]
@@ -149,26 +161,55 @@ class SessionStore:
         now: int,
         writable: bool = True,
         live: bool = True,
+        timeout_ms: int | None = None,
+        new_timeout_ms: int | None = None,
         version: int | None = None,
-        expr: dict | None = None,
+        room_for: int | None = None,
         where: dict | None = None,
         messages: bool = False,
         persist: bool = True,
-    ) -> Session | None:
-        """One atomic conditional update; None when the session is not in the required state."""
-        plain: dict[str, Any] = {"_id": key, "st": "active" if writable else {"$in": ["active", "closed"]}}
-        if version is not None:
-            plain["v"] = version
-        plain.update(where or {})
-        query = _query(plain, *([_live(now)] if live else []), *([expr] if expr else []))
-        with storage_errors():
-            doc = self._coll(persist).find_one_and_update(
-                query,
-                update,
-                projection=None if messages else _NO_MESSAGES,
-                return_document=ReturnDocument.AFTER,
-            )
-        return records.from_doc(doc) if doc else None
+    ) -> Session | Miss:
+        """One atomic conditional update that also restarts the timeout; a Miss when it did not apply.
+
+        `timeout_ms` is the session's timeout if known (else learned or the default is assumed and
+        checked); `new_timeout_ms` replaces it; `room_for` k requires space for k more messages.
+        """
+        guess_t, guess_mh = self._guess(key)
+        for attempt in (1, 2):
+            plain: dict[str, Any] = {"_id": key, "st": "active" if writable else {"$in": ["active", "closed"]}}
+            fields = dict(update.get("$set", {}))
+            if new_timeout_ms is not None:
+                fields.update(tmo=new_timeout_ms, exp=now + new_timeout_ms)
+            else:
+                plain["tmo"] = timeout_ms or guess_t
+                fields["exp"] = now + plain["tmo"]
+            if live:
+                plain["exp"] = {"$gt": now}
+            if version is not None:
+                plain["v"] = version
+            if room_for is not None:
+                plain["mh"] = guess_mh
+                plain["n"] = {"$lte": guess_mh - room_for}
+            plain.update(where or {})
+            with storage_errors():
+                doc = self._coll(persist).find_one_and_update(
+                    plain,
+                    {**update, "$set": fields},
+                    projection=None if messages else _NO_MESSAGES,
+                    return_document=ReturnDocument.AFTER,
+                )
+            if doc:
+                session = records.from_doc(doc)
+                self.learn(session)
+                return session
+            stored, tomb = self.inspect(key)
+            if attempt == 2 or stored is None:
+                break
+            guessed = (plain.get("tmo", stored.timeout_ms), plain.get("mh", stored.max_history))
+            if guessed == (stored.timeout_ms, stored.max_history):
+                break
+            guess_t, guess_mh = stored.timeout_ms, stored.max_history  # learned: try once more
+        return Miss(stored, tomb)
 
     def keep_purgeable_after(self, s: Session) -> bool:
         """Move the purge date ahead of expiry when a sliding write brought them close.
@@ -210,7 +251,7 @@ class SessionStore:
 
     def delete_expired(self, key: str, now: int) -> None:
         with storage_errors():
-            self.collection.delete_one(_query({"_id": key}, _expired(now)))
+            self.collection.delete_one({"_id": key, "exp": {"$lte": now}})
 
     # slots: the race-free limit of active sessions per user
 
@@ -223,7 +264,7 @@ class SessionStore:
         in_slot = self.in_slot()
         query = {"uid": user_id, **({"$or": [{"_id": also}, in_slot]} if also else in_slot)}
         with storage_errors():
-            return list(self.collection.find(query, {"slot": 1, "seen": 1, "tmo": 1, "k": 1}))
+            return list(self.collection.find(query, {"slot": 1, "exp": 1, "k": 1}))
 
     def _free_slot(self, holders: list[dict], now: int, exclude: str = "") -> int | None:
         """A slot number nobody live holds, released from an expired holder if need be."""
@@ -232,12 +273,12 @@ class SessionStore:
         free = [n for n in range(self.max_sessions) if n not in taken]
         if free:
             return random.choice(free)  # random, so concurrent creates rarely collide
-        stale = [h for h in holders if h["seen"] + h["tmo"] <= now and h["_id"] != exclude]
+        stale = [h for h in holders if h["exp"] <= now and h["_id"] != exclude]
         random.shuffle(stale)
         for h in stale:
             with storage_errors():
                 released = self.collection.update_one(
-                    _query({"_id": h["_id"], "slot": h["slot"]}, _expired(now)),
+                    {"_id": h["_id"], "slot": h["slot"], "exp": {"$lte": now}},
                     {"$set": {"slot": h["_id"]}},
                 )
             if released.modified_count:
@@ -254,7 +295,7 @@ class SessionStore:
             holders = self._holders(user_id, also=key)
             mine = next((h for h in holders if h["_id"] == key), None)
             if mine is not None:
-                if mine["seen"] + mine["tmo"] > now:
+                if mine["exp"] > now:
                     existing = self.load(key)
                     if existing is not None:
                         return existing, False
@@ -274,18 +315,29 @@ class SessionStore:
                     continue  # lost a race for the slot or the id: look again
                 with storage_errors():  # a tombstone left by an earlier session of this id
                     self._coll(persist).replace_one({"_id": tomb["_id"]}, tomb, upsert=True)
-            return records.from_doc(doc), True
+            session = records.from_doc(doc)
+            self.learn(session)
+            return session, True
         raise errors.StorageUnavailable()
 
-    def reclaim_slot(self, s: Session, update: dict, *, now: int, persist: bool) -> Session | None:
+    def reclaim_slot(self, s: Session, *, now: int, new_timeout_ms: int | None, persist: bool) -> Session | None:
         """Give an expired session whose slot was taken a free one again (touch's revival)."""
         for _ in range(CREATE_ATTEMPTS):
             slot = self._free_slot(self._holders(s.user_id), now, exclude=s.key)
             if slot is None:
                 raise errors.SessionLimitExceeded(limit=self.max_sessions)
-            update = {**update, "$set": {**update.get("$set", {}), "slot": slot}}
             try:
-                return self.write(s.key, update, now=now, live=False, version=s.version, persist=persist)
+                found = self.write(
+                    s.key,
+                    {"$set": {"slot": slot}},
+                    now=now,
+                    live=False,
+                    timeout_ms=s.timeout_ms,
+                    new_timeout_ms=new_timeout_ms,
+                    version=s.version,
+                    persist=persist,
+                )
             except DuplicateKeyError:
                 continue
+            return found if isinstance(found, Session) else None
         raise errors.StorageUnavailable()

@@ -16,10 +16,12 @@ READS_AND_WRITES = {"find", "findAndModify", "insert", "update", "delete", "aggr
 class Counter(monitoring.CommandListener):
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.commands: list[dict] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name in READS_AND_WRITES:
             self.names.append(event.command_name)
+            self.commands.append(dict(event.command))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -73,6 +75,31 @@ def test_each_operation_costs_the_expected_database_round_trips(core, counter):
     assert round_trips(counter, core, "delete", session_id="s1") == 1
 
 
+def test_a_session_with_its_own_timeout_costs_one_round_trip_once_its_timeout_is_learned(core, store, counter, clock):
+    run(core, "create", session_id="t", options={"timeout": 3600})
+    store._learned.clear()  # as a worker that never saw this session
+    assert round_trips(counter, core, "get", session_id="t") == 3  # wrong guess, read, retry
+    assert round_trips(counter, core, "get", session_id="t") == 1
+    clock.advance(2000)  # past the default timeout, inside its own
+    assert run(core, "get", session_id="t")["expires_in"] == 3600
+
+
+def test_no_filter_uses_expr_which_nx_27017_evaluates_over_the_whole_collection(core, counter):
+    run(core, "create", session_id="e", options={"max_history": 5})
+    counter.commands.clear()
+    for op, body in [
+        ("get", {}),
+        ("append_messages", {"role": "user", "content": "x", "options": {"on_overflow": "reject"}}),
+        ("history", {}),
+        ("touch", {}),
+        ("update", {"context": "{}"}),
+        ("close", {}),
+    ]:
+        run(core, op, session_id="e", **body)
+    run(core, "list", options={"status": "active"})
+    assert counter.commands and "$expr" not in repr(counter.commands)
+
+
 def test_indexes_are_created_once_and_idempotently(store):
     store.ensure_indexes()
     indexes = {tuple(k for k, _ in ix["key"]): ix for ix in store.collection.index_information().values()}
@@ -89,7 +116,7 @@ def test_a_busy_session_keeps_its_purge_date_ahead_of_its_expiry(core, store, cl
         assert run(core, "get", session_id="busy")["status"] == "active"
         doc = store.collection.find_one({"_id": key})
         tomb = store.collection.find_one({"_id": records.tomb_key(key)})
-        assert doc["pms"] >= doc["seen"] + doc["tmo"]
+        assert doc["pms"] >= doc["exp"]
         assert tomb["pms"] >= doc["pms"] + store.retention_ms
 
 
