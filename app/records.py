@@ -11,6 +11,7 @@ Session document fields:
   tmo   timeout (ms)  mh max_history   ac auto_clean   pa, pms purge date (TTL) and its ms mirror
   msgs  JSON texts of messages, oldest first (physically `pl` long, logically the last min(n, mh))
   n     messages appended since the last clear         tot messages ever appended (newest seq)
+  r     random incarnation: a session deleted and created again under the same id is another one
 A tombstone {_id "~<sid>@<uid>", k "t"} outlives a purged auto-clean session, so it still answers
 "expired" after the TTL reaper removed it.
 """
@@ -18,6 +19,7 @@ A tombstone {_id "~<sid>@<uid>", k "t"} outlives a purged auto-clean session, so
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -66,6 +68,7 @@ class Session:
     n: int
     total: int
     physical: int
+    nonce: str = ""
     messages: tuple[str, ...] | None = None
 
     def expired(self, now: int) -> bool:
@@ -103,6 +106,7 @@ def from_doc(doc: dict) -> Session:
         n=doc["n"],
         total=doc["tot"],
         physical=doc["pl"],
+        nonce=doc.get("r", ""),
         messages=tuple(msgs) if msgs is not None else None,
     )
 
@@ -139,6 +143,7 @@ def new_doc(
         "n": 0,
         "tot": 0,
         "pl": 0,
+        "r": secrets.token_hex(8),
     }
     if auto_clean:
         doc["pa"] = from_ms(purge_ms)

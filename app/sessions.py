@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import secrets
 import time
@@ -148,9 +149,12 @@ class Sessions:
         key = self._key(call)
         expected = call.options.get("expected_version")
         deadline = time.monotonic() + UPDATE_RETRY_SECONDS
-        while True:
+        # Start from the state this process last saw: if it is still current, one round trip.
+        current = self.store.recall(key)
+        for attempt in itertools.count():
             now = self.store.clock()
-            current = self.store.load(key)
+            if current is None or (expected is not None and current.version != expected):
+                current = self.store.load(key)
             if current is None or current.expired(now) or current.status != "active":
                 current = self._diagnose(Miss(*self.store.inspect(key)), now, writable=True)
             if expected is not None and current.version != expected:
@@ -158,21 +162,26 @@ class Sessions:
             value = call.context
             if call.options.get("merge", True):
                 value = merge_patch(jsontext.loads(current.context), call.context)
-            text = self._context_text(value)
             found = self.store.write(
                 key,
-                {"$set": {"ctx": text, "u": now}, "$inc": {"v": 1}},
+                {"$set": {"ctx": self._context_text(value), "u": now}, "$inc": {"v": 1}},
                 now=now,
                 timeout_ms=current.timeout_ms,
                 version=current.version,
+                nonce=current.nonce,
                 persist=call.options.get("persist", True),
             )
             if isinstance(found, Session):
                 return responses.session(self._done(found), now)
-            live = self._diagnose(found, now, writable=True)
-            if expected is not None or time.monotonic() > deadline:
+            live = self._diagnose(found, now, writable=True)  # the state that beat ours, just read
+            if expected is not None and live.version != expected:
                 raise errors.VersionConflict(session=live, current=live.version)
-            time.sleep(random.random() * 0.005)  # another writer won this round: merge onto its result
+            if time.monotonic() > deadline:
+                raise errors.VersionConflict(session=live, current=live.version)
+            if attempt:
+                time.sleep(random.random() * 0.005)  # contended: let the other writers through
+            current = live
+        raise AssertionError("unreachable")
 
     def op_append_messages(self, call: Call) -> dict[str, Any]:
         now = self.store.clock()

@@ -8,8 +8,11 @@ No `$expr`: nx-27017 evaluates it over the whole collection, whatever else the f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +43,7 @@ CREATE_ATTEMPTS = 50
 
 
 LEARNED_MAX = 100_000
+RECENT_MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,11 @@ class SessionStore:
         # What this process learned of each session's (timeout, max_history): a sliding write must
         # state the timeout it assumes, and a wrong guess costs one retry, never a wrong answer.
         self._learned: dict[str, tuple[int, int]] = {}
+        # The latest state this process saw of recent sessions (byte-bounded): an update merges
+        # onto it and compare-and-sets on (nonce, version), so a fresh one costs no read.
+        self._recent: OrderedDict[str, Session] = OrderedDict()
+        self._recent_bytes = 0
+        self._recent_lock = threading.Lock()
         self.clock = clock
         self.max_sessions = max_sessions
         self.purge_grace_ms = purge_grace_ms
@@ -131,9 +140,33 @@ class SessionStore:
         return session, any(d.get("k") == "t" for d in docs)
 
     def learn(self, s: Session) -> None:
+        """Remember what a read or write returned about a session."""
         if len(self._learned) >= LEARNED_MAX:
-            self._learned.pop(next(iter(self._learned)))
+            self._learned.pop(next(iter(self._learned)), None)
         self._learned[s.key] = (s.timeout_ms, s.max_history)
+        if len(s.context) > RECENT_MAX_BYTES // 4:
+            return
+        with self._recent_lock:
+            prev = self._recent.pop(s.key, None)
+            if prev is not None:
+                self._recent_bytes -= len(prev.context)
+            newer = prev is not None and prev.nonce == s.nonce and prev.version > s.version
+            keep = prev if newer else dataclasses.replace(s, messages=None)  # threads may answer late
+            self._recent[s.key] = keep
+            self._recent_bytes += len(keep.context)
+            while self._recent_bytes > RECENT_MAX_BYTES:
+                self._recent_bytes -= len(self._recent.popitem(last=False)[1].context)
+
+    def recall(self, key: str) -> Session | None:
+        """The latest state this process saw of a session, if any; possibly stale."""
+        with self._recent_lock:
+            return self._recent.get(key)
+
+    def forget(self, key: str) -> None:
+        with self._recent_lock:
+            old = self._recent.pop(key, None)
+            if old is not None:
+                self._recent_bytes -= len(old.context)
 
     def _guess(self, key: str) -> tuple[int, int]:
         return self._learned.get(key, (self.default_timeout_ms, self.default_max_history))
@@ -164,6 +197,7 @@ class SessionStore:
         timeout_ms: int | None = None,
         new_timeout_ms: int | None = None,
         version: int | None = None,
+        nonce: str | None = None,
         room_for: int | None = None,
         where: dict | None = None,
         messages: bool = False,
@@ -187,6 +221,8 @@ class SessionStore:
                 plain["exp"] = {"$gt": now}
             if version is not None:
                 plain["v"] = version
+            if nonce is not None:
+                plain["r"] = nonce
             if room_for is not None:
                 plain["mh"] = guess_mh
                 plain["n"] = {"$lte": guess_mh - room_for}
@@ -245,6 +281,7 @@ class SessionStore:
             )
 
     def delete(self, key: str, *, persist: bool = True) -> int:
+        self.forget(key)
         with storage_errors():
             result = self._coll(persist).delete_many({"_id": {"$in": [key, records.tomb_key(key)]}})
         return result.deleted_count

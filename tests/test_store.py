@@ -68,7 +68,7 @@ def test_each_operation_costs_the_expected_database_round_trips(core, counter):
     assert round_trips(counter, core, "append_messages", session_id="s1", role="user", content="hi") == 1
     assert round_trips(counter, core, "history", session_id="s1") == 1
     assert round_trips(counter, core, "touch", session_id="s1") == 1
-    assert round_trips(counter, core, "update", session_id="s1", context='{"a":1}') == 2  # read, compare-and-set
+    assert round_trips(counter, core, "update", session_id="s1", context='{"a":1}') == 1  # compare-and-set
     assert round_trips(counter, core, "clear_history", session_id="s1") == 1
     assert round_trips(counter, core, "list") == 1
     assert round_trips(counter, core, "close", session_id="s1") == 1
@@ -98,6 +98,53 @@ def test_no_filter_uses_expr_which_nx_27017_evaluates_over_the_whole_collection(
         run(core, op, session_id="e", **body)
     run(core, "list", options={"status": "active"})
     assert counter.commands and "$expr" not in repr(counter.commands)
+
+
+def test_an_update_merges_onto_what_another_process_wrote_even_when_this_one_remembers_older_state(
+    core, store, counter, mongo_uri, db_name, clock
+):
+    other_client = MongoClient(mongo_uri)
+    try:
+        other = Sessions(
+            SessionStore(
+                other_client[db_name]["sessions"],
+                clock,
+                max_sessions=10,
+                purge_grace_ms=300_000,
+                retention_ms=86400_000,
+            ),
+            LIMITS,
+        )
+        run(core, "create", session_id="m", context='{"a":1}')
+        run(other, "update", session_id="m", context='{"b":2}')  # this process still remembers v1
+        assert round_trips(counter, core, "update", session_id="m", context='{"c":3}') == 3  # miss, read, retry
+        assert run(core, "get", session_id="m")["context"] == '{"a":1,"b":2,"c":3}'
+        store._recent.clear()  # a process that never saw the session: read, then compare-and-set
+        assert round_trips(counter, core, "update", session_id="m", context='{"d":4}') == 2
+    finally:
+        other_client.close()
+
+
+def test_a_session_recreated_under_the_same_id_is_never_mistaken_for_the_remembered_one(core, store):
+    run(core, "create", session_id="r", context='{"old":1}')
+    remembered = store.recall(records.key("u1", "r"))
+    store.collection.delete_many({})
+    store.collection.insert_one(
+        records.new_doc(
+            "u1",
+            "r",
+            context='{"new":1}',
+            now=store.clock(),
+            timeout_ms=1_800_000,
+            max_history=1000,
+            auto_clean=False,
+            slot=0,
+            purge_ms=0,
+        )
+    )
+    assert store.recall(records.key("u1", "r")) == remembered  # same id, same version 1: only the nonce differs
+    out = run(core, "update", session_id="r", context='{"x":1}')
+    assert out["context"] == '{"new":1,"x":1}'
 
 
 def test_indexes_are_created_once_and_idempotently(store):
