@@ -1,0 +1,340 @@
+"""Concurrency on the real stack: gunicorn (several workers, several threads) on a real nx-27017.
+
+Parallel clients fire at once (a barrier releases them together); every answer is checked against
+the tool's output schema, and the stored state is read back through the service and the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from pymongo import MongoClient
+
+from app import spec
+from tests.servers import gunicorn
+from tests.support import AUTH, TOKEN, check_response
+
+pytestmark = pytest.mark.slow
+
+WORKERS = 3
+THREADS = 8
+
+
+@contextlib.contextmanager
+def started(env: dict, **kw):
+    """tests.servers.gunicorn, retried when its /healthz poll times out while workers still boot.
+
+    servers.gunicorn polls with a 1 s read timeout and only retries on ConnectionError; on a loaded
+    machine the first request can wait longer than that for a worker to finish importing the app.
+    """
+    for attempt in range(3):
+        with contextlib.ExitStack() as stack:
+            try:
+                base = stack.enter_context(gunicorn(env, **kw))
+            except requests.Timeout:
+                if attempt == 2:
+                    raise
+                continue
+            yield base
+            return
+
+
+@pytest.fixture(scope="module")
+def service(mongo_uri, tmp_path_factory):
+    """One gunicorn for the module, on its own database (dropped afterwards); tests use distinct users."""
+    db = f"test_conc_{uuid.uuid4().hex[:10]}"
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db, "SERVICE_TOKEN": TOKEN, "APP_ENV": "test"}
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    client = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+    try:
+        with started(env, workers=WORKERS, threads=THREADS, log=log) as base:
+            yield Client(base, client[db]["sessions"])
+    finally:
+        client.drop_database(db)
+        client.close()
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
+
+
+class Client:
+    """Calls tools over HTTP, one keep-alive connection per thread; every answer schema-checked."""
+
+    def __init__(self, base: str, collection) -> None:
+        self.base = base
+        self.collection = collection
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+            s.headers.update(AUTH)
+        return s
+
+    def post(self, op: str, body: dict) -> dict:
+        tool = spec.TOOLS_BY_NAME[f"session_{op}"]
+        r = self._session().post(self.base + tool.path, json=body, timeout=60)
+        data = r.json()
+        check_response(tool, data)
+        assert r.status_code == 200, (op, r.status_code, data)
+        return data
+
+    def ok(self, op: str, body: dict) -> dict:
+        data = self.post(op, body)
+        assert data["error_code"] == "", data
+        return data
+
+
+def parallel(n: int, fn, *, workers: int | None = None) -> list:
+    """Run fn(i) for i in range(n) on `workers` threads, released together; results in order of i."""
+    workers = workers or n
+    barrier = threading.Barrier(min(n, workers))
+
+    def run(i):
+        if i < workers:
+            barrier.wait(timeout=60)
+        return fn(i)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def test_fifty_parallel_creates_for_one_user_store_exactly_ten_and_refuse_forty(service):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    answers = parallel(50, lambda i: service.post("create", {"user_id": user, "context": json.dumps({"i": i})}))
+    codes = Counter(a["error_code"] for a in answers)
+    assert codes == {"": 10, "SESSION_LIMIT_EXCEEDED": 40}, codes
+    created = {a["session_id"] for a in answers if a["error_code"] == ""}
+    assert len(created) == 10
+    assert all(a["created"] is True for a in answers if a["error_code"] == "")
+    assert all(a["created"] is False and a["session_id"] == "" for a in answers if a["error_code"] != "")
+    listed = service.ok("list", {"user_id": user, "options": {"limit": 100}})["sessions"]
+    assert {s["session_id"] for s in listed} == created
+    docs = list(service.collection.find({"uid": user, "k": "s"}, {"slot": 1, "st": 1}))
+    assert len(docs) == 10
+    assert sorted(d["slot"] for d in docs) == list(range(10))
+    assert all(d["st"] == "active" for d in docs)
+
+
+def test_fifty_parallel_creates_of_one_caller_chosen_id_make_one_session_and_return_it_to_all(service):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    body = {"user_id": user, "session_id": "conv-1", "context": json.dumps({"first": True})}
+    answers = parallel(50, lambda i: service.post("create", body))
+    assert [a["error_code"] for a in answers] == [""] * 50
+    assert Counter(a["created"] for a in answers) == {True: 1, False: 49}
+    assert {a["session_id"] for a in answers} == {"conv-1"}
+    assert service.collection.count_documents({"uid": user, "k": "s"}) == 1
+
+
+def test_two_hundred_parallel_merges_of_distinct_keys_all_land_and_advance_the_version_by_two_hundred(service):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    start = service.ok("create", {"user_id": user, "context": json.dumps({"base": 0})})
+    sid, v0 = start["session_id"], start["version"]
+
+    def merge(i):
+        return service.post("update", {"user_id": user, "session_id": sid, "context": json.dumps({f"k{i}": i})})
+
+    answers = parallel(200, merge, workers=50)
+    assert [a["error_code"] for a in answers] == [""] * 200, Counter(a["error_code"] for a in answers)
+    # each merge is its own atomic step: 200 distinct versions, v0+1 .. v0+200
+    assert sorted(a["version"] for a in answers) == list(range(v0 + 1, v0 + 201))
+    final = service.ok("get", {"user_id": user, "session_id": sid})
+    assert final["version"] == v0 + 200
+    assert json.loads(final["context"]) == {"base": 0, **{f"k{i}": i for i in range(200)}}
+
+
+@pytest.mark.parametrize(
+    ("op", "extra"),
+    [("update", {"context": '{"writer": "W"}'}), ("append_messages", {"role": "user", "content": "W"})],
+)
+def test_twenty_writers_with_the_same_expected_version_make_one_winner_and_nineteen_version_conflicts(
+    service, op, extra
+):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    sid = service.ok("create", {"user_id": user})["session_id"]
+    service.ok("update", {"user_id": user, "session_id": sid, "context": "{}"})
+    v = service.ok("get", {"user_id": user, "session_id": sid})["version"]
+
+    def write(i):
+        body = {"user_id": user, "session_id": sid, "options": {"expected_version": v}}
+        body.update({k: val.replace("W", str(i)) for k, val in extra.items()})
+        return service.post(op, body)
+
+    answers = parallel(20, write)
+    codes = Counter(a["error_code"] for a in answers)
+    assert codes == {"": 1, "VERSION_CONFLICT": 19}, codes
+    winner = next(i for i, a in enumerate(answers) if a["error_code"] == "")
+    assert answers[winner]["version"] == v + 1
+    for a in answers:
+        if a["error_code"] == "VERSION_CONFLICT":
+            assert a["version"] == v + 1, a  # the current version, to re-read and retry from
+            assert a["status"] == "active"
+    final = service.ok("get", {"user_id": user, "session_id": sid})
+    assert final["version"] == v + 1
+    if op == "update":
+        assert json.loads(final["context"]) == {"writer": str(winner)}
+    else:
+        history = service.ok("history", {"user_id": user, "session_id": sid})["messages"]
+        assert [m["content"] for m in history] == [str(winner)]
+
+
+def test_parallel_appends_past_max_history_keep_exactly_the_newest_with_strictly_increasing_unique_seq(service):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    max_history = 25
+    sid = service.ok("create", {"user_id": user, "options": {"max_history": max_history}})["session_id"]
+
+    def append(i):
+        messages = [{"role": "user", "content": f"m{i}.{j}"} for j in range(2 if i % 4 == 0 else 1)]
+        return service.post("append_messages", {"user_id": user, "session_id": sid, "messages": messages})
+
+    answers = parallel(80, append, workers=40)
+    assert [a["error_code"] for a in answers] == [""] * 80
+    total = sum(2 if i % 4 == 0 else 1 for i in range(80))
+    by_seq = {}
+    for a in answers:
+        seqs = [m["seq"] for m in a["messages"]]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # one append's messages are consecutive
+        for m in a["messages"]:
+            assert m["seq"] not in by_seq, m
+            by_seq[m["seq"]] = m["content"]
+    assert sorted(by_seq) == list(range(1, total + 1))
+    assert sum(a["dropped"] for a in answers) == total - max_history
+    assert sorted(a["version"] for a in answers) == list(range(2, 82))
+
+    history = service.ok("history", {"user_id": user, "session_id": sid, "options": {"limit": 1000}})
+    seqs = [m["seq"] for m in history["messages"]]
+    assert len(seqs) == max_history == history["message_count"]
+    assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False))
+    assert seqs == list(range(total - max_history + 1, total + 1))  # the newest kept
+    assert [m["content"] for m in history["messages"]] == [by_seq[s] for s in seqs]
+    assert history["next_cursor"] == ""
+
+
+def test_parallel_touch_update_and_close_on_one_session_let_no_write_land_after_the_close(service):
+    for round_ in range(3):
+        user = f"u-{uuid.uuid4().hex[:8]}"
+        sid = service.ok("create", {"user_id": user})["session_id"]
+        base = {"user_id": user, "session_id": sid}
+        n = 61
+        close_at = 20 + 10 * round_
+
+        def act(i, close_at=close_at, base=base):
+            if i == close_at:
+                return "close", i, service.post("close", base)
+            if i % 3 == 0:
+                return "touch", i, service.post("touch", {**base, "options": {"timeout": 600}})
+            return "update", i, service.post("update", {**base, "context": json.dumps({f"k{i}": i})})
+
+        results = parallel(n, act, workers=n)
+        closed = next(r for op, _, r in results if op == "close")
+        assert closed["error_code"] == "" and closed["status"] == "closed"
+        v_close = closed["version"]
+        landed = set()
+        for op, i, r in results:
+            assert r["error_code"] in ("", "SESSION_CLOSED"), (op, r)
+            if op == "update" and r["error_code"] == "":
+                assert r["version"] < v_close, (r, v_close)  # every successful update came before the close
+                assert r["status"] == "active"
+                landed.add(f"k{i}")
+            if r["error_code"] == "SESSION_CLOSED":
+                assert r["status"] == "closed"
+
+        # writes after the close, sequential and parallel, all refused
+        late = parallel(
+            20,
+            lambda i, base=base: service.post(
+                "update" if i % 2 else "touch", {**base, "context": '{"late": 1}'} if i % 2 else base
+            ),
+        )
+        assert [r["error_code"] for r in late] == ["SESSION_CLOSED"] * 20
+
+        final = service.ok("get", base)
+        assert final["status"] == "closed"
+        assert final["version"] == v_close
+        assert final["context"] == closed["context"]
+        assert final["updated_at"] == closed["updated_at"]
+        assert set(json.loads(final["context"])) == landed  # exactly the updates that reported success
+        doc = service.collection.find_one({"uid": user, "sid": sid})
+        assert (doc["st"], doc["v"], doc["ctx"]) == ("closed", v_close, closed["context"])
+
+
+def test_parallel_updates_racing_a_delete_never_bring_the_session_back(service):
+    for _ in range(3):
+        user = f"u-{uuid.uuid4().hex[:8]}"
+        sid = service.ok("create", {"user_id": user})["session_id"]
+        base = {"user_id": user, "session_id": sid}
+
+        def act(i, base=base):
+            if i == 15:
+                return "delete", service.post("delete", base)
+            if i % 2:
+                return "append", service.post("append_messages", {**base, "role": "user", "content": str(i)})
+            return "update", service.post("update", {**base, "context": json.dumps({f"k{i}": i})})
+
+        results = parallel(40, act)
+        deleted = next(r for op, r in results if op == "delete")
+        assert (deleted["error_code"], deleted["status"]) == ("", "deleted")
+        for op, r in results:
+            assert r["error_code"] in ("", "SESSION_NOT_FOUND"), (op, r)
+        assert service.post("get", base)["error_code"] == "SESSION_NOT_FOUND"
+        assert service.collection.count_documents({"uid": user}) == 0
+
+
+def test_parallel_appends_racing_clear_history_never_reuse_a_sequence_number(service):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    sid = service.ok("create", {"user_id": user})["session_id"]
+    base = {"user_id": user, "session_id": sid}
+
+    def act(i):
+        if i % 12 == 5:
+            return "clear", service.post("clear_history", base)
+        return "append", service.post("append_messages", {**base, "role": "user", "content": f"m{i}"})
+
+    results = parallel(60, act, workers=30)
+    assert [r["error_code"] for _, r in results] == [""] * 60
+    seqs = [m["seq"] for op, r in results if op == "append" for m in r["messages"]]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1))  # unique, none reused after a clear
+    assert sorted(r["version"] for _, r in results) == list(range(2, 62))
+    history = service.ok("history", {**base, "options": {"limit": 1000}})
+    got = [m["seq"] for m in history["messages"]]
+    assert len(got) == history["message_count"]
+    # what is left is everything appended since the last clear: a run ending at the newest, or nothing
+    assert got == list(range(len(seqs) - len(got) + 1, len(seqs) + 1))
+
+
+def test_parallel_creates_and_touches_reviving_expired_sessions_never_pass_the_limit(service):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    old = [
+        service.ok("create", {"user_id": user, "options": {"timeout": 1, "auto_clean": False}})["session_id"]
+        for _ in range(10)
+    ]
+    deadline = time.monotonic() + 30
+    expired = {"user_id": user, "options": {"status": "expired", "limit": 100}}
+    while len(service.ok("list", expired)["sessions"]) < 10:  # list, unlike get, does not slide the timeout
+        assert time.monotonic() < deadline, "sessions did not expire"
+        time.sleep(0.2)
+
+    def act(i):
+        if i % 2:
+            return "touch", service.post(
+                "touch", {"user_id": user, "session_id": old[i // 2], "options": {"timeout": 600}}
+            )
+        return "create", service.post("create", {"user_id": user, "options": {"timeout": 600}})
+
+    results = parallel(20, act)
+    for op, r in results:
+        assert r["error_code"] in ("", "SESSION_LIMIT_EXCEEDED"), (op, r)
+    won = [(op, r) for op, r in results if r["error_code"] == ""]
+    assert len(won) == 10, Counter((op, r["error_code"]) for op, r in results)  # every slot used, none twice
+    active = service.ok("list", {"user_id": user, "options": {"status": "active", "limit": 100}})["sessions"]
+    assert {s["session_id"] for s in active} == {r["session_id"] for _, r in won}
+    holders = list(service.collection.find({"uid": user, "k": "s", "slot": {"$gte": 0, "$lt": 10}}, {"slot": 1}))
+    assert sorted(h["slot"] for h in holders if isinstance(h["slot"], int)) == list(range(10))
