@@ -50,7 +50,7 @@ def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4, log: Pa
             try:
                 if requests.get(base + "/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or slow to answer on a busy machine
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not answer /healthz within 30 s")

@@ -6,7 +6,6 @@ the tool's output schema, and the stored state is read back through the service 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -28,25 +27,6 @@ WORKERS = 3
 THREADS = 8
 
 
-@contextlib.contextmanager
-def started(env: dict, **kw):
-    """tests.servers.gunicorn, retried when its /healthz poll times out while workers still boot.
-
-    servers.gunicorn polls with a 1 s read timeout and only retries on ConnectionError; on a loaded
-    machine the first request can wait longer than that for a worker to finish importing the app.
-    """
-    for attempt in range(3):
-        with contextlib.ExitStack() as stack:
-            try:
-                base = stack.enter_context(gunicorn(env, **kw))
-            except requests.Timeout:
-                if attempt == 2:
-                    raise
-                continue
-            yield base
-            return
-
-
 @pytest.fixture(scope="module")
 def service(mongo_uri, tmp_path_factory):
     """One gunicorn for the module, on its own database (dropped afterwards); tests use distinct users."""
@@ -55,7 +35,7 @@ def service(mongo_uri, tmp_path_factory):
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     client = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
     try:
-        with started(env, workers=WORKERS, threads=THREADS, log=log) as base:
+        with gunicorn(env, workers=WORKERS, threads=THREADS, log=log) as base:
             yield Client(base, client[db]["sessions"])
     finally:
         client.drop_database(db)

@@ -6,7 +6,6 @@ bounds asserted are hang bounds (a request must not wait past 10 s when the data
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -65,21 +64,6 @@ def nx(tmp_path):
         yield db
     finally:
         db.stop()
-
-
-@contextlib.contextmanager
-def started(env: dict, **kw):
-    """tests.servers.gunicorn, retried when its 1 s /healthz poll times out while workers still boot."""
-    for attempt in range(3):
-        with contextlib.ExitStack() as stack:
-            try:
-                base = stack.enter_context(gunicorn(env, **kw))
-            except requests.Timeout:
-                if attempt == 2:
-                    raise
-                continue
-            yield base
-            return
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -156,7 +140,7 @@ def _answers(caller: Caller, op: str, body: dict):
 
 def test_with_the_database_stopped_under_load_requests_answer_503_without_hanging_and_service_recovers(nx, tmp_path):
     log = tmp_path / "gunicorn.log"
-    with started(_env(nx.uri, "faults"), workers=2, threads=4, log=log) as base:
+    with gunicorn(_env(nx.uri, "faults"), workers=2, threads=4, log=log) as base:
         caller = Caller(base)
         status, first, _ = caller.post("create", {"user_id": "u", "session_id": "s", "context": '{"a": 1}'})
         assert (status, first["error_code"]) == (200, "")
@@ -250,7 +234,7 @@ def test_with_the_database_stopped_under_load_requests_answer_503_without_hangin
 
 def test_every_write_acknowledged_with_persist_true_survives_a_sigkill_of_the_database(nx, tmp_path):
     log = tmp_path / "gunicorn.log"
-    with started(_env(nx.uri, "durable"), workers=2, threads=4, log=log) as base:
+    with gunicorn(_env(nx.uri, "durable"), workers=2, threads=4, log=log) as base:
         caller = Caller(base)
         stop = threading.Event()
         acked: dict[tuple[str, str], dict] = {}  # (user, sid) -> {"ctx": {...}, "msgs": {seq: content}}
@@ -348,7 +332,7 @@ def test_a_gunicorn_worker_killed_mid_request_leaves_the_other_requests_unaffect
     log = tmp_path / "gunicorn.log"
     client = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
     try:
-        with started(_env(mongo_uri, db), workers=2, threads=4, log=log) as base:
+        with gunicorn(_env(mongo_uri, db), workers=2, threads=4, log=log) as base:
             caller = Caller(base)
             master = _master()
             workers = _workers(master)
