@@ -134,7 +134,9 @@ class Sessions:
             )
             return doc, records.new_tomb(doc, purge + self.store.retention_ms) if auto_clean else None
 
-        s, created = self.store.create(call.user_id, session_id, build, persist=call.options.get("persist", True))
+        s, created = self.store.create(
+            call.user_id, session_id, build, persist=call.options.get("persist", True), caller_id=bool(call.session_id)
+        )
         now = self.store.clock()
         if not created:
             s = self._write(dataclasses.replace(call, session_id=session_id), {}, now, writable=False)

@@ -54,6 +54,15 @@ class Miss:
     tomb: bool
 
 
+def _is_id_conflict(write_error: dict) -> bool:
+    """Whether a duplicate-key error is on _id (MongoDB names the key; nx-27017 the column)."""
+    pattern = write_error.get("keyPattern")
+    if pattern:
+        return "_id" in pattern
+    message = str(write_error.get("errmsg", ""))
+    return message.rstrip().endswith("._id") or " index: _id_ " in message
+
+
 @contextlib.contextmanager
 def storage_errors() -> Iterator[None]:
     """Map pymongo's errors to the service's, in one place."""
@@ -296,12 +305,10 @@ class SessionStore:
         """Filter: the document holds one of its user's slots (only numbers match the range)."""
         return {"slot": {"$gte": 0, "$lt": self.max_sessions}}
 
-    def _holders(self, user_id: str, also: str = "") -> list[dict]:
-        """The user's slot holders (and, in the same round trip, the document `also`)."""
-        in_slot = self.in_slot()
-        query = {"uid": user_id, **({"$or": [{"_id": also}, in_slot]} if also else in_slot)}
+    def _holders(self, user_id: str) -> list[dict]:
+        """The user's slot holders: a query by uid, so only when every slot number is taken."""
         with storage_errors():
-            return list(self.collection.find(query, {"slot": 1, "exp": 1, "k": 1}))
+            return list(self.collection.find({"uid": user_id, **self.in_slot()}, {"slot": 1, "exp": 1}))
 
     def _free_slot(self, holders: list[dict], now: int, exclude: str = "") -> int | None:
         """A slot number nobody live holds, released from an expired holder if need be."""
@@ -323,39 +330,61 @@ class SessionStore:
         return None
 
     def create(
-        self, user_id: str, session_id: str, build: Callable[[int], tuple[dict, dict | None]], *, persist: bool
+        self,
+        user_id: str,
+        session_id: str,
+        build: Callable[[int], tuple[dict, dict | None]],
+        *,
+        persist: bool,
+        caller_id: bool = True,
     ) -> tuple[Session, bool]:
-        """Insert a new session in a free slot, or return the live one already stored under this id."""
+        """Insert a new session in a free slot, or return the live one already stored under this id.
+
+        The unique (uid, slot) index arbitrates: the insert tries slot numbers in random order, and
+        only when every number is taken are the holders read (to reclaim one from an expired
+        session, or refuse). So a user below the limit costs no query by uid, which nx-27017
+        answers by scanning the whole collection.
+        """
         key = records.key(user_id, session_id)
         for _ in range(CREATE_ATTEMPTS):
             now = self.clock()
-            holders = self._holders(user_id, also=key)
-            mine = next((h for h in holders if h["_id"] == key), None)
-            if mine is not None:
-                if mine["exp"] > now:
-                    existing = self.load(key)
-                    if existing is not None:
+            if caller_id:
+                existing = self.load(key)
+                if existing is not None:
+                    if not existing.expired(now):
                         return existing, False
+                    self.delete_expired(key, now)  # a caller reusing an expired id gets a fresh session
                     continue
-                # A caller reusing the id of an expired session gets a fresh one.
-                self.delete_expired(key, now)
-                continue
-            slot = self._free_slot(holders, now)
-            if slot is None:
-                raise errors.SessionLimitExceeded(limit=self.max_sessions)
-            doc, tomb = build(slot)
-            try:
-                with storage_errors():
-                    self._coll(persist).insert_many([doc, tomb] if tomb else [doc], ordered=True)
-            except BulkWriteError as exc:
-                if exc.details.get("nInserted", 0) == 0:
-                    continue  # lost a race for the slot or the id: look again
-                with storage_errors():  # a tombstone left by an earlier session of this id
-                    self._coll(persist).replace_one({"_id": tomb["_id"]}, tomb, upsert=True)
-            session = records.from_doc(doc)
-            self.learn(session)
-            return session, True
+            slots = random.sample(range(self.max_sessions), self.max_sessions)
+            outcome = None
+            for slot in slots:
+                outcome = self._insert(build(slot), persist)
+                if outcome != "slot taken":
+                    break
+            if outcome == "slot taken":
+                slot = self._free_slot(self._holders(user_id), now)
+                if slot is None:
+                    raise errors.SessionLimitExceeded(limit=self.max_sessions)
+                outcome = self._insert(build(slot), persist)
+            if isinstance(outcome, Session):
+                return outcome, True
         raise errors.StorageUnavailable()
+
+    def _insert(self, docs: tuple[dict, dict | None], persist: bool) -> Session | str:
+        """Insert a session (and its tombstone): the Session, or "slot taken" / "id taken"."""
+        doc, tomb = docs
+        try:
+            with storage_errors():
+                self._coll(persist).insert_many([doc, tomb] if tomb else [doc], ordered=True)
+        except BulkWriteError as exc:
+            if exc.details.get("nInserted", 0) == 0:
+                first = (exc.details.get("writeErrors") or [{}])[0]
+                return "id taken" if _is_id_conflict(first) else "slot taken"
+            with storage_errors():  # a tombstone left by an earlier session of this id
+                self._coll(persist).replace_one({"_id": tomb["_id"]}, tomb, upsert=True)
+        session = records.from_doc(doc)
+        self.learn(session)
+        return session
 
     def reclaim_slot(self, s: Session, *, now: int, new_timeout_ms: int | None, persist: bool) -> Session | None:
         """Give an expired session whose slot was taken a free one again (touch's revival)."""

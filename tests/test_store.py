@@ -63,7 +63,7 @@ def round_trips(counter: Counter, core: Sessions, op: str, **body) -> int:
 
 
 def test_each_operation_costs_the_expected_database_round_trips(core, counter):
-    assert round_trips(counter, core, "create", session_id="s1") == 2  # slot holders, insert
+    assert round_trips(counter, core, "create", session_id="s1") == 2  # is the id taken? insert
     assert round_trips(counter, core, "get", session_id="s1") == 1
     assert round_trips(counter, core, "append_messages", session_id="s1", role="user", content="hi") == 1
     assert round_trips(counter, core, "history", session_id="s1") == 1
@@ -73,6 +73,12 @@ def test_each_operation_costs_the_expected_database_round_trips(core, counter):
     assert round_trips(counter, core, "list") == 1
     assert round_trips(counter, core, "close", session_id="s1") == 1
     assert round_trips(counter, core, "delete", session_id="s1") == 1
+
+
+def test_a_generated_id_for_a_user_below_the_limit_costs_one_insert_and_no_query_by_user(core, counter):
+    counter.names.clear()
+    core.execute(validation.parse("session_create", {"user_id": "newcomer"}))
+    assert counter.names == ["insert"]
 
 
 def test_a_session_with_its_own_timeout_costs_one_round_trip_once_its_timeout_is_learned(core, store, counter, clock):
