@@ -36,3 +36,6 @@ clean:
 
 register: $(STAMP)
 	$(BIN)/python scripts/register_plugin.py $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
