@@ -152,7 +152,7 @@ class Sessions:
         expected = call.options.get("expected_version")
         deadline = time.monotonic() + UPDATE_RETRY_SECONDS
         # Start from the state this process last saw: if it is still current, one round trip.
-        current = self.store.recall(key)
+        current = self.store.memory.recall(key)
         for attempt in itertools.count():
             now = self.store.clock()
             if current is None or (expected is not None and current.version != expected):

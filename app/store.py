@@ -8,11 +8,8 @@ No `$expr`: nx-27017 evaluates it over the whole collection, whatever else the f
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import random
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +27,7 @@ from pymongo.errors import (
 )
 
 from app import errors, records
+from app.memory import Memory
 from app.records import Session
 
 log = logging.getLogger(__name__)
@@ -40,10 +38,6 @@ _TOO_LARGE = {10334, 17419, 17420}
 _NO_MESSAGES = {"msgs": 0}
 _SUMMARY = {"msgs": 0, "ctx": 0}
 CREATE_ATTEMPTS = 50
-
-
-LEARNED_MAX = 100_000
-RECENT_MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,20 +91,11 @@ class SessionStore:
         default_max_history: int = 1000,
     ) -> None:
         self.collection = collection
-        self.default_timeout_ms = default_timeout_ms
-        self.default_max_history = default_max_history
-        # What this process learned of each session's (timeout, max_history): a sliding write must
-        # state the timeout it assumes, and a wrong guess costs one retry, never a wrong answer.
-        self._learned: dict[str, tuple[int, int]] = {}
-        # The latest state this process saw of recent sessions (byte-bounded): an update merges
-        # onto it and compare-and-sets on (nonce, version), so a fresh one costs no read.
-        self._recent: OrderedDict[str, Session] = OrderedDict()
-        self._recent_bytes = 0
-        self._recent_lock = threading.Lock()
         self.clock = clock
         self.max_sessions = max_sessions
         self.purge_grace_ms = purge_grace_ms
         self.retention_ms = retention_ms
+        self.memory = Memory(default_timeout_ms, default_max_history)
         self._durable = collection.with_options(write_concern=DURABLE)
         self._fast = collection.with_options(write_concern=FAST)
 
@@ -136,7 +121,7 @@ class SessionStore:
         if not doc:
             return None
         session = records.from_doc(doc)
-        self.learn(session)
+        self.memory.learn(session)
         return session
 
     def inspect(self, key: str) -> tuple[Session | None, bool]:
@@ -145,40 +130,8 @@ class SessionStore:
             docs = list(self.collection.find({"_id": {"$in": [key, records.tomb_key(key)]}}, _NO_MESSAGES))
         session = next((records.from_doc(d) for d in docs if d.get("k") == "s"), None)
         if session is not None:
-            self.learn(session)
+            self.memory.learn(session)
         return session, any(d.get("k") == "t" for d in docs)
-
-    def learn(self, s: Session) -> None:
-        """Remember what a read or write returned about a session."""
-        if len(self._learned) >= LEARNED_MAX:
-            self._learned.pop(next(iter(self._learned)), None)
-        self._learned[s.key] = (s.timeout_ms, s.max_history)
-        if len(s.context) > RECENT_MAX_BYTES // 4:
-            return
-        with self._recent_lock:
-            prev = self._recent.pop(s.key, None)
-            if prev is not None:
-                self._recent_bytes -= len(prev.context)
-            newer = prev is not None and prev.nonce == s.nonce and prev.version > s.version
-            keep = prev if newer else dataclasses.replace(s, messages=None)  # threads may answer late
-            self._recent[s.key] = keep
-            self._recent_bytes += len(keep.context)
-            while self._recent_bytes > RECENT_MAX_BYTES:
-                self._recent_bytes -= len(self._recent.popitem(last=False)[1].context)
-
-    def recall(self, key: str) -> Session | None:
-        """The latest state this process saw of a session, if any; possibly stale."""
-        with self._recent_lock:
-            return self._recent.get(key)
-
-    def forget(self, key: str) -> None:
-        with self._recent_lock:
-            old = self._recent.pop(key, None)
-            if old is not None:
-                self._recent_bytes -= len(old.context)
-
-    def _guess(self, key: str) -> tuple[int, int]:
-        return self._learned.get(key, (self.default_timeout_ms, self.default_max_history))
 
     def list(self, user_id: str, now: int, status: str, limit: int, after: tuple[int, str] | None) -> list[Session]:
         query: dict[str, Any] = {"uid": user_id, "k": "s"}
@@ -217,7 +170,7 @@ class SessionStore:
         `timeout_ms` is the session's timeout if known (else learned or the default is assumed and
         checked); `new_timeout_ms` replaces it; `room_for` k requires space for k more messages.
         """
-        guess_t, guess_mh = self._guess(key)
+        guess_t, guess_mh = self.memory.shape(key)
         for attempt in (1, 2):
             plain: dict[str, Any] = {"_id": key, "st": "active" if writable else {"$in": ["active", "closed"]}}
             fields = dict(update.get("$set", {}))
@@ -245,7 +198,7 @@ class SessionStore:
                 )
             if doc:
                 session = records.from_doc(doc)
-                self.learn(session)
+                self.memory.learn(session)
                 return session
             stored, tomb = self.inspect(key)
             if attempt == 2 or stored is None:
@@ -290,7 +243,7 @@ class SessionStore:
             )
 
     def delete(self, key: str, *, persist: bool = True) -> int:
-        self.forget(key)
+        self.memory.forget(key)
         with storage_errors():
             result = self._coll(persist).delete_many({"_id": {"$in": [key, records.tomb_key(key)]}})
         return result.deleted_count
@@ -383,7 +336,7 @@ class SessionStore:
             with storage_errors():  # a tombstone left by an earlier session of this id
                 self._coll(persist).replace_one({"_id": tomb["_id"]}, tomb, upsert=True)
         session = records.from_doc(doc)
-        self.learn(session)
+        self.memory.learn(session)
         return session
 
     def reclaim_slot(self, s: Session, *, now: int, new_timeout_ms: int | None, persist: bool) -> Session | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app import jsontext, records
+from app.memory import Memory
 from app.sessions import merge_patch
 
 
@@ -58,3 +59,53 @@ def test_times_are_iso_8601_utc_with_milliseconds():
 def test_a_session_key_splits_at_the_first_at_sign():
     assert records.key("a@b.com", "s1") == "s1@a@b.com"
     assert records.key("u", "s1") != records.key("s1@u", "")
+
+
+def _session(key: str = "s@u", version: int = 1, nonce: str = "n1", context: str = "{}") -> records.Session:
+    return records.Session(
+        key=key,
+        user_id="u",
+        session_id="s",
+        status="active",
+        context=context,
+        version=version,
+        created=0,
+        updated=0,
+        expires=1,
+        timeout_ms=60_000,
+        max_history=50,
+        auto_clean=True,
+        purge_ms=2,
+        slot=0,
+        n=0,
+        total=0,
+        physical=0,
+        nonce=nonce,
+    )
+
+
+def test_memory_keeps_the_newer_state_when_threads_answer_out_of_order():
+    memory = Memory(1_800_000, 1000)
+    memory.learn(_session(version=3))
+    memory.learn(_session(version=2))
+    assert memory.recall("s@u").version == 3
+    memory.learn(_session(version=1, nonce="n2"))  # another incarnation replaces it whatever its version
+    assert memory.recall("s@u").nonce == "n2"
+
+
+def test_memory_learns_shapes_and_falls_back_to_the_defaults():
+    memory = Memory(1_800_000, 1000)
+    assert memory.shape("s@u") == (1_800_000, 1000)
+    memory.learn(_session())
+    assert memory.shape("s@u") == (60_000, 50)
+    memory.forget("s@u")
+    assert memory.shape("s@u") == (1_800_000, 1000) and memory.recall("s@u") is None
+
+
+def test_memory_stays_within_its_byte_budget_dropping_the_least_recent():
+    memory = Memory(1, 1, max_bytes=1000)
+    for i in range(10):
+        memory.learn(_session(key=f"s{i}@u", context="x" * 200))
+    assert memory.recall("s0@u") is None
+    assert memory.recall("s9@u") is not None
+    assert memory._bytes <= 1000

@@ -83,7 +83,7 @@ def test_a_generated_id_for_a_user_below_the_limit_costs_one_insert_and_no_query
 
 def test_a_session_with_its_own_timeout_costs_one_round_trip_once_its_timeout_is_learned(core, store, counter, clock):
     run(core, "create", session_id="t", options={"timeout": 3600})
-    store._learned.clear()  # as a worker that never saw this session
+    store.memory.forget()  # as a worker that never saw this session
     assert round_trips(counter, core, "get", session_id="t") == 3  # wrong guess, read, retry
     assert round_trips(counter, core, "get", session_id="t") == 1
     clock.advance(2000)  # past the default timeout, inside its own
@@ -125,7 +125,7 @@ def test_an_update_merges_onto_what_another_process_wrote_even_when_this_one_rem
         run(other, "update", session_id="m", context='{"b":2}')  # this process still remembers v1
         assert round_trips(counter, core, "update", session_id="m", context='{"c":3}') == 3  # miss, read, retry
         assert run(core, "get", session_id="m")["context"] == '{"a":1,"b":2,"c":3}'
-        store._recent.clear()  # a process that never saw the session: read, then compare-and-set
+        store.memory.forget()  # a process that never saw the session: read, then compare-and-set
         assert round_trips(counter, core, "update", session_id="m", context='{"d":4}') == 2
     finally:
         other_client.close()
@@ -133,7 +133,7 @@ def test_an_update_merges_onto_what_another_process_wrote_even_when_this_one_rem
 
 def test_a_session_recreated_under_the_same_id_is_never_mistaken_for_the_remembered_one(core, store):
     run(core, "create", session_id="r", context='{"old":1}')
-    remembered = store.recall(records.key("u1", "r"))
+    remembered = store.memory.recall(records.key("u1", "r"))
     store.collection.delete_many({})
     store.collection.insert_one(
         records.new_doc(
@@ -148,7 +148,7 @@ def test_a_session_recreated_under_the_same_id_is_never_mistaken_for_the_remembe
             purge_ms=0,
         )
     )
-    assert store.recall(records.key("u1", "r")) == remembered  # same id, same version 1: only the nonce differs
+    assert store.memory.recall(records.key("u1", "r")) == remembered  # same id, same version 1: only the nonce differs
     out = run(core, "update", session_id="r", context='{"x":1}')
     assert out["context"] == '{"new":1,"x":1}'
 
