@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -90,13 +89,13 @@ class Database:
         self._client = self._store = None
 
 
-def nx_executable() -> str:
-    """nx-27017 from this interpreter's environment, else from PATH."""
-    beside = Path(sys.executable).with_name("nx-27017")
-    found = str(beside) if beside.exists() else shutil.which("nx-27017")
-    if not found:
-        raise RuntimeError("nx-27017 is not installed: run `make run` or pip install -r requirements.txt")
-    return found
+def nx_command() -> list[str]:
+    """nx-27017 run by this interpreter through app.nx_throttled (its per-read purge throttled)."""
+    try:
+        import nx_27017  # noqa: F401
+    except ImportError:
+        raise RuntimeError("nx-27017 is not installed: run `make run` or pip install -r requirements.txt") from None
+    return [sys.executable, "-m", "app.nx_throttled"]
 
 
 def port_open(host: str, port: int) -> bool:
@@ -119,7 +118,7 @@ def start_embedded(db_path: str, port: int, log_file: str, host: str = "127.0.0.
         if path != "memory":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     args = [
-        nx_executable(),
+        *nx_command(),
         "--db",
         db_path,
         "--host",
@@ -131,7 +130,8 @@ def start_embedded(db_path: str, port: int, log_file: str, host: str = "127.0.0.
         "--pid-file",
         str(Path(log_file).with_suffix(".pid")),
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -109,3 +109,9 @@ def test_memory_stays_within_its_byte_budget_dropping_the_least_recent():
     assert memory.recall("s0@u") is None
     assert memory.recall("s9@u") is not None
     assert memory._bytes <= 1000
+
+
+def test_the_embedded_server_hook_finds_neosqlites_per_read_purge_to_throttle():
+    from app.nx_throttled import throttle
+
+    assert throttle() is True  # False would mean the pinned neosqlite changed and reads scan again
