@@ -50,7 +50,8 @@ OPS = ("get", "update", "append_messages", "history", "create")  # create last: 
 GOAL_RATIO = {"create": 0.6, "get": 0.8, "update": 0.8, "append_messages": 0.8, "history": None}
 GOAL_RT = {"create": "≤2", "get": "1", "update": "1", "touch": "1", "append_messages": "1"}
 SPEC_TARGET = {"create": "p99 < 100 ms", "update": "p99 < 500 ms (state sync)", "get": "p99 < 500 ms (state sync)"}
-WORKERS_SIMULATED = 4  # app instances in the round-trip count, standing for gunicorn workers
+# App instances in the round-trip count, standing for gunicorn workers: as many as the service runs.
+WORKERS_SIMULATED = int(os.environ.get("WEB_CONCURRENCY") or 2)
 SESSIONS = 200  # pre-created sessions the get/update/append/history phases spread over
 
 
