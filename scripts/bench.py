@@ -734,7 +734,7 @@ def count_round_trips(uri: str) -> dict[str, Any]:
         env="test", mongodb_uri=uri, mongodb_db="bench_round_trips", service_tokens=(TOKEN,), log_level="WARNING"
     )
     # Separate app instances stand for separate gunicorn workers: each has its own client and caches.
-    apps = [create_app(settings) for _ in range(WORKERS_SIMULATED)]
+    apps = [create_app(settings) for _ in range(max(4, WORKERS_SIMULATED))]  # scenarios name workers 0-3
     clients = [a.test_client() for a in apps]
     out: dict[str, Any] = {}
 
@@ -755,7 +755,7 @@ def count_round_trips(uri: str) -> dict[str, Any]:
     def spread(label: str, op: str, body: dict, count: int = 40) -> None:
         """The mean over `count` calls, each sent to a random simulated worker (fixed seed)."""
         rng = random.Random(5)
-        counts = [post(rng.randrange(len(clients)), op, body)[1] for _ in range(count)]
+        counts = [post(rng.randrange(WORKERS_SIMULATED), op, body)[1] for _ in range(count)]
         out[label] = {
             "round_trips": round(sum(counts) / len(counts), 2),
             "commands": [f"min {min(counts)}, max {max(counts)} over {count} calls"],
