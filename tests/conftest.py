@@ -7,16 +7,14 @@ afterwards); otherwise it starts a throw-away nx-27017 for the session.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from pymongo import MongoClient
 
 from app import create_app
 from app.db import free_port, start_embedded, stop_embedded
 from app.settings import Settings
-from tests.support import TOKEN, Api, FakeClock
+from tests.support import TOKEN, Api, FakeClock, fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -36,13 +34,8 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def db_name(mongo_uri: str) -> Iterator[str]:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    yield name
-    client = MongoClient(mongo_uri, serverSelectionTimeoutMS=3000)
-    try:
-        client.drop_database(name)
-    finally:
-        client.close()
+    with fresh_database(mongo_uri) as name:
+        yield name
 
 
 @pytest.fixture

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from pymongo import MongoClient
 
 from app import schemas, spec
 
@@ -86,3 +90,17 @@ class FakeClock:
 def ctx(data: dict) -> dict:
     """The context of an answer, parsed."""
     return json.loads(data["context"])
+
+
+@contextlib.contextmanager
+def fresh_database(mongo_uri: str, prefix: str = "test") -> Iterator[str]:
+    """A database name no other test uses; the database is dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        client = MongoClient(mongo_uri, serverSelectionTimeoutMS=3000)
+        try:
+            client.drop_database(name)
+        finally:
+            client.close()

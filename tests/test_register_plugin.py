@@ -7,20 +7,18 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
-from pymongo import MongoClient
 
 from app import cozerules, spec
 from scripts.register_plugin import main
 from tests.coze_standin import CozeStandIn, faulty_front, serve, standin
 from tests.servers import gunicorn
-from tests.support import AUTH, TOKEN
+from tests.support import AUTH, TOKEN, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 EMAIL = "operator@example.com"
@@ -32,15 +30,10 @@ TOOL_NAMES = [t.name for t in spec.TOOLS]
 @pytest.fixture(scope="module")
 def service(mongo_uri: str) -> Iterator[str]:
     """The real service under gunicorn, on its own database."""
-    db = f"test_register_{uuid.uuid4().hex[:10]}"
-    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db, "SERVICE_TOKEN": TOKEN, "APP_ENV": "test"}
-    with gunicorn(env, workers=1, threads=4) as base:
-        yield base
-    client = MongoClient(mongo_uri, serverSelectionTimeoutMS=3000)
-    try:
-        client.drop_database(db)
-    finally:
-        client.close()
+    with fresh_database(mongo_uri, "test_register") as db:
+        env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db, "SERVICE_TOKEN": TOKEN, "APP_ENV": "test"}
+        with gunicorn(env, workers=1, threads=4) as base:
+            yield base
 
 
 @pytest.fixture
