@@ -138,15 +138,5 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def make_service(database: Database, limits: Any) -> Any:
-    """A per-process factory: the store (and its client) is created on first use after fork."""
-    cache: dict[int, Sessions] = {}
-
-    def service() -> Sessions:
-        store = database.store()
-        found = cache.get(id(store))
-        if found is None:
-            cache.clear()
-            found = cache[id(store)] = Sessions(store, limits)
-        return found
-
-    return service
+    """The core on this process's store (created on first use, after gunicorn forks)."""
+    return lambda: Sessions(database.store(), limits)

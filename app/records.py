@@ -163,3 +163,11 @@ def new_tomb(session_doc: dict, purge_ms: int) -> dict:
         "pa": from_ms(purge_ms),
         "pms": purge_ms,
     }
+
+
+@dataclass(frozen=True)
+class Miss:
+    """Why a conditional write did not apply: what is stored under the key (read just after)."""
+
+    stored: Session | None
+    tomb: bool

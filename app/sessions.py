@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import random
 import secrets
 import time
@@ -11,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app import errors, jsontext, records, responses
-from app.records import Session
-from app.store import Miss
+from app.records import Miss, Session
 from app.validation import Call
 
 UPDATE_RETRY_SECONDS = 10.0
@@ -153,7 +151,8 @@ class Sessions:
         deadline = time.monotonic() + UPDATE_RETRY_SECONDS
         # Start from the state this process last saw: if it is still current, one round trip.
         current = self.store.memory.recall(key)
-        for attempt in itertools.count():
+        contended = False
+        while True:
             now = self.store.clock()
             if current is None or (expected is not None and current.version != expected):
                 current = self.store.load(key)
@@ -180,10 +179,9 @@ class Sessions:
                 raise errors.VersionConflict(session=live, current=live.version)
             if time.monotonic() > deadline:
                 raise errors.VersionConflict(session=live, current=live.version)
-            if attempt:
-                time.sleep(random.random() * 0.005)  # contended: let the other writers through
-            current = live
-        raise AssertionError("unreachable")
+            if contended:
+                time.sleep(random.random() * 0.005)  # let the other writers through
+            contended, current = True, live
 
     def op_append_messages(self, call: Call) -> dict[str, Any]:
         now = self.store.clock()

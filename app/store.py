@@ -11,7 +11,6 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ReturnDocument, WriteConcern
@@ -28,7 +27,7 @@ from pymongo.errors import (
 
 from app import errors, records
 from app.memory import Memory
-from app.records import Session
+from app.records import Miss, Session
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +37,6 @@ _TOO_LARGE = {10334, 17419, 17420}
 _NO_MESSAGES = {"msgs": 0}
 _SUMMARY = {"msgs": 0, "ctx": 0}
 CREATE_ATTEMPTS = 50
-
-
-@dataclass(frozen=True)
-class Miss:
-    """Why a conditional write did not apply: what is stored under the key (read just after)."""
-
-    stored: Session | None
-    tomb: bool
 
 
 def _is_id_conflict(write_error: dict) -> bool:
@@ -171,13 +162,14 @@ class SessionStore:
         checked); `new_timeout_ms` replaces it; `room_for` k requires space for k more messages.
         """
         guess_t, guess_mh = self.memory.shape(key)
+        guess_t = timeout_ms or guess_t
         for attempt in (1, 2):
             plain: dict[str, Any] = {"_id": key, "st": "active" if writable else {"$in": ["active", "closed"]}}
             fields = dict(update.get("$set", {}))
             if new_timeout_ms is not None:
                 fields.update(tmo=new_timeout_ms, exp=now + new_timeout_ms)
             else:
-                plain["tmo"] = timeout_ms or guess_t
+                plain["tmo"] = guess_t
                 fields["exp"] = now + plain["tmo"]
             if live:
                 plain["exp"] = {"$gt": now}

@@ -7,6 +7,7 @@ import json
 
 from app import spec
 from app.db import free_port
+from app.sessions import Sessions
 from tests.support import TOKEN, Api, check_response
 
 
@@ -94,8 +95,7 @@ def test_an_unexpected_failure_is_a_500_without_details(app, monkeypatch):
     def boom(call):
         raise RuntimeError("secret internals")
 
-    service = app.extensions["sessions"]()
-    monkeypatch.setattr(service, "execute", boom)
+    monkeypatch.setattr(Sessions, "execute", lambda self, call: boom(call))
     api = Api(app.test_client())
     status, body = api.post("session_get", {"user_id": "u", "session_id": "s"})
     assert status == 500

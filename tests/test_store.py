@@ -131,6 +131,30 @@ def test_an_update_merges_onto_what_another_process_wrote_even_when_this_one_rem
         other_client.close()
 
 
+def test_an_update_after_another_process_changed_the_timeout_retries_with_the_new_one_once(
+    core, counter, mongo_uri, db_name, clock
+):
+    other_client = MongoClient(mongo_uri)
+    try:
+        other = Sessions(
+            SessionStore(
+                other_client[db_name]["sessions"],
+                clock,
+                max_sessions=10,
+                purge_grace_ms=300_000,
+                retention_ms=86400_000,
+            ),
+            LIMITS,
+        )
+        run(core, "create", session_id="t2", context='{"a":1}')
+        run(other, "touch", session_id="t2", options={"timeout": 600})  # same version, new timeout
+        assert round_trips(counter, core, "update", session_id="t2", context='{"b":2}') == 3  # miss, read, retry
+        out = run(core, "get", session_id="t2")
+        assert (out["context"], out["expires_in"]) == ('{"a":1,"b":2}', 600)
+    finally:
+        other_client.close()
+
+
 def test_a_session_recreated_under_the_same_id_is_never_mistaken_for_the_remembered_one(core, store):
     run(core, "create", session_id="r", context='{"old":1}')
     remembered = store.memory.recall(records.key("u1", "r"))
