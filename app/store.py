@@ -164,7 +164,9 @@ class SessionStore:
         guess_t, guess_mh = self.memory.shape(key)
         guess_t = timeout_ms or guess_t
         for attempt in (1, 2):
-            plain: dict[str, Any] = {"_id": key, "st": "active" if writable else {"$in": ["active", "closed"]}}
+            # Any status is "active" or "closed": a read-only write needs no status test (and nx-27017
+            # cannot translate `$in` there to SQL: it would find, then update, by three queries).
+            plain: dict[str, Any] = {"_id": key, "st": "active"} if writable else {"_id": key}
             fields = dict(update.get("$set", {}))
             if new_timeout_ms is not None:
                 fields.update(tmo=new_timeout_ms, exp=now + new_timeout_ms)
