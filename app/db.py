@@ -63,6 +63,7 @@ class Database:
             retention_ms=s.expired_retention * 1000,
             default_timeout_ms=s.session_timeout * 1000,
             default_max_history=s.max_history,
+            inline=s.history_inline,
         )
 
     def store(self) -> SessionStore:

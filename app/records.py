@@ -9,9 +9,13 @@ Session document fields:
   slot 0..N-1 while it holds one of the user's active-session slots, else its own _id
   ctx   JSON text     v version        c, u, exp       created / updated / expires (ms)
   tmo   timeout (ms)  mh max_history   ac auto_clean   pa, pms purge date (TTL) and its ms mirror
-  msgs  JSON texts of messages, oldest first (physically `pl` long, logically the last min(n, mh))
+  msgs  the newest messages as JSON texts, oldest first: `pl` of them, seqs tot-pl+1 .. tot
   n     messages appended since the last clear         tot messages ever appended (newest seq)
-  r     random incarnation: a session deleted and created again under the same id is another one
+  bk    first seqs of the archive chunks, ascending    r random incarnation (a re-created id is new)
+The visible history is the newest min(n, mh) seqs. When `msgs` reaches twice the inline size it
+moves its oldest whole chunks of that size into archive documents {_id "<key>#<r>#<first seq>",
+k "m", msgs}, so the session document, which every operation reads and rewrites, stays small
+whatever the history length; archive chunks are only read by `history` pages that reach back.
 A tombstone {_id "~<sid>@<uid>", k "t"} outlives a purged auto-clean session, so it still answers
 "expired" after the TTL reaper removed it.
 """
@@ -32,6 +36,16 @@ def key(user_id: str, session_id: str) -> str:
 
 def tomb_key(session_key: str) -> str:
     return "~" + session_key
+
+
+def chunk_key(session_key: str, nonce: str, first_seq: int) -> str:
+    """An archive chunk's _id: per incarnation, so chunks of a deleted session never reappear."""
+    return f"{session_key}#{nonce}#{first_seq}"
+
+
+def chunk_seq(chunk_id: str) -> int:
+    """The first seq an archive chunk holds, from its _id."""
+    return int(chunk_id.rsplit("#", 1)[1])
 
 
 def to_ms(t: dt.datetime) -> int:
@@ -70,6 +84,22 @@ class Session:
     physical: int
     nonce: str = ""
     messages: tuple[str, ...] | None = None
+    chunks: tuple[int, ...] = ()
+
+    @property
+    def inline_first(self) -> int:
+        """The seq of the oldest message kept inline."""
+        return self.total - self.physical + 1
+
+    @property
+    def visible_first(self) -> int:
+        """The seq of the oldest message the history shows."""
+        return self.total - self.message_count + 1
+
+    def chunk_ranges(self) -> list[tuple[int, int]]:
+        """The archive chunks as (first seq, last seq), oldest first."""
+        ends = [*self.chunks[1:], self.inline_first]
+        return [(first, end - 1) for first, end in zip(self.chunks, ends, strict=True)] if self.chunks else []
 
     def expired(self, now: int) -> bool:
         return self.expires <= now
@@ -108,6 +138,7 @@ def from_doc(doc: dict) -> Session:
         physical=doc["pl"],
         nonce=doc.get("r", ""),
         messages=tuple(msgs) if msgs is not None else None,
+        chunks=tuple(doc.get("bk", ())),
     )
 
 
@@ -143,6 +174,7 @@ def new_doc(
         "n": 0,
         "tot": 0,
         "pl": 0,
+        "bk": [],
         "r": secrets.token_hex(8),
     }
     if auto_clean:
@@ -163,6 +195,16 @@ def new_tomb(session_doc: dict, purge_ms: int) -> dict:
         "pa": from_ms(purge_ms),
         "pms": purge_ms,
     }
+
+
+def new_chunk(s: Session, first_seq: int, texts: list[str]) -> dict:
+    """An archive document holding `texts`, seqs first_seq onwards; it is purged with its session."""
+    cid = chunk_key(s.key, s.nonce, first_seq)
+    doc = {"_id": cid, "k": "m", "uid": s.user_id, "sid": s.session_id, "slot": cid, "seq": first_seq, "msgs": texts}
+    if s.auto_clean:
+        doc["pa"] = from_ms(s.purge_ms)
+        doc["pms"] = s.purge_ms
+    return doc
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _slack(max_history: int) -> int:
-    """How far the stored history may run past max_history before it is trimmed."""
-    return max(1, max_history // 10)
-
-
 class Sessions:
     """Runs a validated Call against the store and returns the full output."""
 
@@ -190,8 +185,7 @@ class Sessions:
         reject = call.options.get("on_overflow") == "reject"
         update = {"$push": {"msgs": {"$each": stored}}, "$inc": {"n": k, "tot": k, "pl": k, "v": 1}, "$set": {"u": now}}
         s = self._write(call, update, now, room_for=k if reject else None)
-        if s.physical >= s.max_history + _slack(s.max_history):
-            self.store.trim(s)
+        self.store.shrink(s)
         before = min(s.n - k, s.max_history)
         messages = [
             {"seq": s.total - k + 1 + i, "role": role, "content": content, "ts": records.iso(now)}
@@ -205,18 +199,18 @@ class Sessions:
             raise errors.InvalidArgument("options.cursor", "pattern")
         now = self.store.clock()
         s = self._write(call, {}, now, writable=False, messages=True)
-        stored = s.messages or ()
-        first_seq = s.total - len(stored) + 1
-        visible = [(first_seq + i, m) for i, m in enumerate(stored)][max(0, len(stored) - s.message_count) :]
-        if cursor is not None:
-            visible = [(seq, m) for seq, m in visible if seq < int(cursor)]
-        page = visible[-call.options["limit"] :]
+        last = s.total if cursor is None else min(s.total, int(cursor) - 1)
+        first = max(s.visible_first, last - call.options["limit"] + 1)
+        texts = {s.inline_first + i: text for i, text in enumerate(s.messages or ())}
+        if first < s.inline_first and first <= last:  # the page reaches into the archive
+            texts.update(self.store.archived(s, first, min(last, s.inline_first - 1)))
         messages = []
-        for seq, text in page:
-            m = jsontext.loads(text)
-            messages.append({"seq": seq, "role": m["r"], "content": m["c"], "ts": records.iso(m["t"])})
-        more = len(visible) > len(page)
-        return responses.session(s, now, messages=messages, next_cursor=str(page[0][0]) if more else "")
+        for seq in range(first, last + 1):
+            if seq in texts:  # absent only if a concurrent clear or delete removed it
+                m = jsontext.loads(texts[seq])
+                messages.append({"seq": seq, "role": m["r"], "content": m["c"], "ts": records.iso(m["t"])})
+        more = first <= last and first > s.visible_first
+        return responses.session(s, now, messages=messages, next_cursor=str(first) if more else "")
 
     def op_clear_history(self, call: Call) -> dict[str, Any]:
         now = self.store.clock()

@@ -37,6 +37,13 @@ _TOO_LARGE = {10334, 17419, 17420}
 _NO_MESSAGES = {"msgs": 0}
 _SUMMARY = {"msgs": 0, "ctx": 0}
 CREATE_ATTEMPTS = 50
+INLINE = 50  # messages kept in the session document: one default `history` page
+_CHUNK_REFS = {"bk": 1, "r": 1}
+
+
+def _slack(max_history: int) -> int:
+    """How far the inline history may run past a small max_history before it is trimmed."""
+    return max(1, max_history // 10)
 
 
 def _is_id_conflict(write_error: dict) -> bool:
@@ -80,12 +87,14 @@ class SessionStore:
         retention_ms: int,
         default_timeout_ms: int = 1_800_000,
         default_max_history: int = 1000,
+        inline: int = INLINE,
     ) -> None:
         self.collection = collection
         self.clock = clock
         self.max_sessions = max_sessions
         self.purge_grace_ms = purge_grace_ms
         self.retention_ms = retention_ms
+        self.inline = inline
         self.memory = Memory(default_timeout_ms, default_max_history)
         self._durable = collection.with_options(write_concern=DURABLE)
         self._fast = collection.with_options(write_concern=FAST)
@@ -214,12 +223,14 @@ class SessionStore:
         pms = self.purge_for(s.expires, s.timeout_ms)
         tomb_ms = pms + self.retention_ms
         tomb = records.tomb_key(s.key)
+        purge = {"$set": {"pa": records.from_ms(pms), "pms": pms}}
         with storage_errors():
-            moved = self.collection.update_one(
-                {"_id": s.key, "pms": {"$lt": pms}}, {"$set": {"pa": records.from_ms(pms), "pms": pms}}
-            )
-            if not moved.matched_count and not self.collection.count_documents({"_id": s.key}, limit=1):
+            moved = self.collection.find_one_and_update({"_id": s.key, "pms": {"$lt": pms}}, purge, _CHUNK_REFS)
+            if moved is None and not self.collection.count_documents({"_id": s.key}, limit=1):
                 return False
+            if moved and moved.get("bk"):  # the chunks as stored now: one archived since `s` is included
+                chunk_ids = [records.chunk_key(s.key, moved["r"], first) for first in moved["bk"]]
+                self.collection.update_many({"_id": {"$in": chunk_ids}}, purge)
             tomb_fields = {"k": "t", "uid": s.user_id, "sid": s.session_id, "slot": tomb}
             self.collection.update_one(
                 {"_id": tomb},
@@ -228,23 +239,119 @@ class SessionStore:
             )
         return True
 
-    def trim(self, s: Session) -> None:
-        """Cut the physical history down to max_history; skipped if another append raced it."""
+    def shrink(self, s: Session) -> None:
+        """Keep the session document small after an append: trim a short history, archive a long one."""
+        if s.max_history <= self.inline:
+            if s.physical >= s.max_history + _slack(s.max_history):
+                self._trim(s)
+        elif s.physical >= 2 * self.inline:
+            self._archive(s)
+
+    def _trim(self, s: Session) -> None:
+        """Cut the inline history down to max_history; skipped if another append raced it."""
         with storage_errors():
             self.collection.update_one(
                 {"_id": s.key, "pl": s.physical},
                 {"$push": {"msgs": {"$each": [], "$slice": -s.max_history}}, "$set": {"pl": s.max_history}},
             )
 
+    def _archive(self, s: Session) -> None:
+        """Move the oldest whole chunks of `inline` messages out of the session document.
+
+        Chunk boundaries are aligned (inline_first + j * inline) and chunk ids are deterministic,
+        so processes archiving at once write identical chunks. The session update is conditional
+        on the state read; the loser removes only chunks that nobody can reference any more.
+        Chunks wholly older than the visible history are dropped, or deleted if archived before.
+        """
+        with storage_errors():
+            doc = self.collection.find_one({"_id": s.key, "r": s.nonce})
+        if not doc:
+            return
+        cur = records.from_doc(doc)
+        whole = (cur.physical - self.inline) // self.inline
+        if whole < 1:
+            return
+        size, texts, visible = self.inline, cur.messages or (), cur.visible_first
+        firsts = [cur.inline_first + j * size for j in range(whole)]
+        new = [
+            records.new_chunk(cur, first, list(texts[j * size : (j + 1) * size]))
+            for j, first in enumerate(firsts)
+            if first + size - 1 >= visible
+        ]
+        ranges = cur.chunk_ranges()
+        garbage = [records.chunk_key(cur.key, cur.nonce, first) for first, last in ranges if last < visible]
+        chunks = [first for first, last in ranges if last >= visible] + [d["seq"] for d in new]
+        left = cur.physical - whole * size
+        with storage_errors():
+            if new:
+                self._insert_chunks(new)
+            after = self.collection.find_one_and_update(
+                {"_id": cur.key, "r": cur.nonce, "tot": cur.total, "pl": cur.physical},
+                {"$push": {"msgs": {"$each": [], "$slice": -left}}, "$set": {"pl": left, "bk": chunks}},
+                {"pms": 1, "tot": 1, "pl": 1, "n": 1, "mh": 1, "bk": 1, "r": 1},
+                return_document=ReturnDocument.AFTER,
+            )
+            if after is None:
+                self._drop_unreferenced(cur, [d["_id"] for d in new])
+                return
+            if garbage:
+                self.collection.delete_many({"_id": {"$in": garbage}})
+            if new and cur.auto_clean and after.get("pms", 0) > cur.purge_ms:  # moved while we archived
+                fresh = {"$set": {"pa": records.from_ms(after["pms"]), "pms": after["pms"]}}
+                self.collection.update_many({"_id": {"$in": [d["_id"] for d in new]}}, fresh)
+
+    def _insert_chunks(self, chunks: list[dict]) -> None:
+        try:
+            self.collection.insert_many(chunks, ordered=False)
+        except BulkWriteError as exc:  # the same chunk written by another process is fine
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    def _drop_unreferenced(self, cur: Session, chunk_ids: list[str]) -> None:
+        """After a lost archive race: delete our chunks unless stored or future state refers to them."""
+        if not chunk_ids:
+            return
+        now = self.collection.find_one({"_id": cur.key}, {"bk": 1, "r": 1, "tot": 1, "pl": 1})
+        if now is not None and now.get("r") == cur.nonce:
+            # Still to archive (at or after the inline start) or referenced: keep; the rest is dead.
+            inline_first, refs = now["tot"] - now["pl"] + 1, set(now.get("bk", ()))
+            chunk_ids = [c for c in chunk_ids if inline_first > records.chunk_seq(c) not in refs]
+        if chunk_ids:
+            self.collection.delete_many({"_id": {"$in": chunk_ids}})
+
+    def archived(self, s: Session, first: int, last: int) -> dict[int, str]:
+        """The archived message texts with seqs in [first, last], by seq (one query)."""
+        wanted = [f for f, end in s.chunk_ranges() if end >= first and f <= last]
+        if not wanted:
+            return {}
+        ids = [records.chunk_key(s.key, s.nonce, f) for f in wanted]
+        with storage_errors():
+            docs = list(self.collection.find({"_id": {"$in": ids}}))
+        out: dict[int, str] = {}
+        for doc in docs:
+            start = doc["seq"]
+            out.update((start + i, text) for i, text in enumerate(doc["msgs"]) if first <= start + i <= last)
+        return out
+
     def delete(self, key: str, *, persist: bool = True) -> int:
+        """Remove a session with its tombstone and archive chunks; how many documents went."""
         self.memory.forget(key)
         with storage_errors():
-            result = self._coll(persist).delete_many({"_id": {"$in": [key, records.tomb_key(key)]}})
+            # Session and tombstone go in one command, as a racing write must see both or neither;
+            # a chunk archived after this read is deleted by its archiver, who finds no session.
+            chunks = self._chunk_ids(key, self.collection.find_one({"_id": key}, _CHUNK_REFS))
+            result = self._coll(persist).delete_many({"_id": {"$in": [key, records.tomb_key(key), *chunks]}})
         return result.deleted_count
 
     def delete_expired(self, key: str, now: int) -> None:
         with storage_errors():
-            self.collection.delete_one({"_id": key, "exp": {"$lte": now}})
+            doc = self.collection.find_one_and_delete({"_id": key, "exp": {"$lte": now}}, _CHUNK_REFS)
+            if doc and doc.get("bk"):
+                self.collection.delete_many({"_id": {"$in": self._chunk_ids(key, doc)}})
+
+    @staticmethod
+    def _chunk_ids(key: str, doc: dict | None) -> list[str]:
+        return [records.chunk_key(key, doc["r"], first) for first in doc.get("bk", ())] if doc else []
 
     # slots: the race-free limit of active sessions per user
 

@@ -791,6 +791,9 @@ def count_round_trips(uri: str) -> dict[str, Any]:
         spread(f"update, {w} workers, random routing (mean)", "update", {**base, "context": '{"f":"%N%"}'})
         spread(f"get, {w} workers, random routing (mean)", "get", base)
         spread(f"append_messages, {w} workers, random routing (mean)", "append_messages", {**base, **msgs[0]})
+        spread(  # one append in HISTORY_INLINE also archives a chunk: three more round trips
+            "append_messages, 300 in a row, archiving included (mean)", "append_messages", {**base, **msgs[0]}, 300
+        )
         custom = post(0, "create", {"user_id": "rt-user-2", "options": {"timeout": 600}})[0]["session_id"]
         call("get (timeout 600 s, first time in this worker)", "get", {"user_id": "rt-user-2", "session_id": custom}, 3)
         call("close", "close", base)

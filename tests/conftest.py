@@ -14,7 +14,7 @@ import pytest
 from app import create_app
 from app.db import free_port, start_embedded, stop_embedded
 from app.settings import Settings
-from tests.support import TOKEN, Api, FakeClock, fresh_database
+from tests.support import HISTORY_INLINE, TOKEN, Api, FakeClock, fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +40,10 @@ def db_name(mongo_uri: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(mongo_uri: str, db_name: str) -> Settings:
-    return Settings(env="test", mongodb_uri=mongo_uri, mongodb_db=db_name, service_tokens=(TOKEN,))
+    # A tiny inline history, so that the suite's histories of a few messages cross into archive chunks.
+    return Settings(
+        env="test", mongodb_uri=mongo_uri, mongodb_db=db_name, service_tokens=(TOKEN,), history_inline=HISTORY_INLINE
+    )
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from app.db import free_port
+from tests.support import HISTORY_INLINE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,7 @@ def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4, log: Pa
         "WEB_CONCURRENCY": str(workers),
         "GUNICORN_THREADS": str(threads),
         "LOG_LEVEL": "warning",
+        "HISTORY_INLINE": str(HISTORY_INLINE),
         **env,
     }
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below

@@ -15,6 +15,7 @@ from pymongo import MongoClient
 from app import schemas, spec
 
 TOKEN = "test-token-0123456789abcdef"
+HISTORY_INLINE = 3  # messages kept inline in the tests: most histories reach into the archive
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RESPONSE_VALIDATORS = {t.name: Draft202012Validator(schemas.response_schema(t)) for t in spec.TOOLS}
 

@@ -1,0 +1,233 @@
+"""Long histories: the session document keeps the newest messages, older ones move to archive chunks.
+
+Checked on the stored documents and by counting commands, with an inline size of 4 so that a few
+appends cross every boundary.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app import records
+from app.sessions import Sessions
+from app.store import SessionStore
+from tests.test_store import LIMITS, Counter, make_store, run
+
+INLINE = 4
+
+
+@pytest.fixture
+def counter() -> Counter:
+    return Counter()
+
+
+@pytest.fixture
+def store(mongo_uri, db_name, clock, counter):
+    store, client = make_store(mongo_uri, db_name, clock, counter, inline=INLINE)
+    yield store
+    client.close()
+
+
+@pytest.fixture
+def core(store) -> Sessions:
+    return Sessions(store, LIMITS)
+
+
+def append(core: Sessions, count: int, start: int = 0, sid: str = "s") -> None:
+    for i in range(start, start + count):
+        run(core, "append_messages", session_id=sid, role="user", content=f"m{i}")
+
+
+def whole_history(core: Sessions, sid: str = "s", limit: int = 3) -> list[tuple[int, str]]:
+    """Every visible message, read back page by page from the newest."""
+    pages, cursor = [], None
+    while True:
+        options = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        out = run(core, "history", session_id=sid, options=options)
+        pages[:0] = [(m["seq"], m["content"]) for m in out["messages"]]
+        cursor = out["next_cursor"]
+        if not cursor:
+            return pages
+
+
+def chunk_docs(store: SessionStore) -> list[dict]:
+    return list(store.collection.find({"k": "m"}))
+
+
+def session_doc(store: SessionStore, sid: str = "s") -> dict:
+    return store.collection.find_one({"_id": records.key("u1", sid)})
+
+
+def test_the_session_document_holds_at_most_twice_the_inline_size_whatever_the_history(core, store):
+    run(core, "create", session_id="s")
+    for i in range(60):
+        append(core, 1, start=i)
+        assert len(session_doc(store)["msgs"]) < 2 * INLINE
+    assert whole_history(core) == [(i + 1, f"m{i}") for i in range(60)]
+    assert all(len(c["msgs"]) == INLINE for c in chunk_docs(store))
+
+
+def test_history_pages_read_the_archive_only_when_they_reach_back(core, store, counter):
+    run(core, "create", session_id="s")
+    append(core, 20)
+    counter.names.clear()
+    newest = run(core, "history", session_id="s", options={"limit": 2})
+    assert [m["seq"] for m in newest["messages"]] == [19, 20]
+    assert counter.names == ["findAndModify"]
+    counter.names.clear()
+    older = run(core, "history", session_id="s", options={"limit": 10, "cursor": newest["next_cursor"]})
+    assert [m["content"] for m in older["messages"]] == [f"m{i}" for i in range(8, 18)]
+    assert counter.names == ["findAndModify", "find"]
+
+
+def test_only_chunks_inside_max_history_are_kept(core, store):
+    run(core, "create", session_id="s", options={"max_history": 10})
+    append(core, 100)
+    assert whole_history(core) == [(i + 1, f"m{i}") for i in range(90, 100)]
+    assert run(core, "get", session_id="s")["message_count"] == 10
+    # the 10 visible messages span at most ceil(10 / 4) + 1 chunks besides the inline ones
+    assert len(chunk_docs(store)) <= 4
+    firsts = sorted(c["seq"] for c in chunk_docs(store))
+    assert firsts == list(session_doc(store)["bk"])
+
+
+def test_one_append_of_many_messages_is_archived_in_whole_chunks(core, store):
+    run(core, "create", session_id="s")
+    messages = [{"role": "user", "content": f"m{i}"} for i in range(23)]
+    run(core, "append_messages", session_id="s", messages=messages)
+    assert len(session_doc(store)["msgs"]) < 2 * INLINE
+    assert sorted(c["seq"] for c in chunk_docs(store)) == [1, 5, 9, 13]  # 17..23 stay inline
+    assert whole_history(core) == [(i + 1, f"m{i}") for i in range(23)]
+
+
+def test_an_archiving_append_costs_three_more_round_trips_once_per_inline_size(core, store, counter):
+    run(core, "create", session_id="s")
+    costs = []
+    for i in range(16):
+        counter.names.clear()
+        append(core, 1, start=i)
+        costs.append(len(counter.names))
+    # read the session with its messages, insert the chunk, move the session on
+    assert costs == [1] * 7 + [4] + [1] * 3 + [4] + [1] * 3 + [4]
+
+
+def test_clear_history_hides_the_archive_and_the_next_archive_deletes_it(core, store):
+    run(core, "create", session_id="s")
+    append(core, 12)
+    assert chunk_docs(store)
+    run(core, "clear_history", session_id="s")
+    assert whole_history(core) == []
+    append(core, 9, start=100)
+    assert whole_history(core) == [(13 + i, f"m{100 + i}") for i in range(9)]
+    assert sorted(c["seq"] for c in chunk_docs(store)) == [13]
+
+
+def test_delete_removes_the_archive_with_the_session(core, store):
+    run(core, "create", session_id="s")
+    append(core, 30)
+    run(core, "delete", session_id="s")
+    assert list(store.collection.find({"uid": "u1"})) == []
+
+
+def test_a_caller_reusing_an_expired_id_starts_without_the_old_archive(core, store, clock):
+    run(core, "create", session_id="s", options={"timeout": 60})
+    append(core, 30)
+    clock.advance(61)
+    assert run(core, "create", session_id="s")["created"] is True
+    assert chunk_docs(store) == []
+    assert whole_history(core) == []
+
+
+def test_archive_chunks_are_purged_with_their_session_not_before(core, store, clock):
+    run(core, "create", session_id="s", options={"timeout": 600})
+    append(core, 12)
+    for _ in range(10):  # keep the session alive well past its first purge date
+        clock.advance(300)
+        run(core, "touch", session_id="s")
+    doc = session_doc(store)
+    assert doc["pms"] >= doc["exp"]
+    assert chunk_docs(store) and all(c["pms"] == doc["pms"] and c["pa"] == doc["pa"] for c in chunk_docs(store))
+    assert whole_history(core) == [(i + 1, f"m{i}") for i in range(12)]
+
+
+def test_a_session_without_auto_clean_has_chunks_without_a_purge_date(core, store):
+    run(core, "create", session_id="s", options={"auto_clean": False})
+    append(core, 12)
+    assert chunk_docs(store) and all("pa" not in c for c in chunk_docs(store))
+
+
+def append_overtaken(core: Sessions, store: SessionStore, rival_move) -> None:
+    """Append the 8th message, whose archive is overtaken by `rival_move` once its chunk is written."""
+    run(core, "create", session_id="s")
+    append(core, 7)
+    insert = store._insert_chunks
+
+    def overtaken(chunks: list[dict]) -> None:
+        insert(chunks)
+        rival_move()
+
+    store._insert_chunks = overtaken
+    try:
+        append(core, 1, start=7)
+    finally:
+        store._insert_chunks = insert
+
+
+def test_an_archive_that_loses_to_a_clear_leaves_no_chunk_behind(mongo_uri, db_name, clock, core, store):
+    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
+    try:
+        append_overtaken(core, store, lambda: run(Sessions(other, LIMITS), "clear_history", session_id="s"))
+        assert chunk_docs(store) == []
+        assert whole_history(core) == []
+        append(core, 8, start=50)
+        assert whole_history(core) == [(9 + i, f"m{50 + i}") for i in range(8)]
+    finally:
+        client.close()
+
+
+def test_an_archive_that_loses_to_an_append_keeps_its_chunk_for_the_next_one(mongo_uri, db_name, clock, core, store):
+    other, client = make_store(mongo_uri, db_name, clock, inline=50)  # a rival that does not archive itself
+    try:
+        append_overtaken(core, store, lambda: append(Sessions(other, LIMITS), 1, start=100))
+        assert [c["seq"] for c in chunk_docs(store)] == [1]  # written, not yet referenced
+        assert session_doc(store)["bk"] == []
+        append(core, 3, start=8)
+        assert session_doc(store)["bk"] == [1, 5]
+        assert whole_history(core) == [(i + 1, f"m{i}") for i in range(8)] + [(9, "m100")] + [
+            (10 + i, f"m{8 + i}") for i in range(3)
+        ]
+    finally:
+        client.close()
+
+
+def test_parallel_appends_from_two_processes_keep_every_message_exactly_once(mongo_uri, db_name, clock, core):
+    stores = [make_store(mongo_uri, db_name, clock, inline=INLINE) for _ in range(2)]
+    try:
+        run(core, "create", session_id="s")
+        cores = [Sessions(s, LIMITS) for s, _ in stores]
+        errors: list[BaseException] = []
+
+        def writer(n: int) -> None:
+            try:
+                for i in range(30):
+                    run(cores[n % 2], "append_messages", session_id="s", role="user", content=f"w{n}-{i}")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        history = whole_history(core, limit=50)
+        assert [seq for seq, _ in history] == list(range(1, 241))
+        assert sorted(content for _, content in history) == sorted(f"w{n}-{i}" for n in range(8) for i in range(30))
+        for n in range(8):  # each writer's messages in the order it wrote them
+            mine = [c for _, c in history if c.startswith(f"w{n}-")]
+            assert mine == [f"w{n}-{i}" for i in range(30)]
+    finally:
+        for _, client in stores:
+            client.close()
