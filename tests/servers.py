@@ -1,4 +1,4 @@
-"""Real processes for tests: the service under gunicorn, exactly as `make run` starts it."""
+"""Real processes for tests: the service under gunicorn, exactly as `make run` starts it, and a client for it."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import requests
 
+from app import spec
 from app.db import free_port
-from tests.support import HISTORY_INLINE
+from tests.support import AUTH, HISTORY_INLINE, check_response
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,3 +69,52 @@ def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4, log: Pa
             proc.wait()
         if log:
             out.close()
+
+
+class ToolClient:
+    """Calls the tools of a running service over HTTP, as the clients of the tests' threads would.
+
+    One keep-alive `requests.Session` per thread, with the service's auth header. Every answer is
+    schema-checked and must not leak a traceback or the database driver's name, whatever its status.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+            s.headers.update(AUTH)
+        return s
+
+    def reconnect(self) -> None:
+        """Drop this thread's connection (say the server closed it); the next call opens a fresh one."""
+        s = getattr(self._local, "session", None)
+        self._local.session = None
+        if s is not None:
+            s.close()
+
+    def call(self, op: str, body: dict) -> tuple[int, dict, float]:
+        """POST `body` to the tool `session_<op>`: (HTTP status, answer, seconds taken), any status."""
+        tool = spec.TOOLS_BY_NAME[f"session_{op}"]
+        t0 = time.monotonic()
+        r = self._session().post(self.base + tool.path, json=body, timeout=60)
+        elapsed = time.monotonic() - t0
+        assert "Traceback" not in r.text and "pymongo" not in r.text, r.text
+        data = r.json()
+        check_response(tool, data)
+        return r.status_code, data, elapsed
+
+    def post(self, op: str, body: dict) -> dict:
+        """The answer of a call that must be HTTP 200; it may still carry an error_code."""
+        status, data, _ = self.call(op, body)
+        assert status == 200, (op, status, data)
+        return data
+
+    def ok(self, op: str, body: dict) -> dict:
+        """The answer of a call that must succeed: HTTP 200 and no error_code."""
+        data = self.post(op, body)
+        assert data["error_code"] == "", data
+        return data

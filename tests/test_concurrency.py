@@ -14,12 +14,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 from pymongo import MongoClient
 
-from app import spec
-from tests.servers import gunicorn
-from tests.support import AUTH, TOKEN, check_response
+from tests.servers import ToolClient, gunicorn
+from tests.support import TOKEN, fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -28,49 +26,26 @@ THREADS = 8
 
 
 @pytest.fixture(scope="module")
-def service(mongo_uri, tmp_path_factory):
-    """One gunicorn for the module, on its own database (dropped afterwards); tests use distinct users."""
-    db = f"test_conc_{uuid.uuid4().hex[:10]}"
-    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db, "SERVICE_TOKEN": TOKEN, "APP_ENV": "test"}
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+def collection(mongo_uri):
+    """The module's own database (dropped afterwards): its sessions collection, to read back what was stored."""
     client = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
     try:
-        with gunicorn(env, workers=WORKERS, threads=THREADS, log=log) as base:
-            yield Client(base, client[db]["sessions"])
+        with fresh_database(mongo_uri, "test_conc") as db:
+            yield client[db]["sessions"]
     finally:
-        client.drop_database(db)
         client.close()
+
+
+@pytest.fixture(scope="module")
+def service(mongo_uri, collection, tmp_path_factory):
+    """One gunicorn for the module, on the module's database; tests use distinct users."""
+    db = collection.database.name
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db, "SERVICE_TOKEN": TOKEN, "APP_ENV": "test"}
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    with gunicorn(env, workers=WORKERS, threads=THREADS, log=log) as base:
+        yield ToolClient(base)
     text = log.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
-
-
-class Client:
-    """Calls tools over HTTP, one keep-alive connection per thread; every answer schema-checked."""
-
-    def __init__(self, base: str, collection) -> None:
-        self.base = base
-        self.collection = collection
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = requests.Session()
-            s.headers.update(AUTH)
-        return s
-
-    def post(self, op: str, body: dict) -> dict:
-        tool = spec.TOOLS_BY_NAME[f"session_{op}"]
-        r = self._session().post(self.base + tool.path, json=body, timeout=60)
-        data = r.json()
-        check_response(tool, data)
-        assert r.status_code == 200, (op, r.status_code, data)
-        return data
-
-    def ok(self, op: str, body: dict) -> dict:
-        data = self.post(op, body)
-        assert data["error_code"] == "", data
-        return data
 
 
 def parallel(n: int, fn, *, workers: int | None = None) -> list:
@@ -87,7 +62,7 @@ def parallel(n: int, fn, *, workers: int | None = None) -> list:
         return list(pool.map(run, range(n)))
 
 
-def test_fifty_parallel_creates_for_one_user_store_exactly_ten_and_refuse_forty(service):
+def test_fifty_parallel_creates_for_one_user_store_exactly_ten_and_refuse_forty(service, collection):
     user = f"u-{uuid.uuid4().hex[:8]}"
     answers = parallel(50, lambda i: service.post("create", {"user_id": user, "context": json.dumps({"i": i})}))
     codes = Counter(a["error_code"] for a in answers)
@@ -98,20 +73,20 @@ def test_fifty_parallel_creates_for_one_user_store_exactly_ten_and_refuse_forty(
     assert all(a["created"] is False and a["session_id"] == "" for a in answers if a["error_code"] != "")
     listed = service.ok("list", {"user_id": user, "options": {"limit": 100}})["sessions"]
     assert {s["session_id"] for s in listed} == created
-    docs = list(service.collection.find({"uid": user, "k": "s"}, {"slot": 1, "st": 1}))
+    docs = list(collection.find({"uid": user, "k": "s"}, {"slot": 1, "st": 1}))
     assert len(docs) == 10
     assert sorted(d["slot"] for d in docs) == list(range(10))
     assert all(d["st"] == "active" for d in docs)
 
 
-def test_fifty_parallel_creates_of_one_caller_chosen_id_make_one_session_and_return_it_to_all(service):
+def test_fifty_parallel_creates_of_one_caller_chosen_id_make_one_session_and_return_it_to_all(service, collection):
     user = f"u-{uuid.uuid4().hex[:8]}"
     body = {"user_id": user, "session_id": "conv-1", "context": json.dumps({"first": True})}
     answers = parallel(50, lambda i: service.post("create", body))
     assert [a["error_code"] for a in answers] == [""] * 50
     assert Counter(a["created"] for a in answers) == {True: 1, False: 49}
     assert {a["session_id"] for a in answers} == {"conv-1"}
-    assert service.collection.count_documents({"uid": user, "k": "s"}) == 1
+    assert collection.count_documents({"uid": user, "k": "s"}) == 1
 
 
 def test_two_hundred_parallel_merges_of_distinct_keys_all_land_and_advance_the_version_by_two_hundred(service):
@@ -198,7 +173,7 @@ def test_parallel_appends_past_max_history_keep_exactly_the_newest_with_strictly
     assert history["next_cursor"] == ""
 
 
-def test_parallel_touch_update_and_close_on_one_session_let_no_write_land_after_the_close(service):
+def test_parallel_touch_update_and_close_on_one_session_let_no_write_land_after_the_close(service, collection):
     for round_ in range(3):
         user = f"u-{uuid.uuid4().hex[:8]}"
         sid = service.ok("create", {"user_id": user})["session_id"]
@@ -242,11 +217,11 @@ def test_parallel_touch_update_and_close_on_one_session_let_no_write_land_after_
         assert final["context"] == closed["context"]
         assert final["updated_at"] == closed["updated_at"]
         assert set(json.loads(final["context"])) == landed  # exactly the updates that reported success
-        doc = service.collection.find_one({"uid": user, "sid": sid})
+        doc = collection.find_one({"uid": user, "sid": sid})
         assert (doc["st"], doc["v"], doc["ctx"]) == ("closed", v_close, closed["context"])
 
 
-def test_parallel_updates_racing_a_delete_never_bring_the_session_back(service):
+def test_parallel_updates_racing_a_delete_never_bring_the_session_back(service, collection):
     for _ in range(3):
         user = f"u-{uuid.uuid4().hex[:8]}"
         sid = service.ok("create", {"user_id": user})["session_id"]
@@ -265,7 +240,7 @@ def test_parallel_updates_racing_a_delete_never_bring_the_session_back(service):
         for op, r in results:
             assert r["error_code"] in ("", "SESSION_NOT_FOUND"), (op, r)
         assert service.post("get", base)["error_code"] == "SESSION_NOT_FOUND"
-        assert service.collection.count_documents({"uid": user}) == 0
+        assert collection.count_documents({"uid": user}) == 0
 
 
 def test_parallel_appends_racing_clear_history_never_reuse_a_sequence_number(service):
@@ -290,7 +265,7 @@ def test_parallel_appends_racing_clear_history_never_reuse_a_sequence_number(ser
     assert got == list(range(len(seqs) - len(got) + 1, len(seqs) + 1))
 
 
-def test_parallel_creates_and_touches_reviving_expired_sessions_never_pass_the_limit(service):
+def test_parallel_creates_and_touches_reviving_expired_sessions_never_pass_the_limit(service, collection):
     user = f"u-{uuid.uuid4().hex[:8]}"
     old = [
         service.ok("create", {"user_id": user, "options": {"timeout": 1, "auto_clean": False}})["session_id"]
@@ -316,5 +291,5 @@ def test_parallel_creates_and_touches_reviving_expired_sessions_never_pass_the_l
     assert len(won) == 10, Counter((op, r["error_code"]) for op, r in results)  # every slot used, none twice
     active = service.ok("list", {"user_id": user, "options": {"status": "active", "limit": 100}})["sessions"]
     assert {s["session_id"] for s in active} == {r["session_id"] for _, r in won}
-    holders = list(service.collection.find({"uid": user, "k": "s", "slot": {"$gte": 0, "$lt": 10}}, {"slot": 1}))
+    holders = list(collection.find({"uid": user, "k": "s", "slot": {"$gte": 0, "$lt": 10}}, {"slot": 1}))
     assert sorted(h["slot"] for h in holders if isinstance(h["slot"], int)) == list(range(10))

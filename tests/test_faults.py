@@ -21,7 +21,7 @@ from pymongo import MongoClient
 
 from app import spec
 from app.db import free_port, start_embedded, stop_embedded
-from tests.servers import gunicorn
+from tests.servers import ToolClient, gunicorn
 from tests.support import AUTH, TOKEN, check_response
 
 pytestmark = pytest.mark.slow
@@ -85,31 +85,6 @@ def _workers(master: int) -> set[int]:
     return set(_children(master))
 
 
-class Caller:
-    """Posts to a tool with a keep-alive session per thread; answers schema-checked, times recorded."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self._local = threading.local()
-
-    def session(self) -> requests.Session:
-        s = getattr(self._local, "s", None)
-        if s is None:
-            s = self._local.s = requests.Session()
-            s.headers.update(AUTH)
-        return s
-
-    def post(self, op: str, body: dict) -> tuple[int, dict, float]:
-        tool = spec.TOOLS_BY_NAME[f"session_{op}"]
-        t0 = time.monotonic()
-        r = self.session().post(self.base + tool.path, json=body, timeout=60)
-        elapsed = time.monotonic() - t0
-        assert "Traceback" not in r.text and "pymongo" not in r.text, r.text
-        data = r.json()
-        check_response(tool, data)
-        return r.status_code, data, elapsed
-
-
 def _env(uri: str, db: str) -> dict:
     return {
         "MONGODB_URI": uri,
@@ -130,9 +105,9 @@ def _wait_until(predicate, bound: float, what: str):
         time.sleep(0.2)
 
 
-def _answers(caller: Caller, op: str, body: dict):
+def _answers(caller: ToolClient, op: str, body: dict):
     try:
-        status, data, _ = caller.post(op, body)
+        status, data, _ = caller.call(op, body)
     except requests.RequestException:
         return None
     return data if status == 200 and data["error_code"] == "" else None
@@ -141,8 +116,8 @@ def _answers(caller: Caller, op: str, body: dict):
 def test_with_the_database_stopped_under_load_requests_answer_503_without_hanging_and_service_recovers(nx, tmp_path):
     log = tmp_path / "gunicorn.log"
     with gunicorn(_env(nx.uri, "faults"), workers=2, threads=4, log=log) as base:
-        caller = Caller(base)
-        status, first, _ = caller.post("create", {"user_id": "u", "session_id": "s", "context": '{"a": 1}'})
+        caller = ToolClient(base)
+        status, first, _ = caller.call("create", {"user_id": "u", "session_id": "s", "context": '{"a": 1}'})
         assert (status, first["error_code"]) == (200, "")
         master = _master()
         workers = _workers(master)
@@ -168,7 +143,7 @@ def test_with_the_database_stopped_under_load_requests_answer_503_without_hangin
             while not stop.is_set():
                 op, body = ops[i % len(ops)]
                 at = phase["now"]
-                status, data, elapsed = caller.post(op, body)
+                status, data, elapsed = caller.call(op, body)
                 records.append((at, phase["now"], op, status, data["error_code"], elapsed))
                 last_ok[n] = status == 200
                 i += 1
@@ -207,9 +182,9 @@ def test_with_the_database_stopped_under_load_requests_answer_503_without_hangin
                     f.result(timeout=60)
 
         assert _workers(master) == workers
-        got = caller.post("get", {"user_id": "u", "session_id": "s"})[1]
+        got = caller.call("get", {"user_id": "u", "session_id": "s"})[1]
         assert got["error_code"] == "" and json.loads(got["context"])["a"] == 1
-        assert caller.post("update", {"user_id": "u", "session_id": "s", "context": '{"c": 3}'})[1]["error_code"] == ""
+        assert caller.call("update", {"user_id": "u", "session_id": "s", "context": '{"c": 3}'})[1]["error_code"] == ""
 
     # a request that started while the database was up may finish in any way below; none may hang or 500
     assert records, "no load ran"
@@ -235,7 +210,7 @@ def test_with_the_database_stopped_under_load_requests_answer_503_without_hangin
 def test_every_write_acknowledged_with_persist_true_survives_a_sigkill_of_the_database(nx, tmp_path):
     log = tmp_path / "gunicorn.log"
     with gunicorn(_env(nx.uri, "durable"), workers=2, threads=4, log=log) as base:
-        caller = Caller(base)
+        caller = ToolClient(base)
         stop = threading.Event()
         acked: dict[tuple[str, str], dict] = {}  # (user, sid) -> {"ctx": {...}, "msgs": {seq: content}}
         lock = threading.Lock()
@@ -253,7 +228,7 @@ def test_every_write_acknowledged_with_persist_true_survives_a_sigkill_of_the_da
                         "context": json.dumps({"born": step}),
                         "options": {"persist": True},
                     }
-                    status, data, _ = caller.post("create", body)
+                    status, data, _ = caller.call("create", body)
                     if status == 200 and data["error_code"] == "":
                         sid = data["session_id"]
                         with lock:
@@ -266,7 +241,7 @@ def test_every_write_acknowledged_with_persist_true_survives_a_sigkill_of_the_da
                         "context": json.dumps({key: step}),
                         "options": {"persist": True},
                     }
-                    status, data, _ = caller.post("update", body)
+                    status, data, _ = caller.call("update", body)
                     if status == 200 and data["error_code"] == "":
                         with lock:
                             acked[(user, sid)]["ctx"][key] = step
@@ -278,7 +253,7 @@ def test_every_write_acknowledged_with_persist_true_survives_a_sigkill_of_the_da
                         "content": f"m{step}",
                         "options": {"persist": True},
                     }
-                    status, data, _ = caller.post("append_messages", body)
+                    status, data, _ = caller.call("append_messages", body)
                     if status == 200 and data["error_code"] == "":
                         with lock:
                             acked[(user, sid)]["msgs"][data["messages"][0]["seq"]] = f"m{step}"
@@ -306,12 +281,12 @@ def test_every_write_acknowledged_with_persist_true_survives_a_sigkill_of_the_da
         assert n_writes > 20, n_writes
         print(f"\ndatabase SIGKILL: {n_writes} writes acknowledged with persist:true before the kill, all checked")
         for (user, sid), expect in acked.items():
-            status, got, _ = caller.post("get", {"user_id": user, "session_id": sid})
+            status, got, _ = caller.call("get", {"user_id": user, "session_id": sid})
             assert (status, got["error_code"]) == (200, ""), (user, sid, got)
             ctx = json.loads(got["context"])
             missing = {k: v for k, v in expect["ctx"].items() if ctx.get(k) != v}
             assert not missing, (user, sid, missing)
-            history = caller.post("history", {"user_id": user, "session_id": sid, "options": {"limit": 1000}})[1]
+            history = caller.call("history", {"user_id": user, "session_id": sid, "options": {"limit": 1000}})[1]
             stored = {m["seq"]: m["content"] for m in history["messages"]}
             lost = {seq: c for seq, c in expect["msgs"].items() if stored.get(seq) != c}
             assert not lost, (user, sid, lost)
@@ -333,7 +308,7 @@ def test_a_gunicorn_worker_killed_mid_request_leaves_the_other_requests_unaffect
     client = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
     try:
         with gunicorn(_env(mongo_uri, db), workers=2, threads=4, log=log) as base:
-            caller = Caller(base)
+            caller = ToolClient(base)
             master = _master()
             workers = _workers(master)
             assert len(workers) == 2
@@ -344,7 +319,7 @@ def test_a_gunicorn_worker_killed_mid_request_leaves_the_other_requests_unaffect
 
             def load(n):
                 user = f"user-{n}"
-                sid = caller.post("create", {"user_id": user, "session_id": "s"})[1]["session_id"]
+                sid = caller.call("create", {"user_id": user, "session_id": "s"})[1]["session_id"]
                 i = 0
                 while not stop.is_set():
                     i += 1
@@ -352,10 +327,10 @@ def test_a_gunicorn_worker_killed_mid_request_leaves_the_other_requests_unaffect
                     body = {"user_id": user, "session_id": sid, "context": json.dumps({key: i})}
                     t0 = time.monotonic()
                     try:
-                        status, data, _ = caller.post("update", body)
+                        status, data, _ = caller.call("update", body)
                     except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
                         outcome[n].append((killed_at["t"] is not None, key, "lost"))
-                        caller._local.s = None  # a fresh connection, as any client would
+                        caller.reconnect()  # a fresh connection, as any client would
                         continue
                     assert (status, data["error_code"]) == (200, ""), data
                     after = killed_at["t"] is not None and t0 > killed_at["t"]
@@ -383,7 +358,7 @@ def test_a_gunicorn_worker_killed_mid_request_leaves_the_other_requests_unaffect
                 assert len(lost) <= 1, (n, lost)  # at most the one request the victim held
                 assert any(after and r == "ok" for after, _, r in results), f"thread {n} got no answer after the kill"
             for n, (user, sid) in enumerate(sessions):
-                got = caller.post("get", {"user_id": user, "session_id": sid})[1]
+                got = caller.call("get", {"user_id": user, "session_id": sid})[1]
                 ctx = json.loads(got["context"])
                 ok_keys = {k for _, k, r in outcome[n] if r == "ok"}
                 lost_keys = {k for _, k, r in outcome[n] if r == "lost"}
