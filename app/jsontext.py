@@ -89,3 +89,30 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
 def dumps(value: Any) -> str:
     """Compact JSON text, non-ASCII kept: the form whose UTF-8 size the context limit counts."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON Merge Patch: objects merge, null deletes, anything else replaces.
+
+    The result's compact text is never longer than the target's and the patch's together, which
+    lets a patch be stored unapplied under a size bound (see records: the context's patch log).
+    """
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            result.pop(k, None)
+        else:
+            result[k] = merge_patch(result.get(k), v)
+    return result
+
+
+def fold(base: str, patches: list[str] | tuple[str, ...]) -> str:
+    """The JSON text of `base` with the merge patches applied in order."""
+    if not patches:
+        return base
+    value = loads(base)
+    for patch in patches:
+        value = merge_patch(value, loads(patch))
+    return dumps(value)

@@ -7,7 +7,9 @@ last use plus `tmo`: every sliding write sets it and filters on the `tmo` it ass
 Session document fields:
   _id "<sid>@<uid>"   k "s"            uid, sid        st "active" | "closed"
   slot 0..N-1 while it holds one of the user's active-session slots, else its own _id
-  ctx   JSON text     v version        c, u, exp       created / updated / expires (ms)
+  ctx   JSON text, with `cp` merge patches (JSON texts) still to apply, in order; `csz` bounds the
+        merged size (ctx's bytes plus the patches': a merge patch never grows text by more)
+        v version        c, u, exp       created / updated / expires (ms)
   tmo   timeout (ms)  mh max_history   ac auto_clean   pa, pms purge date (TTL) and its ms mirror
   msgs  the newest messages as JSON texts, oldest first: `pl` of them, seqs tot-pl+1 .. tot
   n     messages appended since the last clear         tot messages ever appended (newest seq)
@@ -25,6 +27,8 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from dataclasses import dataclass
+
+from app import jsontext
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -85,6 +89,7 @@ class Session:
     nonce: str = ""
     messages: tuple[str, ...] | None = None
     chunks: tuple[int, ...] = ()
+    patches: int = 0
 
     @property
     def inline_first(self) -> int:
@@ -123,7 +128,7 @@ def from_doc(doc: dict) -> Session:
         user_id=doc["uid"],
         session_id=doc["sid"],
         status=doc["st"],
-        context=doc.get("ctx", "{}"),
+        context=jsontext.fold(doc.get("ctx", "{}"), doc.get("cp", ())),
         version=doc["v"],
         created=doc["c"],
         updated=doc["u"],
@@ -139,6 +144,7 @@ def from_doc(doc: dict) -> Session:
         nonce=doc.get("r", ""),
         messages=tuple(msgs) if msgs is not None else None,
         chunks=tuple(doc.get("bk", ())),
+        patches=len(doc.get("cp", ())),
     )
 
 
@@ -163,6 +169,8 @@ def new_doc(
         "st": "active",
         "slot": slot,
         "ctx": context,
+        "cp": [],
+        "csz": len(context.encode()),
         "v": 1,
         "c": now,
         "u": now,

@@ -14,6 +14,8 @@ from app.records import Miss, Session
 from app.validation import Call
 
 UPDATE_RETRY_SECONDS = 10.0
+PATCH_LOG_BYTES = 64 * 1024  # contexts up to this size take merges unapplied: one round trip, no read
+COMPACT_AFTER = 8  # patches in the log before a worker folds them into the stored context
 
 
 @dataclass(frozen=True)
@@ -25,19 +27,6 @@ class Limits:
     max_timeout: int
     max_history: int
     max_context_bytes: int
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396 JSON Merge Patch: objects merge, null deletes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            result.pop(k, None)
-        else:
-            result[k] = merge_patch(result.get(k), v)
-    return result
 
 
 class Sessions:
@@ -141,6 +130,39 @@ class Sessions:
         return responses.session(s, now)
 
     def op_update(self, call: Call) -> dict[str, Any]:
+        """Replace, or merge: by the patch log when the context is small, else by compare-and-set."""
+        now = self.store.clock()
+        if not call.options.get("merge", True):
+            text = self._context_text(call.context)
+            update = {"$set": {"ctx": text, "cp": [], "csz": len(text.encode()), "u": now}, "$inc": {"v": 1}}
+            return responses.session(self._write(call, update, now), now)
+        patch = jsontext.dumps(call.context)
+        size = len(patch.encode())
+        known = self.store.memory.recall(self._key(call))
+        if size > PATCH_LOG_BYTES or (known is not None and len(known.context) > PATCH_LOG_BYTES):
+            return self._merge_by_cas(call)
+        # Stored unapplied, under a bound that keeps the merged context within the limit.
+        bound = min(self.limits.max_context_bytes, PATCH_LOG_BYTES) - size
+        expected = call.options.get("expected_version")
+        found = self.store.write(
+            self._key(call),
+            {"$push": {"cp": patch}, "$inc": {"v": 1, "csz": size}, "$set": {"u": now}},
+            now=now,
+            version=expected,
+            where={"csz": {"$lte": bound}},
+            persist=call.options.get("persist", True),
+        )
+        if isinstance(found, Session):
+            if found.patches >= COMPACT_AFTER:
+                self.store.compact(found)
+            return responses.session(self._done(found), now)
+        live = self._diagnose(found, now, writable=True)
+        if expected is not None and live.version != expected:
+            raise errors.VersionConflict(session=live, current=live.version)
+        return self._merge_by_cas(call)  # the bound says the context may be large: merge it here
+
+    def _merge_by_cas(self, call: Call) -> dict[str, Any]:
+        """Merge onto the current context here and compare-and-set it (which also empties the log)."""
         key = self._key(call)
         expected = call.options.get("expected_version")
         deadline = time.monotonic() + UPDATE_RETRY_SECONDS
@@ -155,12 +177,10 @@ class Sessions:
                 current = self._diagnose(Miss(*self.store.inspect(key)), now, writable=True)
             if expected is not None and current.version != expected:
                 raise errors.VersionConflict(session=current, current=current.version)
-            value = call.context
-            if call.options.get("merge", True):
-                value = merge_patch(jsontext.loads(current.context), call.context)
+            text = self._context_text(jsontext.merge_patch(jsontext.loads(current.context), call.context))
             found = self.store.write(
                 key,
-                {"$set": {"ctx": self._context_text(value), "u": now}, "$inc": {"v": 1}},
+                {"$set": {"ctx": text, "cp": [], "csz": len(text.encode()), "u": now}, "$inc": {"v": 1}},
                 now=now,
                 timeout_ms=current.timeout_ms,
                 version=current.version,

@@ -239,6 +239,15 @@ class SessionStore:
             )
         return True
 
+    def compact(self, s: Session) -> None:
+        """Fold the context's patch log into the stored text; skipped if the session moved on."""
+        text = s.context
+        with storage_errors():
+            self.collection.update_one(
+                {"_id": s.key, "r": s.nonce, "v": s.version},
+                {"$set": {"ctx": text, "cp": [], "csz": len(text.encode())}},
+            )
+
     def shrink(self, s: Session) -> None:
         """Keep the session document small after an append: trim a short history, archive a long one."""
         if s.max_history <= self.inline:

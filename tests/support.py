@@ -12,7 +12,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from pymongo import MongoClient
 
-from app import schemas, spec
+from app import jsontext, schemas, spec
 
 TOKEN = "test-token-0123456789abcdef"
 HISTORY_INLINE = 3  # messages kept inline in the tests: most histories reach into the archive
@@ -86,6 +86,11 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += int(seconds * 1000)
+
+
+def stored_context(doc: dict) -> str:
+    """The context a stored session document holds: its text with the patch log applied."""
+    return jsontext.fold(doc["ctx"], doc.get("cp", []))
 
 
 def ctx(data: dict) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from app import create_app
 from tests.support import Api, ctx
 
-STATE = ("ctx", "v", "n", "tot", "msgs", "st")
+STATE = ("ctx", "cp", "v", "n", "tot", "msgs", "st")
 WRITES_AND_READS = [
     ("get", {}),
     ("update", {"context": '{"b": 2}'}),

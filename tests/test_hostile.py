@@ -135,7 +135,7 @@ def test_operator_and_dotted_context_keys_are_stored_inertly_and_round_trip(api,
     assert api.call("history", {"user_id": "u1", "session_id": "inj"})["messages"] == []
     doc = collection.find_one({"sid": "inj"})
     assert doc["uid"] == "u1" and doc["st"] == "active" and doc["v"] == 2 and doc["msgs"] == []
-    assert isinstance(doc["ctx"], str)
+    assert isinstance(doc["ctx"], str) and all(isinstance(p, str) for p in doc.get("cp", []))
     assert collection.count_documents({"uid": "someone-else"}) == 0
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app import jsontext, records
+from app.jsontext import merge_patch
 from app.memory import Memory
-from app.sessions import merge_patch
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 from pymongo import MongoClient, monitoring
 
-from app import records, validation
-from app.sessions import Limits, Sessions
+from app import errors, records, validation
+from app.sessions import COMPACT_AFTER, PATCH_LOG_BYTES, Limits, Sessions
 from app.store import INLINE, SessionStore
+from tests.support import stored_context
 
 LIMITS = Limits(max_sessions=10, timeout=1800, max_timeout=86400, max_history=1000, max_context_bytes=1 << 20)
 READS_AND_WRITES = {"find", "findAndModify", "insert", "update", "delete", "aggregate", "count"}
@@ -118,29 +122,63 @@ def test_no_filter_uses_expr_which_nx_27017_evaluates_over_the_whole_collection(
     assert counter.commands and "$expr" not in repr(counter.commands)
 
 
-def test_an_update_merges_onto_what_another_process_wrote_even_when_this_one_remembers_older_state(
+def test_a_merge_costs_one_round_trip_in_any_process_whatever_the_others_wrote(
     core, store, counter, mongo_uri, db_name, clock
 ):
-    other_client = MongoClient(mongo_uri)
+    other, client = make_store(mongo_uri, db_name, clock)
     try:
-        other = Sessions(
-            SessionStore(
-                other_client[db_name]["sessions"],
-                clock,
-                max_sessions=10,
-                purge_grace_ms=300_000,
-                retention_ms=86400_000,
-            ),
-            LIMITS,
-        )
+        rival = Sessions(other, LIMITS)
         run(core, "create", session_id="m", context='{"a":1}')
-        run(other, "update", session_id="m", context='{"b":2}')  # this process still remembers v1
-        assert round_trips(counter, core, "update", session_id="m", context='{"c":3}') == 3  # miss, read, retry
+        run(rival, "update", session_id="m", context='{"b":2}')  # this process still remembers v1
+        assert round_trips(counter, core, "update", session_id="m", context='{"c":3}') == 1
         assert run(core, "get", session_id="m")["context"] == '{"a":1,"b":2,"c":3}'
-        store.memory.forget()  # a process that never saw the session: read, then compare-and-set
-        assert round_trips(counter, core, "update", session_id="m", context='{"d":4}') == 2
+        store.memory.forget()  # a process that never saw the session
+        assert round_trips(counter, core, "update", session_id="m", context='{"d":4,"a":null}') == 1
+        assert run(rival, "get", session_id="m")["context"] == '{"b":2,"c":3,"d":4}'
     finally:
-        other_client.close()
+        client.close()
+
+
+def test_the_patch_log_is_folded_into_the_stored_context_every_few_merges(core, store, counter):
+    run(core, "create", session_id="m", context='{"n":0}')
+    costs = []
+    for i in range(1, 2 * COMPACT_AFTER + 1):
+        costs.append(round_trips(counter, core, "update", session_id="m", context=f'{{"n":{i},"k{i}":true}}'))
+        doc = store.collection.find_one({"_id": records.key("u1", "m")})
+        assert len(doc["cp"]) < COMPACT_AFTER
+        assert doc["csz"] >= len(stored_context(doc).encode())
+    assert costs == ([1] * (COMPACT_AFTER - 1) + [2]) * 2  # the fold: one conditional update
+    assert json.loads(run(core, "get", session_id="m")["context"])["n"] == 2 * COMPACT_AFTER
+
+
+def test_a_large_context_is_merged_by_compare_and_set_and_keeps_no_patch_log(core, store, counter):
+    big = json.dumps({"pad": "x" * (PATCH_LOG_BYTES + 10)})
+    run(core, "create", session_id="m", context=big)
+    store.memory.forget()  # not known here: the log's size bound turns the merge away
+    assert round_trips(counter, core, "update", session_id="m", context='{"a":1}') == 3  # bound miss, read, CAS
+    assert round_trips(counter, core, "update", session_id="m", context='{"b":2}') == 1  # known large: CAS
+    doc = store.collection.find_one({"_id": records.key("u1", "m")})
+    assert doc["cp"] == [] and json.loads(doc["ctx"]) == {"pad": "x" * (PATCH_LOG_BYTES + 10), "a": 1, "b": 2}
+
+
+def test_a_merge_near_the_context_limit_is_checked_exactly_not_by_the_bound(store):
+    small = Sessions(store, dataclasses.replace(LIMITS, max_context_bytes=200))
+    run(small, "create", session_id="m", context=json.dumps({"a": "x" * 150}))
+    with pytest.raises(errors.ContextTooLarge):
+        run(small, "update", session_id="m", context=json.dumps({"b": "y" * 60}))
+    assert run(small, "get", session_id="m")["version"] == 1
+    # the bound (stored size plus patch) is over 200, the merged context is not: accepted
+    assert run(small, "update", session_id="m", context=json.dumps({"a": None, "b": "y" * 60}))["version"] == 2
+    assert run(small, "get", session_id="m")["context"] == json.dumps({"b": "y" * 60}, separators=(",", ":"))
+
+
+def test_a_session_stored_before_the_patch_log_is_merged_by_compare_and_set(core, store):
+    run(core, "create", session_id="old", context='{"a":1}')
+    store.collection.update_one({"_id": records.key("u1", "old")}, {"$unset": {"cp": "", "csz": ""}})
+    store.memory.forget()
+    assert run(core, "update", session_id="old", context='{"b":2}')["context"] == '{"a":1,"b":2}'
+    doc = store.collection.find_one({"_id": records.key("u1", "old")})
+    assert (doc["cp"], doc["csz"]) == ([], len('{"a":1,"b":2}'))
 
 
 def test_an_update_after_another_process_changed_the_timeout_retries_with_the_new_one_once(
