@@ -667,6 +667,7 @@ class Bench:
         r = self.run_load(
             {"mode": "closed", "items": items, "connections": 16, "duration": self.mixed_s, "warmup": 0.5},
             self.service,
+            profile="mixed",
         )
         after = self.service.rss_kib()
         same = sorted(set(before) & set(after))
