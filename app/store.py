@@ -35,7 +35,7 @@ DURABLE = WriteConcern(w="majority", j=True)
 FAST = WriteConcern(w=1)
 _TOO_LARGE = {10334, 17419, 17420}
 _NO_MESSAGES = {"msgs": 0}
-_SUMMARY = {"msgs": 0, "ctx": 0}
+_SUMMARY = {"msgs": 0, "ctx": 0, "cp": 0}
 CREATE_ATTEMPTS = 50
 INLINE = 50  # messages kept in the session document: one default `history` page
 _CHUNK_REFS = {"bk": 1, "r": 1}
@@ -226,7 +226,9 @@ class SessionStore:
         purge = {"$set": {"pa": records.from_ms(pms), "pms": pms}}
         with storage_errors():
             moved = self.collection.find_one_and_update({"_id": s.key, "pms": {"$lt": pms}}, purge, _CHUNK_REFS)
-            if moved is None and not self.collection.count_documents({"_id": s.key}, limit=1):
+            # find_one, not count_documents: that is an aggregate, which nx-27017 runs in Python over
+            # the whole collection (a copy of every document), seconds per call at 50,000 sessions.
+            if moved is None and self.collection.find_one({"_id": s.key}, {"_id": 1}) is None:
                 return False
             if moved and moved.get("bk"):  # the chunks as stored now: one archived since `s` is included
                 chunk_ids = [records.chunk_key(s.key, moved["r"], first) for first in moved["bk"]]

@@ -122,6 +122,24 @@ def test_no_filter_uses_expr_which_nx_27017_evaluates_over_the_whole_collection(
     assert counter.commands and "$expr" not in repr(counter.commands)
 
 
+def test_no_operation_asks_for_an_aggregate_which_nx_27017_runs_over_a_copy_of_every_document(
+    core, store, counter, clock
+):
+    run(core, "create", session_id="p", options={"timeout": 600})
+    run(core, "append_messages", session_id="p", role="user", content="x")
+    stale = store.load(records.key("u1", "p"))
+    clock.advance(500)  # close to the purge date: the next sliding write moves it
+    run(core, "get", session_id="p")
+    counter.names.clear()
+    store.memory.forget()
+    assert store.keep_purgeable_after(dataclasses.replace(stale, expires=clock() + 600_000))  # already moved
+    assert counter.names == ["findAndModify", "find", "update"]  # missed; the session exists; tombstone
+    for op in ("history", "touch", "clear_history", "close", "delete"):
+        run(core, op, session_id="p")
+    run(core, "list")
+    assert counter.names and not {"aggregate", "count"} & set(counter.names)
+
+
 def test_a_merge_costs_one_round_trip_in_any_process_whatever_the_others_wrote(
     core, store, counter, mongo_uri, db_name, clock
 ):
