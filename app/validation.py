@@ -16,6 +16,7 @@ from app import jsontext, schemas, spec
 from app.errors import InvalidArgument
 
 _VALIDATORS = {t.name: Draft202012Validator(schemas.request_schema(t)) for t in spec.TOOLS}
+_OPTIONS = {op: spec.TOOLS_BY_NAME[f"session_{op}"].options() for op in spec.OPERATIONS}  # not per request
 for _v in _VALIDATORS.values():
     Draft202012Validator.check_schema(_v.schema)
 _TYPE_NAMES = {"string": "string", "integer": "integer", "boolean": "boolean", "object": "object", "array": "array"}
@@ -90,7 +91,7 @@ def parse(tool_name: str, body: Any, connector_user: str = "", defaults: dict | 
     for need in op.needs:
         if need not in data:
             raise InvalidArgument(need, "required")
-    fields = spec.TOOLS_BY_NAME[f"session_{operation}"].options()
+    fields = _OPTIONS[operation]
     options = {n: f.default for n, f in fields.items() if f.default is not None}
     options.update({k: v for k, v in (defaults or {}).items() if options.get(k) is not None})
     options.update({k: v for k, v in data.get("options", {}).items() if k in fields})
