@@ -15,7 +15,8 @@ writes bench-results/bench-<time>.json.
 
 Environment: BENCH_QUICK=1 (short phases), BENCH_CONCURRENCY (saturation connections, default 32),
 BENCH_RATE (offered rate, default 1000), BENCH_MIXED_SECONDS (override the mixed run's length),
-BENCH_ONLY (comma list of operations for the throughput phases), BENCH_PYSPY (path of py-spy: record
+BENCH_ONLY (comma list of operations for the throughput phases), BENCH_PHASES (comma list of
+round_trips, throughput, growth, memory; default all), BENCH_PYSPY (path of py-spy: record
 the workers during each saturation phase, collapsed stacks saved next to the JSON). WEB_CONCURRENCY,
 GUNICORN_THREADS etc. reach gunicorn.conf.py unchanged.
 """
@@ -47,6 +48,7 @@ if str(ROOT) not in sys.path:
 TOKEN = "bench-" + secrets.token_hex(16)
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 OPS = ("get", "update", "append_messages", "history", "create")  # create last: it grows the collection
+PHASES = ("round_trips", "throughput", "growth", "memory")
 GOAL_RATIO = {"create": 0.6, "get": 0.8, "update": 0.8, "append_messages": 0.8, "history": None}
 GOAL_RT = {"create": "≤2", "get": "1", "update": "1", "touch": "1", "append_messages": "1"}
 SPEC_TARGET = {"create": "p99 < 100 ms", "update": "p99 < 500 ms (state sync)", "get": "p99 < 500 ms (state sync)"}
@@ -957,6 +959,9 @@ def _tempdir() -> Iterator[Path]:
 
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    phases = set((os.environ.get("BENCH_PHASES") or ",".join(PHASES)).split(","))
+    if phases - set(PHASES):
+        sys.exit(f"BENCH_PHASES: unknown {', '.join(sorted(phases - set(PHASES)))}; known: {', '.join(PHASES)}")
     out_dir = ROOT / "bench-results"
     out_dir.mkdir(exist_ok=True)
     started = time.monotonic()
@@ -964,11 +969,13 @@ def main() -> int:
         bench = Bench(quick, tmp, out_dir)
         try:
             bench.start()
-            bench.round_trips()
-            bench.setup_sessions()
-            bench.throughput()
-            bench.growth()
-            bench.memory()
+            if "round_trips" in phases:
+                bench.round_trips()
+            if {"throughput", "memory"} & phases:
+                bench.setup_sessions()
+            for phase in ("throughput", "growth", "memory"):
+                if phase in phases:
+                    getattr(bench, phase)()
         except BaseException:
             for log in ("service.log", "ceiling.log"):
                 path = tmp / log
