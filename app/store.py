@@ -192,15 +192,13 @@ class SessionStore:
                 plain["mh"] = guess_mh
                 plain["n"] = {"$lte": guess_mh - room_for}
             plain.update(where or {})
+            full = {**update, "$set": fields}
             with storage_errors():
-                doc = self._coll(persist).find_one_and_update(
-                    plain,
-                    {**update, "$set": fields},
-                    projection=None if messages else _NO_MESSAGES,
-                    return_document=ReturnDocument.AFTER,
+                before = self._coll(persist).find_one_and_update(
+                    plain, full, projection=None if messages else _NO_MESSAGES, return_document=ReturnDocument.BEFORE
                 )
-            if doc:
-                session = records.from_doc(doc)
+            if before:
+                session = records.from_doc(records.applied(before, full))
                 self.memory.learn(session)
                 return session
             stored, tomb = self.inspect(key)

@@ -115,3 +115,23 @@ def test_the_embedded_server_hook_finds_neosqlites_per_read_purge_to_throttle():
     from app.nx_throttled import throttle
 
     assert throttle() is True  # False would mean the pinned neosqlite changed and reads scan again
+
+
+def test_an_update_applied_here_gives_what_the_database_would_store():
+    doc = {"_id": "k", "n": 2, "cp": ["{}"], "v": 4}
+    update = {
+        "$set": {"u": 9, "exp": 10},
+        "$inc": {"n": 3, "v": 1, "new": 2},
+        "$push": {"cp": '{"a":1}', "msgs": {"$each": ["x"]}},
+    }
+    assert records.applied(doc, update) == {
+        "_id": "k",
+        "n": 5,
+        "cp": ["{}", '{"a":1}'],
+        "v": 5,
+        "u": 9,
+        "exp": 10,
+        "new": 2,
+    }  # msgs was projected out: it stays out
+    assert records.applied({"m": [1, 2, 3]}, {"$push": {"m": {"$each": [4, 5], "$slice": -3}}}) == {"m": [3, 4, 5]}
+    assert doc == {"_id": "k", "n": 2, "cp": ["{}"], "v": 4}  # the input is left alone

@@ -140,6 +140,27 @@ def test_no_operation_asks_for_an_aggregate_which_nx_27017_runs_over_a_copy_of_e
     assert counter.names and not {"aggregate", "count"} & set(counter.names)
 
 
+def test_every_write_answers_exactly_the_document_it_left(core, store, clock):
+    """Writes ask for the document before the update and apply the update themselves."""
+    key = records.key("u1", "w")
+    steps = [
+        ("create", {"context": '{"a":1}'}),
+        ("get", {}),
+        ("update", {"context": '{"b":2}'}),
+        ("update", {"context": '{"c":3}', "options": {"merge": False}}),
+        ("append_messages", {"messages": [{"role": "user", "content": str(i)} for i in range(5)]}),
+        ("touch", {"options": {"timeout": 900}}),
+        ("history", {}),
+        ("clear_history", {}),
+        ("close", {}),
+    ]
+    for op, body in steps:
+        clock.advance(1)
+        run(core, op, session_id="w", **body)
+        stored = records.from_doc(store.collection.find_one({"_id": key}, {"msgs": 0}))
+        assert store.memory.recall(key) == stored, op
+
+
 def test_a_merge_costs_one_round_trip_in_any_process_whatever_the_others_wrote(
     core, store, counter, mongo_uri, db_name, clock
 ):
