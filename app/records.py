@@ -14,6 +14,7 @@ Session document fields:
   msgs  the newest messages as JSON texts, oldest first: `pl` of them, seqs tot-pl+1 .. tot
   n     messages appended since the last clear         tot messages ever appended (newest seq)
   bk    first seqs of the archive chunks, ascending    r random incarnation (a re-created id is new)
+  cs    messages per archive chunk, fixed at creation (so every worker cuts the same chunks)
 The visible history is the newest min(n, mh) seqs. When `msgs` reaches twice the inline size it
 moves its oldest whole chunks of that size into archive documents {_id "<key>#<r>#<first seq>",
 k "m", msgs}, so the session document, which every operation reads and rewrites, stays small
@@ -90,6 +91,7 @@ class Session:
     messages: tuple[str, ...] | None = None
     chunks: tuple[int, ...] = ()
     patches: int = 0
+    chunk_size: int = 0
 
     @property
     def inline_first(self) -> int:
@@ -145,6 +147,7 @@ def from_doc(doc: dict) -> Session:
         messages=tuple(msgs) if msgs is not None else None,
         chunks=tuple(doc.get("bk", ())),
         patches=len(doc.get("cp", ())),
+        chunk_size=doc.get("cs", 0),
     )
 
 
@@ -159,6 +162,7 @@ def new_doc(
     auto_clean: bool,
     slot: int,
     purge_ms: int,
+    chunk_size: int = 0,
 ) -> dict:
     """A fresh session document, version 1."""
     doc = {
@@ -183,6 +187,7 @@ def new_doc(
         "tot": 0,
         "pl": 0,
         "bk": [],
+        "cs": chunk_size,
         "r": secrets.token_hex(8),
     }
     if auto_clean:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import secrets
 import time
@@ -13,6 +14,7 @@ from app import errors, jsontext, records, responses
 from app.records import Miss, Session
 from app.validation import Call
 
+log = logging.getLogger(__name__)
 UPDATE_RETRY_SECONDS = 10.0
 PATCH_LOG_BYTES = 64 * 1024  # contexts up to this size take merges unapplied: one round trip, no read
 COMPACT_AFTER = 8  # patches in the log before a worker folds them into the stored context
@@ -113,6 +115,7 @@ class Sessions:
                 auto_clean=auto_clean,
                 slot=slot,
                 purge_ms=purge,
+                chunk_size=self.store.inline,
             )
             return doc, records.new_tomb(doc, purge + self.store.retention_ms) if auto_clean else None
 
@@ -139,7 +142,9 @@ class Sessions:
         patch = jsontext.dumps(call.context)
         size = len(patch.encode())
         known = self.store.memory.recall(self._key(call))
-        if size > PATCH_LOG_BYTES or (known is not None and len(known.context) > PATCH_LOG_BYTES):
+        text = known.context if known is not None else ""
+        known_large = len(text) * 4 > PATCH_LOG_BYTES and len(text.encode()) > PATCH_LOG_BYTES
+        if size > PATCH_LOG_BYTES or known_large:
             return self._merge_by_cas(call)
         # Stored unapplied, under a bound that keeps the merged context within the limit.
         bound = min(self.limits.max_context_bytes, PATCH_LOG_BYTES) - size
@@ -205,7 +210,10 @@ class Sessions:
         reject = call.options.get("on_overflow") == "reject"
         update = {"$push": {"msgs": {"$each": stored}}, "$inc": {"n": k, "tot": k, "pl": k, "v": 1}, "$set": {"u": now}}
         s = self._write(call, update, now, room_for=k if reject else None)
-        self.store.shrink(s)
+        try:
+            self.store.shrink(s)
+        except errors.ServiceError:  # the append is stored: answer it; the next append shrinks again
+            log.warning("could not archive or trim %s; will retry on the next append", s.key)
         before = min(s.n - k, s.max_history)
         messages = [
             {"seq": s.total - k + 1 + i, "role": role, "content": content, "ts": records.iso(now)}

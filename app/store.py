@@ -39,6 +39,7 @@ _SUMMARY = {"msgs": 0, "ctx": 0, "cp": 0}
 CREATE_ATTEMPTS = 50
 INLINE = 50  # messages kept in the session document: one default `history` page
 _CHUNK_REFS = {"bk": 1, "r": 1}
+_RETIRED = "-"  # the incarnation of a session being deleted: no archive matches it
 
 
 def _slack(max_history: int) -> int:
@@ -250,10 +251,11 @@ class SessionStore:
 
     def shrink(self, s: Session) -> None:
         """Keep the session document small after an append: trim a short history, archive a long one."""
-        if s.max_history <= self.inline:
+        size = s.chunk_size or self.inline
+        if s.max_history <= size:
             if s.physical >= s.max_history + _slack(s.max_history):
                 self._trim(s)
-        elif s.physical >= 2 * self.inline:
+        elif s.physical >= 2 * size:
             self._archive(s)
 
     def _trim(self, s: Session) -> None:
@@ -272,15 +274,18 @@ class SessionStore:
         on the state read; the loser removes only chunks that nobody can reference any more.
         Chunks wholly older than the visible history are dropped, or deleted if archived before.
         """
+        if s.nonce == _RETIRED:  # being deleted
+            return
         with storage_errors():
             doc = self.collection.find_one({"_id": s.key, "r": s.nonce})
         if not doc:
             return
         cur = records.from_doc(doc)
-        whole = (cur.physical - self.inline) // self.inline
+        size = cur.chunk_size or self.inline  # per session: workers with other settings agree
+        whole = (cur.physical - size) // size
         if whole < 1:
             return
-        size, texts, visible = self.inline, cur.messages or (), cur.visible_first
+        texts, visible = cur.messages or (), cur.visible_first
         firsts = [cur.inline_first + j * size for j in range(whole)]
         new = [
             records.new_chunk(cur, first, list(texts[j * size : (j + 1) * size]))
@@ -289,11 +294,12 @@ class SessionStore:
         ]
         ranges = cur.chunk_ranges()
         garbage = [records.chunk_key(cur.key, cur.nonce, first) for first, last in ranges if last < visible]
+        # a losing archiver may have left an aligned chunk that is now wholly out of view: never referenced
+        garbage += [records.chunk_key(cur.key, cur.nonce, f) for f in firsts if f + size - 1 < visible]
         chunks = [first for first, last in ranges if last >= visible] + [d["seq"] for d in new]
         left = cur.physical - whole * size
         with storage_errors():
-            if new:
-                self._insert_chunks(new)
+            reused = self._insert_chunks(new) if new else False
             after = self.collection.find_one_and_update(
                 {"_id": cur.key, "r": cur.nonce, "tot": cur.total, "pl": cur.physical},
                 {"$push": {"msgs": {"$each": [], "$slice": -left}}, "$set": {"pl": left, "bk": chunks}},
@@ -305,16 +311,21 @@ class SessionStore:
                 return
             if garbage:
                 self.collection.delete_many({"_id": {"$in": garbage}})
-            if new and cur.auto_clean and after.get("pms", 0) > cur.purge_ms:  # moved while we archived
+            if new and cur.auto_clean and (reused or after.get("pms", 0) > cur.purge_ms):
+                # the purge date moved while we archived, or a chunk written earlier carries an older one
                 fresh = {"$set": {"pa": records.from_ms(after["pms"]), "pms": after["pms"]}}
-                self.collection.update_many({"_id": {"$in": [d["_id"] for d in new]}}, fresh)
+                ids = [d["_id"] for d in new]
+                self.collection.update_many({"_id": {"$in": ids}, "pms": {"$lt": after["pms"]}}, fresh)
 
-    def _insert_chunks(self, chunks: list[dict]) -> None:
+    def _insert_chunks(self, chunks: list[dict]) -> bool:
+        """Insert archive chunks; True if some were there already (written by a losing archiver)."""
         try:
             self.collection.insert_many(chunks, ordered=False)
         except BulkWriteError as exc:  # the same chunk written by another process is fine
             if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                 raise
+            return True
+        return False
 
     def _drop_unreferenced(self, cur: Session, chunk_ids: list[str]) -> None:
         """After a lost archive race: delete our chunks unless stored or future state refers to them."""
@@ -346,9 +357,11 @@ class SessionStore:
         """Remove a session with its tombstone and archive chunks; how many documents went."""
         self.memory.forget(key)
         with storage_errors():
-            # Session and tombstone go in one command, as a racing write must see both or neither;
-            # a chunk archived after this read is deleted by its archiver, who finds no session.
-            chunks = self._chunk_ids(key, self.collection.find_one({"_id": key}, _CHUNK_REFS))
+            # Retiring the incarnation first makes every archive still in flight miss (they filter on
+            # it) and delete its own chunks; the ones already referenced are in the bk read here.
+            # Session and tombstone then go in one command: a racing write sees both or neither.
+            doc = self.collection.find_one_and_update({"_id": key}, {"$set": {"r": _RETIRED}}, _CHUNK_REFS)
+            chunks = self._chunk_ids(key, doc)
             result = self._coll(persist).delete_many({"_id": {"$in": [key, records.tomb_key(key), *chunks]}})
         return result.deleted_count
 

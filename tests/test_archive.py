@@ -6,9 +6,11 @@ appends cross every boundary.
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
+from pymongo.errors import ConnectionFailure
 
 from app import records
 from app.sessions import Sessions
@@ -188,7 +190,8 @@ def test_an_archive_that_loses_to_a_clear_leaves_no_chunk_behind(mongo_uri, db_n
 
 
 def test_an_archive_that_loses_to_an_append_keeps_its_chunk_for_the_next_one(mongo_uri, db_name, clock, core, store):
-    other, client = make_store(mongo_uri, db_name, clock, inline=50)  # a rival that does not archive itself
+    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
+    other.shrink = lambda s: None  # a rival whose own archive step comes later
     try:
         append_overtaken(core, store, lambda: append(Sessions(other, LIMITS), 1, start=100))
         assert [c["seq"] for c in chunk_docs(store)] == [1]  # written, not yet referenced
@@ -231,3 +234,120 @@ def test_parallel_appends_from_two_processes_keep_every_message_exactly_once(mon
     finally:
         for _, client in stores:
             client.close()
+
+
+def test_a_delete_racing_an_archive_leaves_no_chunk(core, store):
+    """An archive lands between delete's first command and its second."""
+    run(core, "create", session_id="s", options={"auto_clean": False})  # no TTL would ever clean up
+    append(core, 7)
+    coll = store._coll
+
+    def racing(persist: bool):
+        store._coll = coll
+        append(core, 1, start=7)  # another request's archive, while the delete is under way
+        return coll(persist)
+
+    store._coll = racing
+    try:
+        run(core, "delete", session_id="s")
+    finally:
+        store._coll = coll
+    assert list(store.collection.find({"uid": "u1"})) == []
+
+
+def test_a_chunk_a_losing_archiver_left_is_deleted_once_it_falls_out_of_view(mongo_uri, db_name, clock, core, store):
+    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
+    other.shrink = lambda s: None
+    try:
+        run(core, "create", session_id="s", options={"auto_clean": False, "max_history": 6})
+        four = [{"role": "user", "content": f"r{i}"} for i in range(4)]
+        append_overtaken(
+            core, store, lambda: run(Sessions(other, LIMITS), "append_messages", session_id="s", messages=four)
+        )
+        append(core, 1, start=100)  # archives from the new state: chunk 1 is out of view now
+        refs = set(session_doc(store)["bk"])
+        assert [c["seq"] for c in chunk_docs(store) if c["seq"] not in refs] == []
+        run(core, "delete", session_id="s")
+        assert chunk_docs(store) == []
+    finally:
+        client.close()
+
+
+def test_a_chunk_written_earlier_takes_the_purge_date_of_the_session_that_adopts_it(
+    mongo_uri, db_name, clock, core, store
+):
+    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
+    other.shrink = lambda s: None
+
+    def later_append() -> None:
+        clock.advance(400)  # far enough for the rival's sliding write to move the purge date
+        append(Sessions(other, LIMITS), 1, start=100)
+
+    try:
+        run(core, "create", session_id="s", options={"timeout": 600})
+        append_overtaken(core, store, later_append)  # our chunk 1 keeps the older purge date
+        append(core, 1, start=8)  # archives again: chunk 1 exists already, now referenced
+        doc = session_doc(store)
+        assert 1 in doc["bk"]
+        assert all(c["pms"] == doc["pms"] for c in chunk_docs(store))
+    finally:
+        client.close()
+
+
+def test_workers_with_different_inline_settings_cut_the_same_chunks(mongo_uri, db_name, clock, core, store):
+    """The chunk size is the session's, fixed when it was created."""
+    other, client = make_store(mongo_uri, db_name, clock, inline=2 * INLINE)
+    try:
+        run(core, "create", session_id="s")
+        wide = Sessions(other, LIMITS)
+        for i in range(40):
+            append(wide if i % 20 else core, 1, start=i)  # mostly the worker with the wider setting
+        assert {len(c["msgs"]) for c in chunk_docs(store)} == {INLINE}
+        assert whole_history(wide, limit=7) == [(i + 1, f"m{i}") for i in range(40)]
+    finally:
+        client.close()
+
+
+def test_an_append_that_was_stored_is_answered_even_if_archiving_fails(core, store):
+    run(core, "create", session_id="s")
+    append(core, 7)
+    insert = store._insert_chunks
+
+    def down(chunks: list[dict]) -> bool:
+        raise ConnectionFailure("database gone for a moment")
+
+    store._insert_chunks = down
+    try:
+        out = run(core, "append_messages", session_id="s", role="user", content="m7")
+    finally:
+        store._insert_chunks = insert
+    assert [m["seq"] for m in out["messages"]] == [8]  # no 503: a retry would store it twice
+    append(core, 1, start=8)  # the next append archives
+    assert whole_history(core) == [(i + 1, f"m{i}") for i in range(9)]
+    assert chunk_docs(store)
+
+
+@pytest.mark.parametrize("max_history", [1, 3, 4, 5, 7, 8, 9, 13, 30, 1000])
+def test_history_matches_a_simple_model_through_appends_clears_and_paging(core, store, max_history):
+    rng = random.Random(max_history)
+    run(core, "create", session_id="s", options={"max_history": max_history})
+    model: list[tuple[int, str]] = []
+    n = total = 0
+    for step in range(120):
+        if rng.random() < 0.9:
+            k = rng.choice([1, 1, 1, 2, 3, 5, 9])
+            batch = [{"role": "user", "content": f"x{total + i + 1}"} for i in range(k)]
+            out = run(core, "append_messages", session_id="s", messages=batch)
+            assert [m["seq"] for m in out["messages"]] == list(range(total + 1, total + k + 1))
+            model += [(total + i + 1, f"x{total + i + 1}") for i in range(k)]
+            total, n = total + k, n + k
+        else:
+            run(core, "clear_history", session_id="s")
+            model, n = [], 0
+        visible = model[-min(n, max_history) :] if n else []
+        limit = rng.choice([1, 2, 3, 4, 5, 7, 50])
+        assert whole_history(core, limit=limit) == visible, (step, limit)
+        cursor = rng.randint(0, total + 3)
+        page = run(core, "history", session_id="s", options={"limit": limit, "cursor": str(cursor)})["messages"]
+        assert [(m["seq"], m["content"]) for m in page] == [m for m in visible if m[0] < cursor][-limit:]
+        assert run(core, "get", session_id="s")["message_count"] == len(visible)
