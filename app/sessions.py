@@ -243,7 +243,10 @@ class Sessions:
     def op_clear_history(self, call: Call) -> dict[str, Any]:
         now = self.store.clock()
         update = {"$set": {"msgs": [], "n": 0, "pl": 0, "u": now}, "$inc": {"v": 1}}
-        return responses.session(self._write(call, update, now), now)
+        before: dict = {}
+        s = self._write(call, update, now, seen=before)
+        self.store.drop_archive(before)  # the cleared messages leave the database, archive included
+        return responses.session(s, now)
 
     def op_touch(self, call: Call) -> dict[str, Any]:
         self._check_caps(call)

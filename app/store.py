@@ -165,11 +165,13 @@ class SessionStore:
         where: dict | None = None,
         messages: bool = False,
         persist: bool = True,
+        seen: dict | None = None,
     ) -> Session | Miss:
         """One atomic conditional update that also restarts the timeout; a Miss when it did not apply.
 
         `timeout_ms` is the session's timeout if known (else learned or the default is assumed and
-        checked); `new_timeout_ms` replaces it; `room_for` k requires space for k more messages.
+        checked); `new_timeout_ms` replaces it; `room_for` k requires space for k more messages;
+        `seen`, if given, receives the document as it was just before the update.
         """
         guess_t, guess_mh = self.memory.shape(key)
         guess_t = timeout_ms or guess_t
@@ -199,6 +201,8 @@ class SessionStore:
                     plain, full, projection=None if messages else _NO_MESSAGES, return_document=ReturnDocument.BEFORE
                 )
             if before:
+                if seen is not None:
+                    seen.update(before)
                 session = records.from_doc(records.applied(before, full))
                 self.memory.learn(session)
                 return session
@@ -338,6 +342,20 @@ class SessionStore:
             chunk_ids = [c for c in chunk_ids if inline_first > records.chunk_seq(c) not in refs]
         if chunk_ids:
             self.collection.delete_many({"_id": {"$in": chunk_ids}})
+
+    def drop_archive(self, before: dict) -> None:
+        """After clear_history: delete the chunks the cleared state had, referenced or not.
+
+        Besides those in bk, a chunk may exist unreferenced at any aligned start of the cleared
+        inline messages (written by an archiver that lost a race, kept for the next one to adopt).
+        """
+        size = before.get("cs") or self.inline
+        inline_first = before["tot"] - before["pl"] + 1
+        firsts = [*before.get("bk", ()), *range(inline_first, before["tot"] + 1, size)]
+        if before.get("bk") or before["pl"] >= size:
+            with storage_errors():
+                ids = [records.chunk_key(before["_id"], before["r"], first) for first in firsts]
+                self.collection.delete_many({"_id": {"$in": ids}})
 
     def archived(self, s: Session, first: int, last: int) -> dict[int, str]:
         """The archived message texts with seqs in [first, last], by seq (one query)."""

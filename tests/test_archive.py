@@ -351,3 +351,33 @@ def test_history_matches_a_simple_model_through_appends_clears_and_paging(core, 
         page = run(core, "history", session_id="s", options={"limit": limit, "cursor": str(cursor)})["messages"]
         assert [(m["seq"], m["content"]) for m in page] == [m for m in visible if m[0] < cursor][-limit:]
         assert run(core, "get", session_id="s")["message_count"] == len(visible)
+
+
+def test_clear_history_deletes_the_archive_even_a_chunk_nothing_refers_to(mongo_uri, db_name, clock, core, store):
+    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
+    other.shrink = lambda s: None
+    try:
+        run(core, "create", session_id="s", options={"auto_clean": False})  # no TTL would ever clean up
+        append_overtaken(core, store, lambda: append(Sessions(other, LIMITS), 1, start=100))
+        append(core, 3, start=8)  # adopts chunk 1, archives chunk 5
+        assert sorted(c["seq"] for c in chunk_docs(store)) == [1, 5]
+        run(core, "clear_history", session_id="s")
+        assert chunk_docs(store) == []
+        append(core, 12, start=200)
+        run(core, "delete", session_id="s")
+        assert list(store.collection.find({"uid": "u1"})) == []
+    finally:
+        client.close()
+
+
+def test_clear_history_right_after_a_lost_archive_leaves_no_chunk(mongo_uri, db_name, clock, core, store):
+    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
+    other.shrink = lambda s: None
+    try:
+        run(core, "create", session_id="s", options={"auto_clean": False})
+        append_overtaken(core, store, lambda: append(Sessions(other, LIMITS), 1, start=100))
+        assert [c["seq"] for c in chunk_docs(store)] == [1] and session_doc(store)["bk"] == []  # kept, unreferenced
+        run(core, "clear_history", session_id="s")
+        assert chunk_docs(store) == []
+    finally:
+        client.close()
