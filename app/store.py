@@ -307,7 +307,7 @@ class SessionStore:
             after = self.collection.find_one_and_update(
                 {"_id": cur.key, "r": cur.nonce, "tot": cur.total, "pl": cur.physical},
                 {"$push": {"msgs": {"$each": [], "$slice": -left}}, "$set": {"pl": left, "bk": chunks}},
-                {"pms": 1, "tot": 1, "pl": 1, "n": 1, "mh": 1, "bk": 1, "r": 1},
+                {"pms": 1},
                 return_document=ReturnDocument.AFTER,
             )
             if after is None:
