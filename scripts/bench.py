@@ -7,7 +7,8 @@ and drives both over loopback from a separate process: this script re-run as `--
 aiohttp client that runs closed-loop (saturation) or open-loop (fixed offered rate, latency measured
 from each request's scheduled send time, so a slow server cannot hide its queue).
 
-Measured: throughput at saturation and its ratio to the ceiling; p50/p95/p99 at a fixed offered
+Measured: throughput at saturation and its ratio to the ceiling (saturated just before each operation:
+the shared machine's speed drifts by a quarter over minutes); p50/p95/p99 at a fixed offered
 1000 req/s (and at half the saturation rate, a load the service can sustain); database round trips
 per operation (pymongo command monitoring, in-process through the Flask test client); latency against
 history length and context size; worker RSS before and after a mixed run. Prints Markdown tables and
@@ -65,6 +66,23 @@ def _pct(sorted_values: list[float], p: float) -> float:
         return 0.0
     i = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values) + 0.5) - 1))
     return sorted_values[i]
+
+
+def _merged(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """Closed-loop slices of one operation as one run: requests and seconds summed, cores averaged."""
+    out = dict(slices[0])
+    seconds = sum(r["ok"] / r["throughput_rps"] for r in slices if r["throughput_rps"])
+    out["ok"] = sum(r["ok"] for r in slices)
+    out["error_count"] = sum(r["error_count"] for r in slices)
+    out["errors"] = {}
+    for r in slices:
+        for kind, n in r["errors"].items():
+            out["errors"][kind] = out["errors"].get(kind, 0) + n
+    out["throughput_rps"] = round(out["ok"] / seconds, 1) if seconds else 0.0
+    for key in ("server_cores", "db_cores"):
+        out[key] = round(sum(r[key] for r in slices) / len(slices), 2)
+    out["slices_rps"] = [r["throughput_rps"] for r in slices]
+    return out
 
 
 def _summary(lat: list[float]) -> dict[str, float]:
@@ -328,6 +346,8 @@ class Bench:
         self.stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         self.sat_s = 1.5 if quick else 15.0
         self.warm_s = 0.5 if quick else 2.0
+        self.pairs = 1 if quick else 3  # alternating slices of the ceiling and an operation
+        self.slice_s = self.sat_s / self.pairs
         self.paced_s = 1.5 if quick else 15.0
         self.half_s = 1.0 if quick else 10.0
         self.drain_s = 3.0 if quick else 10.0  # open loop: a request still unanswered after this is an error
@@ -556,19 +576,17 @@ class Bench:
             server = self.ceiling if op == "ceiling" else self.service
             check = op != "ceiling"
             run = secrets.token_hex(3)
-            self.log(f"{op}: saturation, {self.concurrency} connections, {self.sat_s:.0f} s")
-            sat = self.run_load(
-                {
-                    "mode": "closed",
-                    "items": self.phase_items(op, run + "a"),
-                    "connections": self.concurrency,
-                    "duration": self.sat_s,
-                    "warmup": self.warm_s,
-                    "check_error_code": check,
-                },
-                server,
-                profile=op,
-            )
+            if op == "ceiling":
+                self.log(f"{op}: saturation, {self.concurrency} connections, {self.sat_s:.0f} s")
+                sat, paired = self.saturate(op, run + "a", server, self.sat_s, profile=op), None
+            else:  # the shared machine's speed drifts: alternate slices with the ceiling, ratio of the sums
+                self.log(f"{op}: saturation, {self.concurrency} connections, {self.pairs} x {self.slice_s:.0f} s")
+                self.log(f"  each slice after one of the ceiling; {op} profiled in its first slice")
+                slices, ceilings = [], []
+                for i in range(self.pairs):
+                    ceilings.append(self.saturate("ceiling", f"{run}p{i}", self.ceiling, self.slice_s))
+                    slices.append(self.saturate(op, f"{run}a{i}", server, self.slice_s, profile=op if i == 0 else ""))
+                sat, paired = _merged(slices), _merged(ceilings)
             self.log(f"{op}: {sat['throughput_rps']} req/s; open loop at {self.rate:.0f} req/s, {self.paced_s:.0f} s")
             paced = self.run_load(
                 {
@@ -599,9 +617,25 @@ class Bench:
                 server,
             )
             out[op] = {"saturation": sat, "paced": paced, "half": half}
-        ceiling = out["ceiling"]["saturation"]["throughput_rps"]
-        for op in ops[1:]:
-            out[op]["ratio_to_ceiling"] = round(out[op]["saturation"]["throughput_rps"] / ceiling, 3) if ceiling else 0
+            if paired is not None:
+                ceiling = paired["throughput_rps"]
+                out[op]["paired_ceiling_rps"] = ceiling
+                out[op]["ratio_to_ceiling"] = round(sat["throughput_rps"] / ceiling, 3) if ceiling else 0
+
+    def saturate(self, op: str, run: str, server: Server, seconds: float, profile: str = "") -> dict[str, Any]:
+        """Closed-loop load at the benchmark's concurrency: the throughput at saturation."""
+        return self.run_load(
+            {
+                "mode": "closed",
+                "items": self.phase_items(op, run),
+                "connections": self.concurrency,
+                "duration": seconds,
+                "warmup": self.warm_s,
+                "check_error_code": op != "ceiling",
+            },
+            server,
+            profile=profile,
+        )
 
     def growth(self) -> None:
         out = self.results.setdefault("growth", {})
@@ -907,7 +941,7 @@ def report(results: dict[str, Any]) -> str:
         "",
         *targets(results),
         "",
-        f"| operation | saturation req/s ({c['concurrency']} conn.) | / ceiling "
+        f"| operation | saturation req/s ({c['concurrency']} conn.) | / ceiling (paired run, req/s) "
         f"| at {c['offered_rps']:.0f} req/s offered: achieved, p50 / p95 / p99 ms, errors "
         "| at half saturation: p50 / p95 / p99 ms | CPU cores: workers + DB "
         "| documents |",
@@ -915,7 +949,7 @@ def report(results: dict[str, Any]) -> str:
     ]
     for op, r in results.get("throughput", {}).items():
         sat, paced, half = r["saturation"], r["paced"], r["half"]
-        ratio = "1" if op == "ceiling" else f"{r['ratio_to_ceiling']:.2f}"
+        ratio = "1" if op == "ceiling" else f"{r['ratio_to_ceiling']:.2f} ({r['paired_ceiling_rps']:,.0f})"
         pl, hl = paced["latency_ms"], half["latency_ms"]
         lines.append(
             f"| {op} | {sat['throughput_rps']:,.0f} | {ratio} | {paced['throughput_rps']:,.0f} req/s, "
