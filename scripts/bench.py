@@ -79,6 +79,7 @@ def _merged(slices: list[dict[str, Any]]) -> dict[str, Any]:
         for kind, n in r["errors"].items():
             out["errors"][kind] = out["errors"].get(kind, 0) + n
     out["throughput_rps"] = round(out["ok"] / seconds, 1) if seconds else 0.0
+    out["client_cpu_s"] = round(sum(r["client_cpu_s"] for r in slices), 2)
     for key in ("server_cores", "db_cores"):
         out[key] = round(sum(r[key] for r in slices) / len(slices), 2)
     out["slices_rps"] = [r["throughput_rps"] for r in slices]
