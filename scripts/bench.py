@@ -3,12 +3,12 @@
 Starts the service as in production (`gunicorn -c gunicorn.conf.py app.wsgi:application`,
 APP_ENV=production, a SERVICE_TOKEN, MONGODB_URI pointing at an nx-27017 started here on a file in a
 temporary directory) next to the ceiling (scripts/bench_ceiling.py under the same gunicorn settings),
-and drives both over loopback from a separate process: this script re-run as `--loadgen`, an asyncio +
-aiohttp client that runs closed-loop (saturation) or open-loop (fixed offered rate, latency measured
-from each request's scheduled send time, so a slow server cannot hide its queue).
+and drives both over loopback from a separate process (scripts/bench_loadgen.py: an asyncio +
+aiohttp client, closed loop for saturation, open loop at a fixed offered rate). The goals, the
+arithmetic and the Markdown tables are scripts/bench_report.py.
 
-Measured: throughput at saturation and its ratio to the ceiling (saturated just before each operation:
-the shared machine's speed drifts by a quarter over minutes); p50/p95/p99 at a fixed offered
+Measured: throughput at saturation and its ratio to the ceiling (slices of each operation alternate
+with slices of the ceiling: the shared machine's speed drifts by a quarter over minutes); p50/p95/p99 at a fixed offered
 1000 req/s (and at half the saturation rate, a load the service can sustain); database round trips
 per operation (pymongo command monitoring, in-process through the Flask test client); latency against
 history length and context size; worker RSS before and after a mixed run. Prints Markdown tables and
@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import random
-import resource
 import secrets
 import shutil
 import signal
@@ -46,204 +45,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from scripts.bench_report import OPS, WORKERS_SIMULATED, merged, report  # noqa: E402
+
 TOKEN = "bench-" + secrets.token_hex(16)
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-OPS = ("get", "update", "append_messages", "history", "create")  # create last: it grows the collection
 PHASES = ("round_trips", "throughput", "growth", "memory")
-GOAL_RATIO = {"create": 0.6, "get": 0.8, "update": 0.8, "append_messages": 0.8, "history": None}
-GOAL_RT = {"create": "≤2", "get": "1", "update": "1", "touch": "1", "append_messages": "1"}
-SPEC_TARGET = {"create": "p99 < 100 ms", "update": "p99 < 500 ms (state sync)", "get": "p99 < 500 ms (state sync)"}
-# App instances in the round-trip count, standing for gunicorn workers: as many as the service runs.
-WORKERS_SIMULATED = int(os.environ.get("WEB_CONCURRENCY") or 2)
 SESSIONS = 200  # pre-created sessions the get/update/append/history phases spread over
-
-
-# ---------------------------------------------------------------- the load generator (subprocess)
-
-
-def _pct(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return 0.0
-    i = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[i]
-
-
-def _merged(slices: list[dict[str, Any]]) -> dict[str, Any]:
-    """Closed-loop slices of one operation as one run: requests and seconds summed, cores averaged."""
-    out = dict(slices[0])
-    seconds = sum(r["ok"] / r["throughput_rps"] for r in slices if r["throughput_rps"])
-    out["ok"] = sum(r["ok"] for r in slices)
-    out["error_count"] = sum(r["error_count"] for r in slices)
-    out["errors"] = {}
-    for r in slices:
-        for kind, n in r["errors"].items():
-            out["errors"][kind] = out["errors"].get(kind, 0) + n
-    out["throughput_rps"] = round(out["ok"] / seconds, 1) if seconds else 0.0
-    out["client_cpu_s"] = round(sum(r["client_cpu_s"] for r in slices), 2)
-    for key in ("server_cores", "db_cores"):
-        out[key] = round(sum(r[key] for r in slices) / len(slices), 2)
-    out["slices_rps"] = [r["throughput_rps"] for r in slices]
-    return out
-
-
-def _summary(lat: list[float]) -> dict[str, float]:
-    lat.sort()
-    return {f"p{p}": round(_pct(lat, p) * 1000, 2) for p in (50, 95, 99)} | {
-        "max": round((lat[-1] if lat else 0) * 1000, 2),
-        "mean": round(sum(lat) / len(lat) * 1000, 2) if lat else 0.0,
-    }
-
-
-async def _loadgen(cfg: dict[str, Any]) -> dict[str, Any]:
-    import asyncio
-
-    import aiohttp
-
-    base = cfg["base"]
-    items = [(base + path, body.encode(), b"%N%" in body.encode()) for path, body in cfg["items"]]
-    check = cfg.get("check_error_code", True)
-    headers = cfg.get("headers", {})
-    mode = cfg["mode"]
-    counter = 0
-    lat: list[float] = []
-    errors: dict[str, int] = {}
-    ok = 0
-    loop = asyncio.get_running_loop()
-    conns = cfg.get("connections", 32)
-    connector = aiohttp.TCPConnector(limit=conns, limit_per_host=conns, ttl_dns_cache=None)
-    timeout = aiohttp.ClientTimeout(total=cfg.get("request_timeout", 30))
-
-    def next_item() -> tuple[str, bytes]:
-        nonlocal counter
-        url, body, templated = items[counter % len(items)]
-        counter += 1
-        return url, body.replace(b"%N%", str(counter).encode()) if templated else body
-
-    def failed(kind: str) -> None:
-        errors[kind] = errors.get(kind, 0) + 1
-
-    async def one(session: aiohttp.ClientSession, url: str, body: bytes) -> bool:
-        try:
-            async with session.post(url, data=body, headers=headers) as resp:
-                data = await resp.read()
-                if resp.status != 200:
-                    failed(f"HTTP {resp.status}")
-                    return False
-                if check and b'"error_code":""' not in data:
-                    code = json.loads(data).get("error_code", "?")
-                    failed(code)
-                    return False
-                return True
-        except TimeoutError:
-            failed("timeout")
-        except aiohttp.ClientError as exc:
-            failed(type(exc).__name__)
-        return False
-
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        if mode == "closed":
-            warm = cfg.get("warmup", 1.0)
-            duration = cfg["duration"]
-            limit = cfg.get("max_requests") or 10**12
-            t0 = loop.time()
-            measure_from, end = t0 + warm, t0 + warm + duration
-            sent = 0
-
-            async def worker() -> None:
-                nonlocal ok, sent
-                while loop.time() < end and sent < limit:
-                    sent += 1
-                    url, body = next_item()
-                    start = loop.time()
-                    good = await one(session, url, body)
-                    done = loop.time()
-                    if good and (start >= measure_from or limit < 10**12):
-                        ok += 1
-                        lat.append(done - start)
-
-            await asyncio.gather(*(worker() for _ in range(cfg.get("concurrency", conns))))
-            elapsed = (loop.time() - measure_from) if limit >= 10**12 else (loop.time() - t0)
-            if limit >= 10**12:
-                elapsed = min(elapsed, duration + 5)
-            throughput = ok / elapsed if elapsed > 0 else 0.0
-            result = {"sent": sent, "elapsed_s": round(elapsed, 3)}
-        else:  # open loop: request i is due at start + i / rate, whatever happened before
-            rate, duration = cfg["rate"], cfg["duration"]
-            cap = cfg.get("max_outstanding", 5000)
-            total = int(rate * duration)
-            outstanding = 0
-            dropped = 0
-            tasks: set[asyncio.Task] = set()
-            # a short untimed warm-up opens the connections
-            await asyncio.gather(*(one(session, *next_item()) for _ in range(min(conns, 16))))
-            start = loop.time() + 0.05
-            last_done = start
-
-            async def paced(url: str, body: bytes, due: float) -> None:
-                nonlocal ok, outstanding, last_done
-                good = await one(session, url, body)
-                now = loop.time()
-                outstanding -= 1
-                last_done = max(last_done, now)
-                if good:
-                    ok += 1
-                    lat.append(now - due)
-
-            i = 0
-            while i < total:
-                now = loop.time()
-                due = start + i / rate
-                if due > now:
-                    await asyncio.sleep(due - now)
-                    continue
-                while i < total and start + i / rate <= now:
-                    due = start + i / rate
-                    i += 1
-                    if outstanding >= cap:
-                        dropped += 1
-                        continue
-                    outstanding += 1
-                    task = asyncio.create_task(paced(*next_item(), due))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            sent_end = loop.time()
-            if tasks:
-                # Requests still unanswered `drain` seconds after the last one was due are errors. They
-                # are cancelled only now: timing out single requests earlier would let the client open
-                # new connections while the server still works through the old ones (an unbounded queue).
-                _, pending = await asyncio.wait(set(tasks), timeout=cfg.get("drain", 10))
-                for task in pending:
-                    task.cancel()
-                    failed("unfinished")
-            if dropped:
-                errors["dropped (backlog)"] = dropped
-            elapsed = max(last_done, sent_end) - start
-            throughput = ok / elapsed if elapsed > 0 else 0.0
-            result = {
-                "offered_rps": rate,
-                "sent": total - dropped,
-                "send_s": round(sent_end - start, 3),
-                "elapsed_s": round(elapsed, 3),
-            }
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    result.update(
-        ok=ok,
-        errors=errors,
-        error_count=sum(errors.values()),
-        throughput_rps=round(throughput, 1),
-        latency_ms=_summary(lat),
-        client_cpu_s=round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 2),
-    )
-    return result
-
-
-def loadgen_main() -> None:
-    import asyncio
-
-    cfg = json.loads(sys.stdin.read())
-    result = asyncio.run(_loadgen(cfg))
-    sys.stdout.write(json.dumps(result))
 
 
 # ---------------------------------------------------------------- processes
@@ -397,7 +204,7 @@ class Bench:
                 )
         try:
             done = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--loadgen"],
+                [sys.executable, str(Path(__file__).resolve().parent / "bench_loadgen.py")],
                 input=json.dumps(cfg).encode(),
                 capture_output=True,
                 timeout=budget,
@@ -587,7 +394,7 @@ class Bench:
                 for i in range(self.pairs):
                     ceilings.append(self.saturate("ceiling", f"{run}p{i}", self.ceiling, self.slice_s))
                     slices.append(self.saturate(op, f"{run}a{i}", server, self.slice_s, profile=op if i == 0 else ""))
-                sat, paired = _merged(slices), _merged(ceilings)
+                sat, paired = merged(slices), merged(ceilings)
             self.log(f"{op}: {sat['throughput_rps']} req/s; open loop at {self.rate:.0f} req/s, {self.paced_s:.0f} s")
             paced = self.run_load(
                 {
@@ -844,145 +651,6 @@ def count_round_trips(uri: str) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------- report
-
-
-def _ms(v: float) -> str:
-    return f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
-
-
-def _yes(ok: bool) -> str:
-    return "yes" if ok else "**no**"
-
-
-def targets(results: dict[str, Any]) -> list[str]:
-    """Every headline figure next to the spec's target or the issue's goal."""
-    tp, rts, growth, mem = (results.get(k, {}) for k in ("throughput", "round_trips", "growth", "memory"))
-    rate = results["config"]["offered_rps"]
-    rows = ["| figure | measured | target / goal | met |", "|---|---|---|---|"]
-
-    def add(figure: str, measured: str, target: str, ok: bool) -> None:
-        rows.append(f"| {figure} | {measured} | {target} | {_yes(ok)} |")
-
-    if "create" in tp:
-        p, h = tp["create"]["paced"], tp["create"]["half"]
-        add(
-            f"create p99, {rate:.0f} req/s offered",
-            f"{_ms(p['latency_ms']['p99'])} ms",
-            "< 100 ms (spec)",
-            p["latency_ms"]["p99"] < 100 and p["error_count"] == 0,
-        )
-        add(
-            f"create p99, {h['offered_rps']:.0f} req/s offered (half saturation)",
-            f"{_ms(h['latency_ms']['p99'])} ms",
-            "< 100 ms (spec)",
-            h["latency_ms"]["p99"] < 100,
-        )
-        sat = tp["create"]["saturation"]["throughput_rps"]
-        add("new sessions per second (create at saturation)", f"{sat:,.0f}/s", "1000/s (spec)", sat >= 1000)
-    for op in ("get", "update"):
-        if op in tp:
-            p = tp[op]["paced"]
-            add(
-                f"state sync: {op} p99, {rate:.0f} req/s offered",
-                f"{_ms(p['latency_ms']['p99'])} ms",
-                "< 500 ms (spec)",
-                p["latency_ms"]["p99"] < 500 and p["error_count"] == 0,
-            )
-    for op in OPS:
-        if op in tp:
-            p = tp[op]["paced"]
-            add(
-                f"{op}: achieved of {rate:.0f} req/s offered",
-                f"{p['throughput_rps']:,.0f} req/s, {p['error_count']} errors",
-                f"{rate:.0f} req/s (spec: 1000 sessions/s)",
-                p["throughput_rps"] >= 0.95 * rate and p["error_count"] == 0,
-            )
-    for op, goal in GOAL_RATIO.items():
-        if goal and op in tp:
-            ratio = tp[op]["ratio_to_ceiling"]
-            add(f"{op} throughput / ceiling", f"{ratio:.2f}", f"≥ {goal} (issue)", ratio >= goal)
-    for op, goal in GOAL_RT.items():
-        if op in rts:
-            n = rts[op]["round_trips"]
-            spread = rts.get(f"{op}, {WORKERS_SIMULATED} workers, random routing (mean)")
-            measured = str(n)
-            if spread:
-                measured += f" (mean {spread['round_trips']} across {WORKERS_SIMULATED} workers)"
-                n = max(n, spread["round_trips"])
-            add(f"{op}: DB round trips", measured, f"{goal} (issue)", n <= int(goal.strip("≤")))
-    for op in ("append_messages", "get"):
-        a, b = growth.get(f"{op}@history=0"), growth.get(f"{op}@history=1000")
-        if a and b:
-            ratio = b["latency_ms"]["p50"] / max(a["latency_ms"]["p50"], 0.001)
-            add(
-                f"{op} p50 at 1000 vs 0 messages of history",
-                f"{_ms(a['latency_ms']['p50'])} → {_ms(b['latency_ms']['p50'])} ms (x{ratio:.1f})",
-                "independent of history (issue)",
-                ratio < 1.25,
-            )
-    if mem:
-        growth_mib = mem["total_after_mib"] - mem["total_before_mib"]
-        add(
-            f"workers' RSS over a {mem['mixed_seconds']:.0f} s mixed run",
-            f"{mem['total_before_mib']} → {mem['total_after_mib']} MiB",
-            "no growth beyond noise (issue)",
-            growth_mib <= max(5.0, 0.05 * mem["total_before_mib"]),
-        )
-    return rows
-
-
-def report(results: dict[str, Any]) -> str:
-    c = results["config"]
-    lines = [
-        f"Machine: {c['nproc']} cores ({c['cpu']}), Python {c['python']}, gunicorn {c['gunicorn']} "
-        f"{c['worker_class']} {c['workers']} workers x {c['threads']} threads, {c['database']}; "
-        f"{'quick' if c['quick'] else 'full'} mode, {c['date']}, commit {c['commit']}, "
-        f"load average before {c['load_before'][0]:.1f}.",
-        "",
-        *targets(results),
-        "",
-        f"| operation | saturation req/s ({c['concurrency']} conn.) | / ceiling (paired run, req/s) "
-        f"| at {c['offered_rps']:.0f} req/s offered: achieved, p50 / p95 / p99 ms, errors "
-        "| at half saturation: p50 / p95 / p99 ms | CPU cores: workers + DB "
-        "| documents |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for op, r in results.get("throughput", {}).items():
-        sat, paced, half = r["saturation"], r["paced"], r["half"]
-        ratio = "1" if op == "ceiling" else f"{r['ratio_to_ceiling']:.2f} ({r['paired_ceiling_rps']:,.0f})"
-        pl, hl = paced["latency_ms"], half["latency_ms"]
-        lines.append(
-            f"| {op} | {sat['throughput_rps']:,.0f} | {ratio} | {paced['throughput_rps']:,.0f} req/s, "
-            f"{_ms(pl['p50'])} / {_ms(pl['p95'])} / {_ms(pl['p99'])}, {paced['error_count']} | "
-            f"{half['offered_rps']:,.0f} req/s: {_ms(hl['p50'])} / {_ms(hl['p95'])} / {_ms(hl['p99'])} | "
-            f"{sat['server_cores']} + {sat['db_cores']} | {sat['documents']:,} |"
-        )
-    rts = results.get("round_trips", {})
-    if rts:
-        lines += ["", "| operation | DB round trips | commands |", "|---|---|---|"]
-        for label, r in rts.items():
-            extra = f" ({r['error_code']})" if r.get("error_code") else ""
-            lines.append(f"| {label} | {r['round_trips']} | {', '.join(r['commands'])}{extra} |")
-    growth = results.get("growth", {})
-    if growth:
-        lines += ["", "| growth (one client, serial) | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|"]
-        for label, r in growth.items():
-            lat = r["latency_ms"]
-            lines.append(f"| {label} | {_ms(lat['p50'])} | {_ms(lat['p95'])} | {_ms(lat['p99'])} |")
-    mem = results.get("memory")
-    if mem:
-        m = mem["mixed_run"]
-        lines += [
-            "",
-            f"Memory: workers' RSS {mem['total_before_mib']} MiB before, {mem['total_after_mib']} MiB after a "
-            f"{mem['mixed_seconds']:.0f} s mixed run ({m['ok']:,} requests, {m['throughput_rps']:,.0f} req/s, "
-            f"{m['error_count']} errors); largest growth of one worker {mem['max_worker_growth_mib']} MiB; "
-            f"nx-27017 RSS {mem['db_rss_mib']} MiB.",
-        ]
-    return "\n".join(lines)
-
-
 @contextlib.contextmanager
 def _tempdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="coze-bench-"))
@@ -1030,7 +698,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--loadgen"]:
-        loadgen_main()
-    else:
-        sys.exit(main())
+    sys.exit(main())

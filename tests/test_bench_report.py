@@ -1,6 +1,6 @@
 """The benchmark's arithmetic: what the README's throughput ratios are computed from."""
 
-from scripts import bench
+from scripts import bench_report
 
 
 def _slice(ok: int, rps: float, errors: dict | None = None) -> dict:
@@ -17,7 +17,7 @@ def _slice(ok: int, rps: float, errors: dict | None = None) -> dict:
 
 
 def test_slices_of_one_operation_merge_into_requests_over_seconds_not_a_mean_of_rates():
-    merged = bench._merged([_slice(100, 100.0), _slice(300, 150.0, {"HTTP 503": 2})])
+    merged = bench_report.merged([_slice(100, 100.0), _slice(300, 150.0, {"HTTP 503": 2})])
     assert merged["ok"] == 400
     assert merged["throughput_rps"] == 133.3  # 400 requests in 1 s + 2 s; the mean of rates would say 125
     assert merged["errors"] == {"HTTP 503": 2} and merged["error_count"] == 2
@@ -26,6 +26,56 @@ def test_slices_of_one_operation_merge_into_requests_over_seconds_not_a_mean_of_
 
 
 def test_merging_sums_the_error_kinds_of_every_slice():
-    merged = bench._merged([_slice(10, 10.0, {"timeout": 1}), _slice(10, 10.0, {"timeout": 2, "HTTP 500": 1})])
+    merged = bench_report.merged([_slice(10, 10.0, {"timeout": 1}), _slice(10, 10.0, {"timeout": 2, "HTTP 500": 1})])
     assert merged["errors"] == {"timeout": 3, "HTTP 500": 1}
     assert merged["error_count"] == 4
+
+
+def _load(rps: float, p99: float = 5.0, errors: int = 0) -> dict:
+    latency = {"p50": 1.0, "p95": 2.0, "p99": p99, "max": p99, "mean": 1.0}
+    return {
+        **_slice(int(rps * 10), rps),
+        "error_count": errors,
+        "latency_ms": latency,
+        "offered_rps": rps,
+        "documents": 400,
+    }
+
+
+def _results(get_rps: float, paired_ceiling_rps: float) -> dict:
+    config = {
+        "nproc": 2,
+        "cpu": "test",
+        "python": "3.11",
+        "gunicorn": "27",
+        "worker_class": "gthread",
+        "workers": 2,
+        "threads": 8,
+        "database": "nx-27017",
+        "quick": True,
+        "date": "2026-11-24",
+        "commit": "abc1234",
+        "load_before": (0.0, 0.0, 0.0),
+        "concurrency": 32,
+        "offered_rps": 1000.0,
+    }
+    ceiling = {"saturation": _load(1500.0), "paced": _load(1000.0), "half": _load(750.0)}
+    get = {
+        "saturation": _load(get_rps),
+        "paced": _load(1000.0),
+        "half": _load(get_rps / 2),
+        "paired_ceiling_rps": paired_ceiling_rps,
+        "ratio_to_ceiling": round(get_rps / paired_ceiling_rps, 3),
+    }
+    return {"config": config, "throughput": {"ceiling": ceiling, "get": get}}
+
+
+def test_the_report_judges_a_ratio_by_the_paired_ceiling_and_shows_it():
+    text = bench_report.report(_results(900.0, 1000.0))  # the first, larger ceiling run is not the yardstick
+    assert "| get throughput / ceiling | 0.90 | ≥ 0.8 (issue) | yes |" in text
+    assert "| get | 900 | 0.90 (1,000) |" in text
+
+
+def test_the_report_marks_a_ratio_below_its_goal_as_not_met():
+    text = bench_report.report(_results(700.0, 1000.0))
+    assert "| get throughput / ceiling | 0.70 | ≥ 0.8 (issue) | **no** |" in text
