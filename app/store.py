@@ -234,8 +234,7 @@ class SessionStore:
             if moved is None and self.collection.find_one({"_id": s.key}, {"_id": 1}) is None:
                 return False
             if moved and moved.get("bk"):  # the chunks as stored now: one archived since `s` is included
-                chunk_ids = [records.chunk_key(s.key, moved["r"], first) for first in moved["bk"]]
-                self.collection.update_many({"_id": {"$in": chunk_ids}}, purge)
+                self.collection.update_many({"_id": {"$in": self._chunk_ids(s.key, moved)}}, purge)
             tomb_fields = {"k": "t", "uid": s.user_id, "sid": s.session_id, "slot": tomb}
             self.collection.update_one(
                 {"_id": tomb},
@@ -339,7 +338,8 @@ class SessionStore:
         if now is not None and now.get("r") == cur.nonce:
             # Still to archive (at or after the inline start) or referenced: keep; the rest is dead.
             inline_first, refs = now["tot"] - now["pl"] + 1, set(now.get("bk", ()))
-            chunk_ids = [c for c in chunk_ids if inline_first > records.chunk_seq(c) not in refs]
+            seqs = {c: records.chunk_seq(c) for c in chunk_ids}
+            chunk_ids = [c for c, seq in seqs.items() if seq < inline_first and seq not in refs]
         if chunk_ids:
             self.collection.delete_many({"_id": {"$in": chunk_ids}})
 
