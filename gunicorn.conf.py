@@ -39,7 +39,7 @@ def on_starting(server):
         os.environ["SERVICE_TOKEN"] = token_file.read_text().strip()
         server.log.info("development service token (from %s): %s", token_file, os.environ["SERVICE_TOKEN"])
     if not os.environ.get("MONGODB_URI"):
-        from app.db import start_embedded
+        from scripts.embedded import start_embedded
 
         port = int(os.environ.get("EMBEDDED_DB_PORT", "27017"))
         db_path = str(var / "sessions.db")
@@ -52,7 +52,7 @@ def on_starting(server):
 
 def on_exit(server):
     if _embedded is not None:
-        from app.db import stop_embedded
+        from scripts.embedded import stop_embedded
 
         stop_embedded(_embedded)
         server.log.info("embedded database stopped")

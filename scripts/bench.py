@@ -92,7 +92,7 @@ class Server:
     """One gunicorn with the project's gunicorn.conf.py, on a free port."""
 
     def __init__(self, name: str, app: str, env: dict[str, str], log: Path) -> None:
-        from app.db import free_port
+        from scripts.embedded import free_port
 
         self.name = name
         self.port = free_port()
@@ -263,7 +263,7 @@ class Bench:
     def start(self) -> None:
         import requests
 
-        from app.db import free_port, start_embedded
+        from scripts.embedded import free_port, start_embedded
 
         db_port = free_port()
         self.nx_proc = start_embedded(str(self.tmp / "sessions.db"), db_port, str(self.tmp / "nx.log"))
@@ -319,7 +319,7 @@ class Bench:
         }
 
     def stop(self) -> None:
-        from app.db import stop_embedded
+        from scripts.embedded import stop_embedded
 
         if self.http is not None:
             self.http.close()

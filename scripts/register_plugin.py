@@ -32,7 +32,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import cozerules, schemas, spec  # noqa: E402
+from app import schemas, spec  # noqa: E402
+from scripts import cozerules  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION_PATTERN = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")

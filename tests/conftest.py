@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from app import create_app
-from app.db import free_port, start_embedded, stop_embedded
 from app.settings import Settings
+from scripts.embedded import free_port, start_embedded, stop_embedded
 from tests.support import HISTORY_INLINE, TOKEN, Api, FakeClock, fresh_database
 
 

@@ -3,7 +3,7 @@
 - Every call is POST with a JSON object body; every path but login needs the `session_key` cookie
   (HTTP 401 without it). IDs are JSON strings (HTTP 400 otherwise); so are other bad parameters.
 - Business errors are HTTP 200 with a non-zero `code` and a `msg`: wrong password, unknown space or
-  plugin, `ai_plugin` / `openapi` that are not strings, do not parse or break app.cozerules, a tool
+  plugin, `ai_plugin` / `openapi` that are not strings, do not parse or break scripts/cozerules.py, a tool
   that has not passed debug at publish, a version that is not higher than the last one.
 - A manifest without `auth` crashes the validator with HTTP 500, as in Coze.
 - `get_plugin_apis` refuses `size` of 30 or more.
@@ -34,7 +34,7 @@ import yaml
 from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from app import cozerules
+from scripts import cozerules
 
 VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 ERR_LOGIN = 700012001

@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 from app import spec
-from app.db import free_port
+from scripts.embedded import free_port
 from tests.support import AUTH, HISTORY_INLINE, check_response
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft202012Validator
 
-from app import cozerules, schemas, spec
+from app import schemas, spec
+from scripts import cozerules
 from scripts.gen_openapi import DEFAULT_URL, render
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ import requests
 from pymongo import MongoClient
 
 from app import spec
-from app.db import free_port, start_embedded, stop_embedded
+from scripts.embedded import free_port, start_embedded, stop_embedded
 from tests.servers import ToolClient, gunicorn
 from tests.support import AUTH, TOKEN, check_response
 

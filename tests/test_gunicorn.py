@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from app import spec
-from app.db import free_port
+from scripts.embedded import free_port
 from tests.servers import gunicorn
 from tests.support import check_response
 

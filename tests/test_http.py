@@ -6,8 +6,8 @@ import dataclasses
 import json
 
 from app import spec
-from app.db import free_port
 from app.sessions import Sessions
+from scripts.embedded import free_port
 from tests.support import TOKEN, Api, check_response
 
 

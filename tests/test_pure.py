@@ -112,7 +112,7 @@ def test_memory_stays_within_its_byte_budget_dropping_the_least_recent():
 
 
 def test_the_embedded_server_hook_finds_neosqlites_per_read_purge_to_throttle():
-    from app.nx_throttled import throttle
+    from scripts.nx_server import throttle
 
     assert throttle() is True  # False would mean the pinned neosqlite changed and reads scan again
 

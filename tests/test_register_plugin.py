@@ -14,7 +14,8 @@ import pytest
 import requests
 import yaml
 
-from app import cozerules, spec
+from app import spec
+from scripts import cozerules
 from scripts.register_plugin import main
 from tests.coze_standin import CozeStandIn, faulty_front, serve, standin
 from tests.servers import gunicorn

@@ -4,7 +4,7 @@ neosqlite purges expired documents at the start of every find / count / aggregat
 DELETE per read, so each read costs O(documents) and the embedded default slowed to a crawl past
 tens of thousands of sessions. MongoDB's own reaper runs once a minute, and this service checks
 expiry in every query itself, so nothing depends on the purge being immediate.
-Run as `python -m app.nx_throttled <nx-27017 arguments>`; without the hook it is plain nx-27017.
+Run as `python -m scripts.nx_server <nx-27017 arguments>`; without the hook it is plain nx-27017.
 """
 
 from __future__ import annotations
