@@ -1,4 +1,4 @@
-"""Test helpers: a client that checks every response against the generated output schema."""
+"""Test helpers: a client that checks every answer against the output schema, and the checks the tests share."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -14,10 +15,34 @@ from pymongo import MongoClient
 
 from app import jsontext, schemas, spec
 
+ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"
 HISTORY_INLINE = 3  # messages kept inline in the tests: most histories reach into the archive
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RESPONSE_VALIDATORS = {t.name: Draft202012Validator(schemas.response_schema(t)) for t in spec.TOOLS}
+LEAKS = ("Traceback", "pymongo", 'File "', "$expr", "mongodb://", "127.0.0.1", "neosqlite", "sqlite")
+
+
+def ok(data: dict) -> dict:
+    """A success: no error code and no error message."""
+    assert data["error_code"] == "" and data["error"] == "", data
+    return data
+
+
+def fail(data: dict, code: str, *, field: str | None = None) -> dict:
+    """The error `code` with a message; with `field`, the (default, Chinese) message names that field."""
+    assert data["error_code"] == code, data
+    assert data["error"], data
+    if field is not None:
+        assert data["error"].startswith(f"参数错误：{field} "), data["error"]
+    return data
+
+
+def assert_no_leak(text: str, *, sent: str = "") -> None:
+    """No trace, driver name, query operator, database address or engine in an answer, unless the caller `sent` it."""
+    for leak in LEAKS:
+        if leak not in sent:
+            assert leak not in text, (leak, text[:300])
 
 
 def check_response(tool: spec.Tool, body: Any) -> None:
@@ -70,9 +95,7 @@ class Api:
         return data
 
     def create(self, user_id: str = "u1", **body: Any) -> dict:
-        data = self.call("create", {"user_id": user_id, **body})
-        assert data["error_code"] == "", data
-        return data
+        return ok(self.call("create", {"user_id": user_id, **body}))
 
 
 class FakeClock:

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pymongo import MongoClient
 
-from tests.servers import ToolClient, gunicorn
-from tests.support import TOKEN, fresh_database, stored_context
+from tests.servers import ToolClient, gunicorn, service_env
+from tests.support import fresh_database, stored_context
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +39,8 @@ def collection(mongo_uri):
 @pytest.fixture(scope="module")
 def service(mongo_uri, collection, tmp_path_factory):
     """One gunicorn for the module, on the module's database; tests use distinct users."""
-    db = collection.database.name
-    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db, "SERVICE_TOKEN": TOKEN, "APP_ENV": "test"}
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    with gunicorn(env, workers=WORKERS, threads=THREADS, log=log) as base:
+    with gunicorn(service_env(mongo_uri, collection.database.name), workers=WORKERS, threads=THREADS, log=log) as base:
         yield ToolClient(base)
     text = log.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]

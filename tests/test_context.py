@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.support import ctx, stored_context
+from tests.support import ctx, ok, stored_context
 
 ODD_KEYS = {
     "a.b": 1,
@@ -18,11 +18,6 @@ ODD_KEYS = {
     "$": {"$inc": {"v": 5}},
     "a": {"b": "nested, not the dotted key"},
 }
-
-
-def ok(data: dict) -> dict:
-    assert data["error_code"] == "" and data["error"] == "", data
-    return data
 
 
 def new(api, context) -> str:

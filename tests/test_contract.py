@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -11,8 +10,7 @@ from jsonschema import Draft202012Validator
 from app import schemas, spec
 from scripts import cozerules
 from scripts.gen_openapi import DEFAULT_URL, render
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 
 def committed_openapi() -> dict:

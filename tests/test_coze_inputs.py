@@ -7,21 +7,9 @@ import re
 import pytest
 
 from app import validation
-from tests.support import ctx
+from tests.support import ctx, fail, ok
 
 CONNECTOR = {"X-Aiplugin-Connector-Identifier": "coze-end-user-7"}
-
-
-def ok(data: dict) -> dict:
-    assert data["error_code"] == "" and data["error"] == "", data
-    return data
-
-
-def invalid(data: dict, field: str) -> dict:
-    """INVALID_ARGUMENT whose message names `field` (Chinese by default)."""
-    assert data["error_code"] == "INVALID_ARGUMENT", data
-    assert data["error"].startswith(f"参数错误：{field} "), data["error"]
-    return data
 
 
 @pytest.mark.parametrize("manage", [False, True])
@@ -62,19 +50,19 @@ def test_empty_messages_are_ignored_when_role_and_content_are_given(api):
 def test_an_append_with_nothing_to_append_is_refused(api):
     sid = api.create("u1")["session_id"]
     data = api.call("append_messages", {"user_id": "u1", "session_id": sid, "messages": [], "role": "", "content": ""})
-    invalid(data, "messages")
+    fail(data, "INVALID_ARGUMENT", field="messages")
 
 
 @pytest.mark.parametrize("op", ["get", "history", "touch", "close", "delete"])
 def test_a_needed_session_id_left_empty_is_refused_naming_it(api, op):
     for empty in ("", 0, None):
-        invalid(api.call(op, {"user_id": "u1", "session_id": empty}), "session_id")
-        invalid(api.call(op, {"user_id": "u1", "session_id": empty}, manage=True), "session_id")
+        fail(api.call(op, {"user_id": "u1", "session_id": empty}), "INVALID_ARGUMENT", field="session_id")
+        fail(api.call(op, {"user_id": "u1", "session_id": empty}, manage=True), "INVALID_ARGUMENT", field="session_id")
 
 
 def test_an_update_with_empty_context_is_refused_naming_it(api):
     sid = api.create("u1")["session_id"]
-    invalid(api.call("update", {"user_id": "u1", "session_id": sid, "context": ""}), "context")
+    fail(api.call("update", {"user_id": "u1", "session_id": sid, "context": ""}), "INVALID_ARGUMENT", field="context")
 
 
 def test_omitted_options_get_their_declared_defaults(api, collection):
@@ -132,7 +120,7 @@ def test_no_user_id_and_no_header_is_refused_naming_user_id(api, tool):
     for user_id in (None, "", 0):
         status, data = api.post(tool, {**body, "user_id": user_id})
         assert status == 200
-        invalid(data, "user_id")
+        fail(data, "INVALID_ARGUMENT", field="user_id")
 
 
 @pytest.mark.parametrize(
@@ -148,7 +136,7 @@ def test_no_user_id_and_no_header_is_refused_naming_user_id(api, tool):
 def test_an_unknown_field_is_refused_naming_it(api, tool, body, field):
     status, data = api.post(tool, body)
     assert status == 200
-    invalid(data, field)
+    fail(data, "INVALID_ARGUMENT", field=field)
 
 
 @pytest.mark.parametrize(
@@ -174,7 +162,7 @@ def test_an_unknown_field_is_refused_naming_it(api, tool, body, field):
 )
 @pytest.mark.parametrize("manage", [False, True])
 def test_a_wrong_type_or_value_is_refused_naming_the_field_path(api, collection, op, body, field, manage):
-    invalid(api.call(op, {"user_id": "u1", **body}, manage=manage), field)
+    fail(api.call(op, {"user_id": "u1", **body}, manage=manage), "INVALID_ARGUMENT", field=field)
     assert collection.count_documents({}) == 0
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support import ctx
+from tests.support import ctx, ok
 
 NOW_MS = int(time.time() * 1000)  # the examples' Date.now()
 
@@ -16,11 +16,6 @@ NOW_MS = int(time.time() * 1000)  # the examples' Date.now()
 def as_context(request):
     """Context as Coze carries it (a JSON string) or as a direct HTTP caller may (an object)."""
     return (lambda value: json.dumps(value, ensure_ascii=False)) if request.param == "json_text" else dict
-
-
-def ok(data: dict) -> dict:
-    assert data["error_code"] == "" and data["error"] == "", data
-    return data
 
 
 def test_basic_usage_creates_a_session_holding_language_and_timezone(api, as_context):

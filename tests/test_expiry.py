@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from app import create_app
-from tests.support import Api, ctx
+from tests.support import Api, ctx, fail, ok
 
 STATE = ("ctx", "cp", "v", "n", "tot", "msgs", "st")
 WRITES_AND_READS = [
@@ -21,21 +20,11 @@ WRITES_AND_READS = [
 ]
 
 
-def ok(data: dict) -> dict:
-    assert data["error_code"] == "" and data["error"] == "", data
-    return data
-
-
 def expired(data: dict) -> dict:
     """The whole answer for an expired session: the code, status "expired", no context."""
-    assert data["error_code"] == "SESSION_EXPIRED", data
+    fail(data, "SESSION_EXPIRED")
     assert (data["status"], data["context"], data["error"]) == ("expired", "", "会话已超时")
     return data
-
-
-def refused_as_expired(data: dict) -> None:
-    """Only the code, for tests about something else than the shape of the expired answer."""
-    assert data["error_code"] == "SESSION_EXPIRED", data
 
 
 def call(api: Api, op: str, sid: str, **body) -> dict:
@@ -86,14 +75,14 @@ def test_list_does_not_restart_the_timeout(api, clock):
     listed = ok(api.call("list", {"user_id": "u1"}))["sessions"]
     assert [(s["session_id"], s["expires_in"]) for s in listed] == [(sid, 10)]
     clock.advance(10)
-    refused_as_expired(call(api, "get", sid))
+    fail(call(api, "get", sid), "SESSION_EXPIRED")
     assert ok(api.call("list", {"user_id": "u1"}))["sessions"][0]["status"] == "expired"
 
 
 def test_touch_revives_an_expired_session_kept_by_auto_clean_false(api, clock):
     sid = api.create("u1", context='{"cart": [1]}', options={"timeout": 60, "auto_clean": False})["session_id"]
     clock.advance(3600)
-    refused_as_expired(call(api, "get", sid))
+    fail(call(api, "get", sid), "SESSION_EXPIRED")
     data = ok(call(api, "touch", sid))
     assert (data["status"], ctx(data), data["expires_in"]) == ("active", {"cart": [1]}, 60)
     assert ok(call(api, "update", sid, context='{"more": 1}'))["version"] == 2
@@ -105,7 +94,7 @@ def test_touch_refuses_to_revive_when_the_user_has_no_free_slot(api, clock, coll
     others = [api.create("u1")["session_id"] for _ in range(10)]
     data = call(api, "touch", sid)
     assert data["error_code"] == "SESSION_LIMIT_EXCEEDED", data
-    refused_as_expired(call(api, "get", sid))
+    fail(call(api, "get", sid), "SESSION_EXPIRED")
     assert collection.find_one({"_id": f"{sid}@u1"}) is not None
     ok(call(api, "close", others[0]))
     assert ok(call(api, "touch", sid))["status"] == "active"
@@ -130,22 +119,18 @@ def test_creating_again_with_the_id_of_an_expired_session_starts_a_fresh_one(api
 
 
 @pytest.mark.slow
-def test_the_real_ttl_reaper_purges_an_expired_session_but_keeps_auto_clean_false(settings, collection):
-    app = create_app(dataclasses.replace(settings, purge_grace=1), None)
-    try:
-        api = Api(app.test_client())
-        purged = api.create("u1", options={"timeout": 1})["session_id"]
-        kept = api.create("u1", options={"timeout": 1, "auto_clean": False})["session_id"]
-        deadline = time.monotonic() + 150
-        while collection.find_one({"_id": f"{purged}@u1"}) is not None:
-            assert time.monotonic() < deadline, "the TTL reaper did not remove the session within 150 s"
-            time.sleep(1)
-        expired(call(api, "get", purged))
-        assert collection.find_one({"_id": f"~{purged}@u1"}) is not None
-        assert collection.find_one({"_id": f"{kept}@u1"}) is not None
-        expired(call(api, "get", kept))
-        data = ok(call(api, "touch", kept, options={"timeout": 600}))
-        assert (data["status"], data["context"]) == ("active", "{}")
-        assert ok(call(api, "get", kept))["status"] == "active"
-    finally:
-        app.extensions["database"].close()
+def test_the_real_ttl_reaper_purges_an_expired_session_but_keeps_auto_clean_false(settings, make_app, collection):
+    api = Api(make_app(dataclasses.replace(settings, purge_grace=1), None).test_client())
+    purged = api.create("u1", options={"timeout": 1})["session_id"]
+    kept = api.create("u1", options={"timeout": 1, "auto_clean": False})["session_id"]
+    deadline = time.monotonic() + 150
+    while collection.find_one({"_id": f"{purged}@u1"}) is not None:
+        assert time.monotonic() < deadline, "the TTL reaper did not remove the session within 150 s"
+        time.sleep(1)
+    expired(call(api, "get", purged))
+    assert collection.find_one({"_id": f"~{purged}@u1"}) is not None
+    assert collection.find_one({"_id": f"{kept}@u1"}) is not None
+    expired(call(api, "get", kept))
+    data = ok(call(api, "touch", kept, options={"timeout": 600}))
+    assert (data["status"], data["context"]) == ("active", "{}")
+    assert ok(call(api, "get", kept))["status"] == "active"

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,8 +20,8 @@ from pymongo import MongoClient
 
 from app import spec
 from scripts.embedded import free_port, start_embedded, stop_embedded
-from tests.servers import ToolClient, gunicorn
-from tests.support import AUTH, TOKEN, check_response
+from tests.servers import ToolClient, gunicorn, service_env
+from tests.support import AUTH, check_response, fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -85,14 +84,8 @@ def _workers(master: int) -> set[int]:
     return set(_children(master))
 
 
-def _env(uri: str, db: str) -> dict:
-    return {
-        "MONGODB_URI": uri,
-        "MONGODB_DB": db,
-        "MONGODB_TIMEOUT_MS": str(DB_TIMEOUT_MS),
-        "SERVICE_TOKEN": TOKEN,
-        "APP_ENV": "test",
-    }
+def _env(uri: str, db: str) -> dict[str, str]:
+    return service_env(uri, db, MONGODB_TIMEOUT_MS=str(DB_TIMEOUT_MS))
 
 
 def _wait_until(predicate, bound: float, what: str):
@@ -303,71 +296,68 @@ def test_every_write_acknowledged_with_persist_true_survives_a_sigkill_of_the_da
 
 
 def test_a_gunicorn_worker_killed_mid_request_leaves_the_other_requests_unaffected(mongo_uri, tmp_path):
-    db = f"test_kill_{uuid.uuid4().hex[:10]}"
     log = tmp_path / "gunicorn.log"
-    client = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
-    try:
-        with gunicorn(_env(mongo_uri, db), workers=2, threads=4, log=log) as base:
-            caller = ToolClient(base)
-            master = _master()
-            workers = _workers(master)
-            assert len(workers) == 2
-            stop = threading.Event()
-            killed_at = {"t": None}
-            n_threads = 8
-            outcome = {n: [] for n in range(n_threads)}  # per thread: (after_kill, key, "ok" | "lost")
+    with (
+        fresh_database(mongo_uri, "test_kill") as db,
+        gunicorn(_env(mongo_uri, db), workers=2, threads=4, log=log) as base,
+    ):
+        caller = ToolClient(base)
+        master = _master()
+        workers = _workers(master)
+        assert len(workers) == 2
+        stop = threading.Event()
+        killed_at = {"t": None}
+        n_threads = 8
+        outcome = {n: [] for n in range(n_threads)}  # per thread: (after_kill, key, "ok" | "lost")
 
-            def load(n):
-                user = f"user-{n}"
-                sid = caller.call("create", {"user_id": user, "session_id": "s"})[1]["session_id"]
-                i = 0
-                while not stop.is_set():
-                    i += 1
-                    key = f"k{i}"
-                    body = {"user_id": user, "session_id": sid, "context": json.dumps({key: i})}
-                    t0 = time.monotonic()
-                    try:
-                        status, data, _ = caller.call("update", body)
-                    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
-                        outcome[n].append((killed_at["t"] is not None, key, "lost"))
-                        caller.reconnect()  # a fresh connection, as any client would
-                        continue
-                    assert (status, data["error_code"]) == (200, ""), data
-                    after = killed_at["t"] is not None and t0 > killed_at["t"]
-                    outcome[n].append((after, key, "ok"))
-                return user, sid
-
-            with ThreadPoolExecutor(max_workers=n_threads) as pool:
-                futures = [pool.submit(load, n) for n in range(n_threads)]
+        def load(n):
+            user = f"user-{n}"
+            sid = caller.call("create", {"user_id": user, "session_id": "s"})[1]["session_id"]
+            i = 0
+            while not stop.is_set():
+                i += 1
+                key = f"k{i}"
+                body = {"user_id": user, "session_id": sid, "context": json.dumps({key: i})}
+                t0 = time.monotonic()
                 try:
-                    time.sleep(1.5)
-                    victim = sorted(workers)[0]
-                    killed_at["t"] = time.monotonic()
-                    os.kill(victim, signal.SIGKILL)
-                    time.sleep(2.5)
-                finally:
-                    stop.set()
-                    sessions = [f.result(timeout=60) for f in futures]
+                    status, data, _ = caller.call("update", body)
+                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                    outcome[n].append((killed_at["t"] is not None, key, "lost"))
+                    caller.reconnect()  # a fresh connection, as any client would
+                    continue
+                assert (status, data["error_code"]) == (200, ""), data
+                after = killed_at["t"] is not None and t0 > killed_at["t"]
+                outcome[n].append((after, key, "ok"))
+            return user, sid
 
-            # the master replaced the victim; the service kept answering throughout
-            now = _wait_until(lambda: (w := _workers(master)) and len(w) == 2 and victim not in w and w, 30, "respawn")
-            assert victim not in now
-            assert requests.get(base + "/healthz", timeout=HANG_BOUND).status_code == 200
-            for n, results in outcome.items():
-                lost = [r for r in results if r[2] == "lost"]
-                assert len(lost) <= 1, (n, lost)  # at most the one request the victim held
-                assert any(after and r == "ok" for after, _, r in results), f"thread {n} got no answer after the kill"
-            for n, (user, sid) in enumerate(sessions):
-                got = caller.call("get", {"user_id": user, "session_id": sid})[1]
-                ctx = json.loads(got["context"])
-                ok_keys = {k for _, k, r in outcome[n] if r == "ok"}
-                lost_keys = {k for _, k, r in outcome[n] if r == "lost"}
-                assert ok_keys <= set(ctx), (n, ok_keys - set(ctx))
-                assert set(ctx) <= ok_keys | lost_keys, (n, set(ctx) - ok_keys - lost_keys)
-                assert got["version"] == 1 + len(ctx)
-            total = sum(len(r) for r in outcome.values())
-            lost_total = sum(1 for r in outcome.values() for x in r if x[2] == "lost")
-            print(f"\nworker kill: {total} requests, {lost_total} lost with the killed worker")
-    finally:
-        client.drop_database(db)
-        client.close()
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            futures = [pool.submit(load, n) for n in range(n_threads)]
+            try:
+                time.sleep(1.5)
+                victim = sorted(workers)[0]
+                killed_at["t"] = time.monotonic()
+                os.kill(victim, signal.SIGKILL)
+                time.sleep(2.5)
+            finally:
+                stop.set()
+                sessions = [f.result(timeout=60) for f in futures]
+
+        # the master replaced the victim; the service kept answering throughout
+        now = _wait_until(lambda: (w := _workers(master)) and len(w) == 2 and victim not in w and w, 30, "respawn")
+        assert victim not in now
+        assert requests.get(base + "/healthz", timeout=HANG_BOUND).status_code == 200
+        for n, results in outcome.items():
+            lost = [r for r in results if r[2] == "lost"]
+            assert len(lost) <= 1, (n, lost)  # at most the one request the victim held
+            assert any(after and r == "ok" for after, _, r in results), f"thread {n} got no answer after the kill"
+        for n, (user, sid) in enumerate(sessions):
+            got = caller.call("get", {"user_id": user, "session_id": sid})[1]
+            ctx = json.loads(got["context"])
+            ok_keys = {k for _, k, r in outcome[n] if r == "ok"}
+            lost_keys = {k for _, k, r in outcome[n] if r == "lost"}
+            assert ok_keys <= set(ctx), (n, ok_keys - set(ctx))
+            assert set(ctx) <= ok_keys | lost_keys, (n, set(ctx) - ok_keys - lost_keys)
+            assert got["version"] == 1 + len(ctx)
+        total = sum(len(r) for r in outcome.values())
+        lost_total = sum(1 for r in outcome.values() for x in r if x[2] == "lost")
+        print(f"\nworker kill: {total} requests, {lost_total} lost with the killed worker")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import ctx
+from tests.support import ctx, ok
 
 OPERATIONS = [
     ("get", {}),
@@ -18,11 +18,6 @@ OPERATIONS = [
     ("close", {}),
     ("delete", {}),
 ]
-
-
-def ok(data: dict) -> dict:
-    assert data["error_code"] == "" and data["error"] == "", data
-    return data
 
 
 def without_id(data: dict) -> dict:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -18,10 +17,9 @@ from app import spec
 from scripts import cozerules
 from scripts.register_plugin import main
 from tests.coze_standin import CozeStandIn, faulty_front, serve, standin
-from tests.servers import gunicorn
-from tests.support import AUTH, TOKEN, fresh_database
+from tests.servers import gunicorn, service_env
+from tests.support import AUTH, ROOT, TOKEN, fresh_database
 
-ROOT = Path(__file__).resolve().parent.parent
 EMAIL = "operator@example.com"
 PASSWORD = "pa55-w0rd-never-printed"
 ENV = {"COZE_EMAIL": EMAIL, "COZE_PASSWORD": PASSWORD, "SERVICE_TOKEN": TOKEN}
@@ -31,10 +29,11 @@ TOOL_NAMES = [t.name for t in spec.TOOLS]
 @pytest.fixture(scope="module")
 def service(mongo_uri: str) -> Iterator[str]:
     """The real service under gunicorn, on its own database."""
-    with fresh_database(mongo_uri, "test_register") as db:
-        env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db, "SERVICE_TOKEN": TOKEN, "APP_ENV": "test"}
-        with gunicorn(env, workers=1, threads=4) as base:
-            yield base
+    with (
+        fresh_database(mongo_uri, "test_register") as db,
+        gunicorn(service_env(mongo_uri, db), workers=1, threads=4) as base,
+    ):
+        yield base
 
 
 @pytest.fixture
