@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from flask import Flask
 
 from app.settings import Settings
 
 
-def create_app(settings: Settings | None = None, clock: Any = None) -> Flask:
+def create_app(settings: Settings | None = None, clock: Callable[[], int] | None = None) -> Flask:
     """The application factory; `settings` defaults to the environment's."""
     from app import api
-    from app.db import Database, epoch_ms
-    from app.sessions import Limits
+    from app.core import Limits
+    from app.storage import Database, epoch_ms
 
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

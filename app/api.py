@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,8 +17,8 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import errors, jsontext, responses, schemas, spec, validation
-from app.db import Database
-from app.sessions import Sessions
+from app.core import Limits, Sessions
+from app.storage import Database
 
 log = logging.getLogger("app.api")
 bp = Blueprint("api", __name__)
@@ -70,7 +71,7 @@ def _handle(tool: spec.Tool) -> Response:
             current_app.config["OPTION_DEFAULTS"],
         )
         service: Sessions = current_app.extensions["sessions"]()
-        return _json(responses.project(service.execute(call), tool))
+        return _json(responses.project(responses.render(service.execute(call)), tool))
     except RequestEntityTooLarge:
         code = "PAYLOAD_TOO_LARGE"
         return _error(errors.PayloadTooLarge(limit=current_app.config["MAX_CONTENT_LENGTH"]), tool)
@@ -137,6 +138,6 @@ def register_error_handlers(app: Flask) -> None:
         return _error(errors.Internal())
 
 
-def make_service(database: Database, limits: Any) -> Any:
+def make_service(database: Database, limits: Limits) -> Callable[[], Sessions]:
     """The core on this process's store (created on first use, after gunicorn forks)."""
     return lambda: Sessions(database.store(), limits)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.spec import ERRORS, REASONS
+from app.spec import ERRORS, REASONS, UNKNOWN_OUTCOME
 
 
 class ServiceError(Exception):
@@ -78,7 +78,15 @@ class PayloadTooLarge(ServiceError):
 
 
 class StorageUnavailable(ServiceError):
+    """The database did not answer; with `unknown_outcome`, a write was sent and may have been applied."""
+
     code = "STORAGE_UNAVAILABLE"
+
+    def message(self, lang: str = "zh") -> str:
+        if self.params.get("unknown_outcome"):
+            zh, en = UNKNOWN_OUTCOME
+            return en if lang == "en" else zh
+        return super().message(lang)
 
 
 class Internal(ServiceError):

@@ -1,14 +1,24 @@
-"""The one response shape: every declared output present, never null. Pure: no I/O."""
+"""The one response shape: every declared output present, never null. Pure: no I/O.
+
+The core answers an Outcome of values; this turns it (or an error) into the fields of the contract.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from app import spec
 from app.errors import ServiceError
-from app.records import Session, iso
+from app.model import Message, Outcome, Session
 
-_ZERO = {"string": "", "integer": 0, "boolean": False, "array": None}
+_ZERO = {"string": "", "integer": 0, "boolean": False}
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def iso(ms: int) -> str:
+    """ISO 8601 UTC with milliseconds, e.g. 2026-11-23T20:42:12.123Z."""
+    return (EPOCH + dt.timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def blank() -> dict[str, Any]:
@@ -30,12 +40,30 @@ def summary(s: Session, now: int) -> dict[str, Any]:
     }
 
 
-def session(s: Session, now: int, **extra: Any) -> dict[str, Any]:
+def message(m: Message) -> dict[str, Any]:
+    return {"seq": m.seq, "role": m.role, "content": m.content, "ts": iso(m.ts)}
+
+
+def session(s: Session, now: int) -> dict[str, Any]:
     """The full answer about one session; an expired session shows no context."""
     out = blank()
     out.update(summary(s, now))
     out["context"] = "" if s.expired(now) else s.context
-    out.update(extra)
+    return out
+
+
+def render(outcome: Outcome) -> dict[str, Any]:
+    """The answer of a successful operation."""
+    out = session(outcome.session, outcome.at) if outcome.session is not None else blank()
+    if outcome.session is None:
+        out.update(session_id=outcome.session_id, status=outcome.status)
+    out.update(
+        created=outcome.created,
+        dropped=outcome.dropped,
+        messages=[message(m) for m in outcome.messages],
+        sessions=[summary(s, outcome.at) for s in outcome.sessions],
+        next_cursor=outcome.next_cursor,
+    )
     return out
 
 

@@ -8,6 +8,11 @@ from dataclasses import dataclass
 
 from app import spec
 
+MAX_CHUNK = 64  # messages per archive chunk at most: 64 of 64 KiB make a 4 MiB chunk
+# A session document holds the context, its patch log (64 KiB), at most 4.4 MiB of inline messages and
+# one append (at most a request body): this keeps the sum 1.5 MiB below MongoDB's 16 MiB.
+DOCUMENT_BUDGET = 10 * 1024 * 1024
+
 
 class SettingsError(ValueError):
     """A configuration value is missing or wrong; the message names the variable."""
@@ -34,7 +39,11 @@ class Settings:
     mongodb_uri: str = ""
     mongodb_db: str = "coze_sessions"
     mongodb_collection: str = "sessions"
-    mongodb_timeout_ms: int = 5000
+    # waiting for a primary must outlast an election (~12 s); a hung command is cut by the socket timeout
+    mongodb_server_selection_timeout_ms: int = 15_000
+    mongodb_connect_timeout_ms: int = 5_000
+    mongodb_socket_timeout_ms: int = 15_000
+    mongodb_wtimeout_ms: int = 5_000
     service_tokens: tuple[str, ...] = ()
     auth_header: str = "Authorization"
     max_sessions: int = spec.MAX_SESSIONS
@@ -52,6 +61,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        if env.get("MONGODB_TIMEOUT_MS", "").strip():
+            raise SettingsError(
+                "MONGODB_TIMEOUT_MS is split into MONGODB_SERVER_SELECTION_TIMEOUT_MS, MONGODB_CONNECT_TIMEOUT_MS "
+                "and MONGODB_SOCKET_TIMEOUT_MS (see the README); set those instead"
+            )
         app_env = env.get("APP_ENV", "development").strip() or "development"
         if app_env not in ("development", "production", "test"):
             raise SettingsError(f"APP_ENV must be development, production or test, got {app_env!r}")
@@ -61,7 +75,10 @@ class Settings:
             mongodb_uri=env.get("MONGODB_URI", "").strip(),
             mongodb_db=env.get("MONGODB_DB", "").strip() or "coze_sessions",
             mongodb_collection=env.get("MONGODB_COLLECTION", "").strip() or "sessions",
-            mongodb_timeout_ms=_int(env, "MONGODB_TIMEOUT_MS", 5000, 100),
+            mongodb_server_selection_timeout_ms=_int(env, "MONGODB_SERVER_SELECTION_TIMEOUT_MS", 15_000, 100),
+            mongodb_connect_timeout_ms=_int(env, "MONGODB_CONNECT_TIMEOUT_MS", 5_000, 100),
+            mongodb_socket_timeout_ms=_int(env, "MONGODB_SOCKET_TIMEOUT_MS", 15_000, 100),
+            mongodb_wtimeout_ms=_int(env, "MONGODB_WTIMEOUT_MS", 5_000, 100),
             service_tokens=tokens,
             auth_header=env.get("AUTH_HEADER", "").strip() or "Authorization",
             max_sessions=_int(env, "MAX_SESSIONS", spec.MAX_SESSIONS),
@@ -85,6 +102,15 @@ class Settings:
             raise SettingsError(f"MAX_HISTORY must be at most {spec.MAX_HISTORY}")
         if self.session_timeout > self.max_timeout:
             raise SettingsError("SESSION_TIMEOUT must not exceed MAX_TIMEOUT")
+        if self.history_inline > MAX_CHUNK:
+            raise SettingsError(f"HISTORY_INLINE must be at most {MAX_CHUNK} (an archive chunk of 64 KiB messages)")
+        if self.max_context_bytes + self.max_body_bytes > DOCUMENT_BUDGET:
+            raise SettingsError(
+                f"MAX_CONTEXT_BYTES + MAX_BODY_BYTES must be at most {DOCUMENT_BUDGET} bytes, so that a session "
+                "document stays below MongoDB's 16 MiB"
+            )
+        if self.mongodb_socket_timeout_ms <= self.mongodb_wtimeout_ms:
+            raise SettingsError("MONGODB_SOCKET_TIMEOUT_MS must be longer than MONGODB_WTIMEOUT_MS")
         if self.env == "production":
             if not self.service_tokens:
                 raise SettingsError("APP_ENV=production needs SERVICE_TOKEN")

@@ -454,6 +454,12 @@ ERRORS: dict[str, ErrorSpec] = {
     )
 }
 
+# STORAGE_UNAVAILABLE for a write whose answer was lost: it may have been applied.
+UNKNOWN_OUTCOME = (
+    "存储暂不可用：写入结果未知（可能已生效），请重试",
+    "storage unavailable: the write may have been applied; retry it",
+)
+
 # Reasons for INVALID_ARGUMENT, by jsonschema keyword (and a few of the core's own checks).
 REASONS: dict[str, tuple[str, str]] = {
     "required": ("不能为空", "is required"),

@@ -140,6 +140,11 @@ def _messages(data: dict) -> tuple[tuple[str, str], ...]:
     else:
         raise InvalidArgument("messages", "role_content")
     for i, (_, content) in enumerate(pairs):
-        if len(content) * 4 > spec.MAX_MESSAGE_BYTES and len(content.encode("utf-8")) > spec.MAX_MESSAGE_BYTES:
+        if len(content) * 4 > spec.MAX_MESSAGE_BYTES and message_bytes(content) > spec.MAX_MESSAGE_BYTES:
             raise InvalidArgument(where.format(i=i), "message_size", spec.MAX_MESSAGE_BYTES)
     return tuple(pairs)
+
+
+def message_bytes(content: str) -> int:
+    """A message's size as stored: its UTF-8 bytes, with NUL and \\x01 (stored escaped) counted twice."""
+    return len(content.encode("utf-8")) + content.count("\x00") + content.count("\x01")

@@ -81,4 +81,4 @@ def api(app) -> Api:
 @pytest.fixture
 def collection(app):
     """The sessions collection itself, for checking what was (not) stored."""
-    return app.extensions["database"].store().collection
+    return app.extensions["database"].store().collections.read

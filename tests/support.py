@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 
-from app import jsontext, schemas, spec
+from app import jsontext, responses, schemas, spec, validation
+from app.core import Sessions
+from app.storage.client import Collections
+from app.storage.store import SessionStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"
@@ -133,3 +136,43 @@ def fresh_database(mongo_uri: str, prefix: str = "test") -> Iterator[str]:
             client.drop_database(name)
         finally:
             client.close()
+
+
+DATA_COMMANDS = {"find", "findAndModify", "insert", "update", "delete", "aggregate", "count"}
+
+
+class CommandLog(monitoring.CommandListener):
+    """Every data command a MongoClient sends, as sent (pymongo command monitoring)."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict] = []
+
+    @property
+    def names(self) -> list[str]:
+        return [next(iter(c)) for c in self.commands]
+
+    def clear(self) -> None:
+        self.commands.clear()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in DATA_COMMANDS:
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def open_store(mongo_uri: str, db_name: str, clock, log: CommandLog | None = None, **options: Any):
+    """A SessionStore on a client of its own (a process of its own, as far as the store knows): (store, client)."""
+    client = MongoClient(mongo_uri, event_listeners=[log] if log else [])
+    store = SessionStore(Collections(client[db_name]["sessions"], wtimeout_ms=5000), clock, **options)
+    store.ensure_indexes()
+    return store, client
+
+
+def run(core: Sessions, op: str, user_id: str = "u1", **body: Any) -> dict:
+    """An operation run on the core directly, answered as the HTTP edge would answer it."""
+    return responses.render(core.execute(validation.parse(f"session_{op}", {"user_id": user_id, **body})))

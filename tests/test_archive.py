@@ -6,30 +6,37 @@ appends cross every boundary.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 
+import bson
 import pytest
 from pymongo.errors import ConnectionFailure
 
-from app import records
-from app.sessions import Sessions
-from app.store import SessionStore
-from tests.test_store import LIMITS, Counter, make_store, run
+from app.core import Sessions
+from app.storage import layout
+from app.storage.store import SessionStore
+from tests.support import CommandLog, open_store, run
+from tests.test_store import LIMITS
 
 INLINE = 4
 
 
 @pytest.fixture
-def counter() -> Counter:
-    return Counter()
+def log() -> CommandLog:
+    return CommandLog()
 
 
 @pytest.fixture
-def store(mongo_uri, db_name, clock, counter):
-    store, client = make_store(mongo_uri, db_name, clock, counter, inline=INLINE)
+def store(mongo_uri, db_name, clock, log):
+    store, client = open_store(mongo_uri, db_name, clock, log, inline=INLINE)
     yield store
     client.close()
+
+
+def make_store(mongo_uri, db_name, clock, inline=INLINE):
+    return open_store(mongo_uri, db_name, clock, inline=inline)
 
 
 @pytest.fixture
@@ -55,11 +62,11 @@ def whole_history(core: Sessions, sid: str = "s", limit: int = 3) -> list[tuple[
 
 
 def chunk_docs(store: SessionStore) -> list[dict]:
-    return list(store.collection.find({"k": "m"}))
+    return list(store.collections.read.find({"k": "m"}))
 
 
 def session_doc(store: SessionStore, sid: str = "s") -> dict:
-    return store.collection.find_one({"_id": records.key("u1", sid)})
+    return store.collections.read.find_one({"_id": layout.key("u1", sid)})
 
 
 def test_the_session_document_holds_at_most_twice_the_inline_size_whatever_the_history(core, store):
@@ -71,17 +78,17 @@ def test_the_session_document_holds_at_most_twice_the_inline_size_whatever_the_h
     assert all(len(c["msgs"]) == INLINE for c in chunk_docs(store))
 
 
-def test_history_pages_read_the_archive_only_when_they_reach_back(core, store, counter):
+def test_history_pages_read_the_archive_only_when_they_reach_back(core, store, log):
     run(core, "create", session_id="s")
     append(core, 20)
-    counter.names.clear()
+    log.clear()
     newest = run(core, "history", session_id="s", options={"limit": 2})
     assert [m["seq"] for m in newest["messages"]] == [19, 20]
-    assert counter.names == ["findAndModify"]
-    counter.names.clear()
+    assert log.names == ["findAndModify"]
+    log.clear()
     older = run(core, "history", session_id="s", options={"limit": 10, "cursor": newest["next_cursor"]})
     assert [m["content"] for m in older["messages"]] == [f"m{i}" for i in range(8, 18)]
-    assert counter.names == ["findAndModify", "find"]
+    assert log.names == ["findAndModify", "find"]
 
 
 def test_only_chunks_inside_max_history_are_kept(core, store):
@@ -104,13 +111,13 @@ def test_one_append_of_many_messages_is_archived_in_whole_chunks(core, store):
     assert whole_history(core) == [(i + 1, f"m{i}") for i in range(23)]
 
 
-def test_an_archiving_append_costs_three_more_round_trips_once_per_inline_size(core, store, counter):
+def test_an_archiving_append_costs_three_more_round_trips_once_per_inline_size(core, store, log):
     run(core, "create", session_id="s")
     costs = []
     for i in range(16):
-        counter.names.clear()
+        log.clear()
         append(core, 1, start=i)
-        costs.append(len(counter.names))
+        costs.append(len(log.commands))
     # read the session with its messages, insert the chunk, move the session on
     assert costs == [1] * 7 + [4] + [1] * 3 + [4] + [1] * 3 + [4]
 
@@ -130,7 +137,7 @@ def test_delete_removes_the_archive_with_the_session(core, store):
     run(core, "create", session_id="s")
     append(core, 30)
     run(core, "delete", session_id="s")
-    assert list(store.collection.find({"uid": "u1"})) == []
+    assert list(store.collections.read.find({"uid": "u1"})) == []
 
 
 def test_a_caller_reusing_an_expired_id_starts_without_the_old_archive(core, store, clock):
@@ -164,21 +171,22 @@ def append_overtaken(core: Sessions, store: SessionStore, rival_move) -> None:
     """Append the 8th message, whose archive is overtaken by `rival_move` once its chunk is written."""
     run(core, "create", session_id="s")
     append(core, 7)
-    insert = store._insert_chunks
+    insert = store.archive._insert_chunks
 
-    def overtaken(chunks: list[dict]) -> None:
-        insert(chunks)
+    def overtaken(chunks: list[dict], persist: bool) -> bool:
+        reused = insert(chunks, persist)
         rival_move()
+        return reused
 
-    store._insert_chunks = overtaken
+    store.archive._insert_chunks = overtaken
     try:
         append(core, 1, start=7)
     finally:
-        store._insert_chunks = insert
+        store.archive._insert_chunks = insert
 
 
 def test_an_archive_that_loses_to_a_clear_leaves_no_chunk_behind(mongo_uri, db_name, clock, core, store):
-    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
+    other, client = make_store(mongo_uri, db_name, clock)
     try:
         append_overtaken(core, store, lambda: run(Sessions(other, LIMITS), "clear_history", session_id="s"))
         assert chunk_docs(store) == []
@@ -190,8 +198,8 @@ def test_an_archive_that_loses_to_a_clear_leaves_no_chunk_behind(mongo_uri, db_n
 
 
 def test_an_archive_that_loses_to_an_append_keeps_its_chunk_for_the_next_one(mongo_uri, db_name, clock, core, store):
-    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
-    other.shrink = lambda s: None  # a rival whose own archive step comes later
+    other, client = make_store(mongo_uri, db_name, clock)
+    other.archive.shrink = lambda s, persist: None  # a rival whose own archive step comes later
     try:
         append_overtaken(core, store, lambda: append(Sessions(other, LIMITS), 1, start=100))
         assert [c["seq"] for c in chunk_docs(store)] == [1]  # written, not yet referenced
@@ -206,7 +214,7 @@ def test_an_archive_that_loses_to_an_append_keeps_its_chunk_for_the_next_one(mon
 
 
 def test_parallel_appends_from_two_processes_keep_every_message_exactly_once(mongo_uri, db_name, clock, core):
-    stores = [make_store(mongo_uri, db_name, clock, inline=INLINE) for _ in range(2)]
+    stores = [make_store(mongo_uri, db_name, clock) for _ in range(2)]
     try:
         run(core, "create", session_id="s")
         cores = [Sessions(s, LIMITS) for s, _ in stores]
@@ -236,28 +244,35 @@ def test_parallel_appends_from_two_processes_keep_every_message_exactly_once(mon
             client.close()
 
 
-def test_a_delete_racing_an_archive_leaves_no_chunk(core, store):
-    """An archive lands between delete's first command and its second."""
-    run(core, "create", session_id="s", options={"auto_clean": False})  # no TTL would ever clean up
-    append(core, 7)
-    coll = store._coll
-
-    def racing(persist: bool):
-        store._coll = coll
-        append(core, 1, start=7)  # another request's archive, while the delete is under way
-        return coll(persist)
-
-    store._coll = racing
+def test_a_delete_racing_an_archive_leaves_no_chunk(mongo_uri, db_name, clock, core, store):
+    """The delete lands between the archive's chunk insert and its session update."""
+    other, client = make_store(mongo_uri, db_name, clock)
     try:
-        run(core, "delete", session_id="s")
+        run(core, "create", session_id="s", options={"auto_clean": False})  # no TTL would ever clean up
+        append_overtaken(core, store, lambda: run(Sessions(other, LIMITS), "delete", session_id="s"))
+        assert list(store.collections.read.find({"uid": "u1"})) == []
     finally:
-        store._coll = coll
-    assert list(store.collection.find({"uid": "u1"})) == []
+        client.close()
+
+
+def killed_archiver_chunk(store: SessionStore, first: int) -> None:
+    """The chunk an archiver writes before it records it, left alone because its process died in between."""
+    s = layout.from_doc(session_doc(store))
+    store.collections.read.insert_one(layout.new_chunk(s, first, ["user|1|lost"] * INLINE))
+
+
+@pytest.mark.parametrize("op", ["delete", "clear_history"])
+def test_a_chunk_whose_archiver_died_before_recording_it_goes_with_delete_and_clear(core, store, op):
+    run(core, "create", session_id="s", options={"auto_clean": False})  # no TTL would ever clean up
+    append(core, 2 * INLINE - 1)  # one more append would archive: a dying archiver got that far
+    killed_archiver_chunk(store, 1)
+    run(core, op, session_id="s")
+    assert chunk_docs(store) == []
 
 
 def test_a_chunk_a_losing_archiver_left_is_deleted_once_it_falls_out_of_view(mongo_uri, db_name, clock, core, store):
-    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
-    other.shrink = lambda s: None
+    other, client = make_store(mongo_uri, db_name, clock)
+    other.archive.shrink = lambda s, persist: None
     try:
         run(core, "create", session_id="s", options={"auto_clean": False, "max_history": 6})
         four = [{"role": "user", "content": f"r{i}"} for i in range(4)]
@@ -276,8 +291,8 @@ def test_a_chunk_a_losing_archiver_left_is_deleted_once_it_falls_out_of_view(mon
 def test_a_chunk_written_earlier_takes_the_purge_date_of_the_session_that_adopts_it(
     mongo_uri, db_name, clock, core, store
 ):
-    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
-    other.shrink = lambda s: None
+    other, client = make_store(mongo_uri, db_name, clock)
+    other.archive.shrink = lambda s, persist: None
 
     def later_append() -> None:
         clock.advance(400)  # far enough for the rival's sliding write to move the purge date
@@ -311,16 +326,16 @@ def test_workers_with_different_inline_settings_cut_the_same_chunks(mongo_uri, d
 def test_an_append_that_was_stored_is_answered_even_if_archiving_fails(core, store):
     run(core, "create", session_id="s")
     append(core, 7)
-    insert = store._insert_chunks
+    insert = store.archive._insert_chunks
 
-    def down(chunks: list[dict]) -> bool:
+    def down(chunks: list[dict], persist: bool) -> bool:
         raise ConnectionFailure("database gone for a moment")
 
-    store._insert_chunks = down
+    store.archive._insert_chunks = down
     try:
         out = run(core, "append_messages", session_id="s", role="user", content="m7")
     finally:
-        store._insert_chunks = insert
+        store.archive._insert_chunks = insert
     assert [m["seq"] for m in out["messages"]] == [8]  # no 503: a retry would store it twice
     append(core, 1, start=8)  # the next append archives
     assert whole_history(core) == [(i + 1, f"m{i}") for i in range(9)]
@@ -354,8 +369,8 @@ def test_history_matches_a_simple_model_through_appends_clears_and_paging(core, 
 
 
 def test_clear_history_deletes_the_archive_even_a_chunk_nothing_refers_to(mongo_uri, db_name, clock, core, store):
-    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
-    other.shrink = lambda s: None
+    other, client = make_store(mongo_uri, db_name, clock)
+    other.archive.shrink = lambda s, persist: None
     try:
         run(core, "create", session_id="s", options={"auto_clean": False})  # no TTL would ever clean up
         append_overtaken(core, store, lambda: append(Sessions(other, LIMITS), 1, start=100))
@@ -365,19 +380,47 @@ def test_clear_history_deletes_the_archive_even_a_chunk_nothing_refers_to(mongo_
         assert chunk_docs(store) == []
         append(core, 12, start=200)
         run(core, "delete", session_id="s")
-        assert list(store.collection.find({"uid": "u1"})) == []
+        assert list(store.collections.read.find({"uid": "u1"})) == []
     finally:
         client.close()
 
 
 def test_clear_history_right_after_a_lost_archive_leaves_no_chunk(mongo_uri, db_name, clock, core, store):
-    other, client = make_store(mongo_uri, db_name, clock, inline=INLINE)
-    other.shrink = lambda s: None
+    other, client = make_store(mongo_uri, db_name, clock)
+    other.archive.shrink = lambda s, persist: None
     try:
         run(core, "create", session_id="s", options={"auto_clean": False})
         append_overtaken(core, store, lambda: append(Sessions(other, LIMITS), 1, start=100))
         assert [c["seq"] for c in chunk_docs(store)] == [1] and session_doc(store)["bk"] == []  # kept, unreferenced
         run(core, "clear_history", session_id="s")
         assert chunk_docs(store) == []
+    finally:
+        client.close()
+
+
+CONTROL = "".join(chr(c) for c in range(2, 32))  # escaped as \u00XX in JSON: six bytes each there
+
+
+@pytest.mark.slow
+def test_a_session_fed_64_kib_messages_of_control_characters_keeps_every_document_far_below_16_mib(
+    mongo_uri, db_name, clock
+):
+    """Stored bytes are what is counted: no document can grow until every append fails."""
+    store, client = open_store(mongo_uri, db_name, clock)  # the default chunk size
+    try:
+        core = Sessions(store, LIMITS)
+        run(core, "create", session_id="s", context=json.dumps({"pad": "x" * 1_000_000}))  # near the 1 MiB limit
+        huge = (CONTROL * 2185)[:65536]
+        with_nul = ("\x00" + CONTROL)[:32] * 1024  # NUL counts twice: 32 KiB of it is a full message
+        sizes = []
+        for i in range(110):  # past two archives: by stored bytes at 50 messages, then again
+            content = with_nul if i % 10 == 9 else huge
+            out = run(core, "append_messages", session_id="s", role="user", content=content)
+            assert out["error_code"] == "" and out["messages"][0]["seq"] == i + 1
+            if i % 10 == 9:
+                sizes += [len(bson.encode(d)) for d in store.collections.read.find({"uid": "u1"})]
+        assert max(sizes) < 8 * 1024 * 1024  # half of MongoDB's 16 MiB, whatever the history
+        page = run(core, "history", session_id="s", options={"limit": 1000})["messages"]
+        assert [m["content"] for m in page] == [with_nul if i % 10 == 9 else huge for i in range(110)]
     finally:
         client.close()

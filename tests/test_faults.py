@@ -85,7 +85,14 @@ def _workers(master: int) -> set[int]:
 
 
 def _env(uri: str, db: str) -> dict[str, str]:
-    return service_env(uri, db, MONGODB_TIMEOUT_MS=str(DB_TIMEOUT_MS))
+    return service_env(
+        uri,
+        db,
+        MONGODB_SERVER_SELECTION_TIMEOUT_MS=str(DB_TIMEOUT_MS),
+        MONGODB_CONNECT_TIMEOUT_MS=str(DB_TIMEOUT_MS),
+        MONGODB_SOCKET_TIMEOUT_MS=str(2 * DB_TIMEOUT_MS),
+        MONGODB_WTIMEOUT_MS=str(DB_TIMEOUT_MS),
+    )
 
 
 def _wait_until(predicate, bound: float, what: str):

@@ -608,8 +608,8 @@ def test_storage_failures_answer_without_any_stack_trace_query_or_database_detai
     _session(api)
     store = app.extensions["database"].store()
     broken = _Broken(exc)
-    for name in ("collection", "_durable", "_fast"):
-        monkeypatch.setattr(store, name, broken)
+    for name in ("read", "durable", "fast"):
+        monkeypatch.setattr(store.collections, name, broken)
     bodies = {**_bodies("victim"), "session_create": {"user_id": "u1"}, "session_list": {"user_id": "u1"}}
     for tool, body in bodies.items():
         got_status, data = api.post(tool, body)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 from app import spec
-from app.sessions import Sessions
+from app.core import Sessions
 from scripts.embedded import free_port
 from tests.support import TOKEN, Api, check_response
 
@@ -58,7 +58,9 @@ def test_health_answers_without_the_database_and_readiness_with_it(app):
 
 
 def test_an_unreachable_database_answers_503_storage_unavailable_and_readiness_fails(settings, make_app):
-    dead = dataclasses.replace(settings, mongodb_uri=f"mongodb://127.0.0.1:{free_port()}", mongodb_timeout_ms=300)
+    dead = dataclasses.replace(
+        settings, mongodb_uri=f"mongodb://127.0.0.1:{free_port()}", mongodb_server_selection_timeout_ms=300
+    )
     app = make_app(dead)
     api = Api(app.test_client())
     status, body = api.post("session_get", {"user_id": "u", "session_id": "s"})

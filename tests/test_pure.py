@@ -1,12 +1,14 @@
-"""The pure modules on their own: merge patch, JSON text, times."""
+"""The pure modules on their own: merge patch, JSON text, times, the stored layout and the write planner."""
 
 from __future__ import annotations
 
 import pytest
 
-from app import jsontext, records
+from app import errors, jsontext, responses, validation
 from app.jsontext import merge_patch
-from app.memory import Memory
+from app.model import Append, ClearHistory, Close, Expect, MergeContext, ReplaceContext, Session, Slide
+from app.storage import layout, updates
+from app.storage.memory import Memory
 
 
 @pytest.mark.parametrize(
@@ -52,18 +54,17 @@ def test_json_text_refuses_deep_nesting_without_recursing():
 
 
 def test_times_are_iso_8601_utc_with_milliseconds():
-    assert records.iso(0) == "1970-01-01T00:00:00.000Z"
-    assert records.iso(1700000000123) == "2023-11-14T22:13:20.123Z"
+    assert responses.iso(0) == "1970-01-01T00:00:00.000Z"
+    assert responses.iso(1700000000123) == "2023-11-14T22:13:20.123Z"
 
 
 def test_a_session_key_splits_at_the_first_at_sign():
-    assert records.key("a@b.com", "s1") == "s1@a@b.com"
-    assert records.key("u", "s1") != records.key("s1@u", "")
+    assert layout.key("a@b.com", "s1") == "s1@a@b.com"
+    assert layout.key("u", "s1") != layout.key("s1@u", "")
 
 
-def _session(key: str = "s@u", version: int = 1, nonce: str = "n1", context: str = "{}") -> records.Session:
-    return records.Session(
-        key=key,
+def _session(key: str = "s@u", version: int = 1, nonce: str = "n1", context: str = "{}", **kw) -> Session:
+    values = dict(
         user_id="u",
         session_id="s",
         status="active",
@@ -75,13 +76,13 @@ def _session(key: str = "s@u", version: int = 1, nonce: str = "n1", context: str
         timeout_ms=60_000,
         max_history=50,
         auto_clean=True,
-        purge_ms=2,
-        slot=0,
-        n=0,
-        total=0,
-        physical=0,
-        nonce=nonce,
+        message_count=0,
+        appended=0,
+        last_seq=0,
     )
+    values.update(kw)
+    stored = layout.Stored(key=key, nonce=nonce, slot=0, purge_ms=2, inline=0, inline_bytes=0)
+    return Session(**values, stored=stored)
 
 
 def test_memory_keeps_the_newer_state_when_threads_answer_out_of_order():
@@ -90,7 +91,7 @@ def test_memory_keeps_the_newer_state_when_threads_answer_out_of_order():
     memory.learn(_session(version=2))
     assert memory.recall("s@u").version == 3
     memory.learn(_session(version=1, nonce="n2"))  # another incarnation replaces it whatever its version
-    assert memory.recall("s@u").nonce == "n2"
+    assert memory.recall("s@u").stored.nonce == "n2"
 
 
 def test_memory_learns_shapes_and_falls_back_to_the_defaults():
@@ -124,7 +125,7 @@ def test_an_update_applied_here_gives_what_the_database_would_store():
         "$inc": {"n": 3, "v": 1, "new": 2},
         "$push": {"cp": '{"a":1}', "msgs": {"$each": ["x"]}},
     }
-    assert records.applied(doc, update) == {
+    assert updates.applied(doc, update) == {
         "_id": "k",
         "n": 5,
         "cp": ["{}", '{"a":1}'],
@@ -133,5 +134,74 @@ def test_an_update_applied_here_gives_what_the_database_would_store():
         "exp": 10,
         "new": 2,
     }  # msgs was projected out: it stays out
-    assert records.applied({"m": [1, 2, 3]}, {"$push": {"m": {"$each": [4, 5], "$slice": -3}}}) == {"m": [3, 4, 5]}
+    assert updates.applied({"m": [1, 2, 3]}, {"$push": {"m": {"$each": [4, 5], "$slice": -3}}}) == {"m": [3, 4, 5]}
+    assert updates.applied({"m": [1, 2]}, {"$push": {"m": {"$each": [], "$slice": 0}}}) == {"m": []}
     assert doc == {"_id": "k", "n": 2, "cp": ["{}"], "v": 4}  # the input is left alone
+
+
+CONTENTS = ["", "hello", "a|b:c|", "中文😀", "\x00", "x\x00y\x01z\x01\x03\x00", "\x01\x02", "{json?", "\x1f" * 9]
+
+
+@pytest.mark.parametrize("content", CONTENTS)
+def test_a_stored_message_decodes_to_what_was_appended_and_takes_the_bytes_the_size_rule_counts(content):
+    text = layout.encode_message("assistant", content, 1700000000123)
+    assert layout.decode_message(text) == ("assistant", content, 1700000000123)
+    header = len("assistant|1700000000123|")
+    assert len(text.encode()) - header == validation.message_bytes(content)
+    assert "\x00" not in text  # nx-27017's $push cuts a string at NUL
+
+
+def test_a_message_stored_by_an_earlier_version_as_json_text_still_reads():
+    assert layout.decode_message('{"r":"user","c":"hi | there","t":5}') == ("user", "hi | there", 5)
+
+
+CHANGES = [
+    (Slide(), Expect(writable=False)),
+    (Slide(timeout_ms=60_000, revive=True), Expect(live=False)),
+    (ReplaceContext("{}"), Expect(version=3)),
+    (MergeContext({"a": 1}, 1 << 20), Expect()),
+    (Append((("user", "hi"),), at=5, reject_overflow=True), Expect()),
+    (ClearHistory(), Expect()),
+    (Close(), Expect()),
+]
+
+
+@pytest.mark.parametrize(("change", "expect"), CHANGES, ids=lambda c: type(c).__name__)
+def test_every_planned_write_is_targeted_by_id_and_user_and_restarts_the_timeout(change, expect):
+    where, update = updates.plan("s@u", "u", change, expect, updates.Guess(60_000, 50), 1000, 10)
+    assert where["_id"] == "s@u" and where["uid"] == "u"
+    assert update["$set"]["exp"] > 1000
+    assert ("st" in where) == expect.writable and ("exp" in where) == expect.live
+    assert where.get("v") == expect.version
+
+
+def test_a_merge_from_a_known_state_is_a_compare_and_set_on_its_incarnation_and_version():
+    base = _session(version=7, context='{"a":1}')
+    guess = updates.Guess(60_000, 50, base=base)
+    where, update = updates.plan("s@u", "u", MergeContext({"b": 2}, 1 << 20), Expect(), guess, 1000, 10)
+    assert (where["r"], where["v"]) == ("n1", 7)
+    assert update["$set"]["ctx"] == '{"a":1,"b":2}' and update["$inc"]["v"] == 1
+    with pytest.raises(errors.ContextTooLarge):
+        updates.plan("s@u", "u", MergeContext({"b": "x" * 100}, 50), Expect(), guess, 1000, 10)
+
+
+@pytest.mark.parametrize(
+    ("stored", "expect", "code"),
+    [
+        (None, Expect(), "SESSION_NOT_FOUND"),
+        (_session(expires=500), Expect(), "SESSION_EXPIRED"),
+        (_session(expires=5000, status="closed"), Expect(), "SESSION_CLOSED"),
+        (_session(expires=5000, version=2), Expect(version=1), "VERSION_CONFLICT"),
+        (_session(expires=5000, appended=50), Expect(), "HISTORY_LIMIT"),
+    ],
+)
+def test_a_missed_write_is_diagnosed_from_what_is_stored(stored, expect, code):
+    change = Append((("user", "x"),), at=1, reject_overflow=True)
+    with pytest.raises(errors.ServiceError) as info:
+        updates.diagnose(stored, False, change, expect, 1000)
+    assert info.value.code == code
+
+
+def test_a_miss_no_error_explains_is_left_to_the_caller_to_correct_and_retry():
+    updates.diagnose(_session(expires=5000), False, Slide(), Expect(), 1000)  # a stale guess of its timeout
+    updates.diagnose(_session(expires=500), False, Slide(revive=True), Expect(live=False), 1000)  # its slot was taken

@@ -1,4 +1,4 @@
-"""What one process remembers of the sessions it served. Pure: no I/O, safe across threads.
+"""What one process remembers of the sessions it served: hints for one-round-trip writes. Pure, thread-safe.
 
 Two things, both hints that are checked by the next conditional write, never trusted blindly:
 - each session's (timeout, max_history): a sliding write must state the timeout it assumes;
@@ -12,7 +12,7 @@ import dataclasses
 import threading
 from collections import OrderedDict
 
-from app.records import Session
+from app.model import Session
 
 LEARNED_MAX = 100_000
 RECENT_MAX_BYTES = 16 * 1024 * 1024
@@ -31,14 +31,16 @@ class Memory:
         """Remember what a read or write returned about a session."""
         if len(self._shape) >= LEARNED_MAX:
             self._shape.pop(next(iter(self._shape)), None)
-        self._shape[s.key] = (s.timeout_ms, s.max_history)
+        key = s.stored.key
+        self._shape[key] = (s.timeout_ms, s.max_history)
         if len(s.context) > self.max_bytes // 4:
             return
         with self._lock:
-            prev = self._drop(s.key)
-            newer = prev is not None and prev.nonce == s.nonce and prev.version > s.version
-            keep = prev if newer else dataclasses.replace(s, messages=None)  # threads may answer late
-            self._recent[s.key] = keep
+            prev = self._drop(key)
+            newer = prev is not None and prev.stored.nonce == s.stored.nonce and prev.version > s.version
+            # threads may answer late: keep the newer state, and never the messages
+            keep = prev if newer else dataclasses.replace(s, stored=dataclasses.replace(s.stored, texts=None))
+            self._recent[key] = keep
             self._bytes += len(keep.context)
             while self._bytes > self.max_bytes:
                 self._bytes -= len(self._recent.popitem(last=False)[1].context)

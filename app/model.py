@@ -1,0 +1,147 @@
+"""The values the core, the storage and the answers share. Pure: no I/O, no stored field names.
+
+The core asks the storage for a `Change` of one session under an `Expect`ation and gets a `Session`
+back; it answers with an `Outcome`, which the HTTP edge shapes into the tool's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app import errors, jsontext
+
+
+@dataclass(frozen=True)
+class Message:
+    seq: int
+    role: str
+    content: str
+    ts: int  # epoch milliseconds, set by the server
+
+
+@dataclass(frozen=True)
+class Session:
+    """A stored session as the core sees it; `stored` is the storage's own state, opaque here."""
+
+    user_id: str
+    session_id: str
+    status: str  # "active" or "closed"; expiry is computed from `expires`
+    context: str  # JSON text
+    version: int
+    created: int  # epoch milliseconds
+    updated: int
+    expires: int
+    timeout_ms: int
+    max_history: int
+    auto_clean: bool
+    message_count: int  # visible messages: the newest min(appended, max_history)
+    appended: int  # messages appended since the last clear
+    last_seq: int  # the newest message's seq (0 before the first)
+    stored: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest message the history shows."""
+        return self.last_seq - self.message_count + 1
+
+    def expired(self, now: int) -> bool:
+        return self.expires <= now
+
+    def effective_status(self, now: int) -> str:
+        return "expired" if self.expired(now) else self.status
+
+
+@dataclass(frozen=True)
+class NewSession:
+    user_id: str
+    session_id: str
+    context: str
+    timeout_ms: int
+    max_history: int
+    auto_clean: bool
+
+
+# Changes: what one atomic write does to a session. Every one restarts the sliding timeout.
+
+
+@dataclass(frozen=True)
+class Slide:
+    """Only restart the timeout (get, history), optionally with a new one (touch, which also revives)."""
+
+    timeout_ms: int | None = None
+    revive: bool = False  # an expired session that is still stored comes back, taking a free slot
+
+
+@dataclass(frozen=True)
+class ReplaceContext:
+    text: str
+
+
+@dataclass(frozen=True)
+class MergeContext:
+    """JSON Merge Patch `patch` into the context; the result must stay within `limit` bytes."""
+
+    patch: dict
+    limit: int
+
+    @property
+    def text(self) -> str:
+        return jsontext.dumps(self.patch)
+
+    def onto(self, context: str) -> str:
+        """The merged context's text, refused if over the limit."""
+        return context_text(jsontext.merge_patch(jsontext.loads(context), self.patch), self.limit)
+
+
+@dataclass(frozen=True)
+class Append:
+    messages: tuple[tuple[str, str], ...]  # (role, content)
+    at: int  # the messages' timestamp
+    reject_overflow: bool = False  # refuse (HISTORY_LIMIT) rather than drop the oldest
+
+
+@dataclass(frozen=True)
+class ClearHistory:
+    pass
+
+
+@dataclass(frozen=True)
+class Close:
+    pass
+
+
+Change = Slide | ReplaceContext | MergeContext | Append | ClearHistory | Close
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The conditions a write needs; the storage answers the precise error when one fails."""
+
+    writable: bool = True  # not closed
+    live: bool = True  # not expired
+    version: int | None = None  # exactly this version (expected_version)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an operation answers; `at` is the time its expiry figures are counted from."""
+
+    at: int
+    session: Session | None = None
+    session_id: str = ""  # when no session is returned (delete)
+    status: str = ""
+    created: bool = False
+    dropped: int = 0
+    messages: tuple[Message, ...] = ()
+    sessions: tuple[Session, ...] = ()
+    next_cursor: str = ""
+
+
+def context_text(value: dict, limit: int) -> str:
+    """The compact JSON text of a context, refused if its UTF-8 bytes pass `limit`."""
+    text = jsontext.dumps(value)
+    size = len(text.encode("utf-8"))
+    if size > limit:
+        raise errors.ContextTooLarge(size=size, limit=limit)
+    return text

@@ -1,0 +1,186 @@
+"""Long histories: the session document keeps its newest messages, older ones move to archive chunks. I/O.
+
+Chunk boundaries are aligned (inline_first + j * cs) and chunk ids deterministic, so processes
+archiving at once write identical chunks; the session update is conditional on the state read,
+and the loser deletes only chunks nobody can refer to any more. Chunks are written before the
+session moves on, so a history page never misses a message.
+
+Every document stays far below MongoDB's 16 MiB by construction: a message is stored at the bytes
+the spec counts (at most 64 KiB plus its header), archiving starts at 2 * cs messages or
+INLINE_BYTES stored bytes, and a chunk holds at most cs <= 64 messages (settings.MAX_CHUNK).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo import ReturnDocument
+from pymongo.errors import BulkWriteError
+
+from app.model import Message, Session
+from app.storage.client import Collections, storage_errors
+from app.storage.layout import (
+    chunk_key,
+    chunk_ranges,
+    chunk_seq,
+    decode_message,
+    from_doc,
+    from_ms,
+    inline_first,
+    new_chunk,
+    text_bytes,
+)
+
+log = logging.getLogger(__name__)
+INLINE = 50  # messages per chunk by default: one default `history` page stays inline
+INLINE_BYTES = 2 * 1024 * 1024  # past this, every whole chunk moves out, whatever the count
+
+
+def _slack(max_history: int) -> int:
+    """How far the inline history may run past a small max_history before it is trimmed."""
+    return max(1, max_history // 10)
+
+
+class Archive:
+    def __init__(self, collections: Collections, inline: int = INLINE) -> None:
+        self.collections = collections
+        self.inline = inline
+
+    def size(self, s: Session) -> int:
+        """The session's chunk size (fixed when it was created: workers with other settings agree)."""
+        return s.stored.chunk_size or self.inline
+
+    def shrink(self, s: Session, *, persist: bool) -> None:
+        """Keep the session document small after an append: trim a short history, archive a long one."""
+        size, st = self.size(s), s.stored
+        if s.max_history <= size:
+            if st.inline >= s.max_history + _slack(s.max_history):
+                self._trim(s, persist)
+        elif st.inline >= 2 * size or (st.inline >= size and st.inline_bytes >= INLINE_BYTES):
+            self._archive(s, persist)
+
+    def _trim(self, s: Session, persist: bool) -> None:
+        """Cut the inline history down to max_history; skipped if another append raced it."""
+        with storage_errors():
+            self.collections.write(persist).update_one(
+                {"_id": s.stored.key, "uid": s.user_id, "pl": s.stored.inline},
+                {"$push": {"msgs": {"$each": [], "$slice": -s.max_history}}, "$set": {"pl": s.max_history}},
+            )
+
+    def _archive(self, s: Session, persist: bool) -> None:
+        """Move the oldest whole chunks out of the session document.
+
+        Chunks wholly older than the visible history are dropped, or deleted if archived before.
+        """
+        coll = self.collections.write(persist)
+        mine = {"_id": s.stored.key, "uid": s.user_id}
+        with storage_errors():
+            doc = self.collections.read.find_one({**mine, "r": s.stored.nonce})
+        if not doc:
+            return
+        cur = from_doc(doc)
+        size, st = self.size(cur), cur.stored
+        keep = size if st.inline_bytes < INLINE_BYTES else 0
+        whole = (st.inline - keep) // size
+        if whole < 1:
+            return
+        texts, visible, start = st.texts or (), cur.first_seq, inline_first(cur)
+        firsts = [start + j * size for j in range(whole)]
+        new = [
+            new_chunk(cur, first, list(texts[j * size : (j + 1) * size]))
+            for j, first in enumerate(firsts)
+            if first + size - 1 >= visible
+        ]
+        ranges = chunk_ranges(cur)
+        garbage = [chunk_key(st.key, st.nonce, first) for first, last in ranges if last < visible]
+        # a losing archiver may have left an aligned chunk that is now wholly out of view: never referenced
+        garbage += [chunk_key(st.key, st.nonce, f) for f in firsts if f + size - 1 < visible]
+        chunks = [first for first, last in ranges if last >= visible] + [d["seq"] for d in new]
+        left = texts[whole * size :]
+        with storage_errors():
+            reused = self._insert_chunks(new, persist) if new else False
+            after = coll.find_one_and_update(
+                {**mine, "r": st.nonce, "tot": cur.last_seq, "pl": st.inline},
+                {
+                    "$push": {"msgs": {"$each": [], "$slice": -len(left)}},
+                    "$set": {"pl": len(left), "sb": text_bytes(left), "bk": chunks},
+                },
+                {"pms": 1},
+                return_document=ReturnDocument.AFTER,
+            )
+            if after is None:
+                self._drop_unreferenced(cur, [d["_id"] for d in new], persist)
+                return
+            if garbage:
+                coll.delete_many({"_id": {"$in": garbage}, "uid": cur.user_id})
+            if new and cur.auto_clean and (reused or after.get("pms", 0) > st.purge_ms):
+                # the purge date moved while we archived, or a chunk written earlier carries an older one
+                fresh = {"$set": {"pa": from_ms(after["pms"]), "pms": after["pms"]}}
+                ids = [d["_id"] for d in new]
+                coll.update_many({"_id": {"$in": ids}, "uid": cur.user_id, "pms": {"$lt": after["pms"]}}, fresh)
+
+    def _insert_chunks(self, chunks: list[dict], persist: bool) -> bool:
+        """Insert archive chunks; True if some were there already (written by a losing archiver)."""
+        try:
+            self.collections.write(persist).insert_many(chunks, ordered=False)
+        except BulkWriteError as exc:  # the same chunk written by another process is fine
+            if exc.details.get("writeConcernErrors") or any(
+                e.get("code") != 11000 for e in exc.details.get("writeErrors", [])
+            ):
+                raise
+            return True
+        return False
+
+    def _drop_unreferenced(self, cur: Session, chunk_ids: list[str], persist: bool) -> None:
+        """After a lost archive race: delete our chunks unless stored or future state refers to them."""
+        if not chunk_ids:
+            return
+        mine = {"_id": cur.stored.key, "uid": cur.user_id}
+        now = self.collections.read.find_one(mine, {"bk": 1, "r": 1, "tot": 1, "pl": 1})
+        if now is not None and now.get("r") == cur.stored.nonce:
+            # Still to archive (at or after the inline start) or referenced: keep; the rest is dead.
+            start, refs = now["tot"] - now["pl"] + 1, set(now.get("bk", ()))
+            chunk_ids = [c for c in chunk_ids if chunk_seq(c) < start and chunk_seq(c) not in refs]
+        if chunk_ids:
+            self.collections.write(persist).delete_many({"_id": {"$in": chunk_ids}, "uid": cur.user_id})
+
+    def drop_cleared(self, before: Session, *, persist: bool) -> None:
+        """After clear_history: delete every chunk of the cleared messages, by the session's key.
+
+        Besides those in bk, a chunk may exist that no state lists (left by an archiver that lost a
+        race, or was killed between writing it and recording it): only then can one exist at all.
+        """
+        if before.stored.chunks or before.stored.inline >= self.size(before):
+            with storage_errors():
+                self.collections.write(persist).delete_many(
+                    {"uid": before.user_id, "sid": before.session_id, "k": "m", "seq": {"$lte": before.last_seq}}
+                )
+
+    def messages(self, s: Session, first: int, last: int) -> list[Message]:
+        """The visible messages with seqs in [first, last], oldest first: inline ones, then archived (one query)."""
+        first = max(first, s.first_seq)
+        if first > last:
+            return []
+        start = inline_first(s)
+        texts = {start + i: text for i, text in enumerate(s.stored.texts or ()) if first <= start + i <= last}
+        if first < start:
+            texts.update(self._archived(s, first, min(last, start - 1)))
+        out = []
+        for seq in range(first, last + 1):
+            if seq in texts:  # absent only if a concurrent clear or delete removed it
+                role, content, ts = decode_message(texts[seq])
+                out.append(Message(seq, role, content, ts))
+        return out
+
+    def _archived(self, s: Session, first: int, last: int) -> dict[int, str]:
+        wanted = [f for f, end in chunk_ranges(s) if end >= first and f <= last]
+        if not wanted:
+            return {}
+        ids = [chunk_key(s.stored.key, s.stored.nonce, f) for f in wanted]
+        with storage_errors(writing=False):
+            docs = list(self.collections.read.find({"_id": {"$in": ids}, "uid": s.user_id}))
+        out: dict[int, str] = {}
+        for doc in docs:
+            start = doc["seq"]
+            out.update((start + i, text) for i, text in enumerate(doc["msgs"]) if first <= start + i <= last)
+        return out

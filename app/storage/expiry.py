@@ -1,0 +1,59 @@
+"""Purge dates and tombstones: the TTL index frees space, never decides expiry. I/O (pymongo).
+
+Every read and write checks `exp` itself, because the TTL reaper runs once a minute and lags. An
+auto-clean session's purge date (`pa`) trails its expiry by a grace; a tombstone outlives the purge
+so that a purged session still answers "expired" for EXPIRED_RETENTION.
+"""
+
+from __future__ import annotations
+
+from app.model import Session
+from app.storage.client import Collections, storage_errors
+from app.storage.layout import chunk_key, from_ms, tomb_key
+
+
+class Expiry:
+    def __init__(self, collections: Collections, purge_grace_ms: int, retention_ms: int) -> None:
+        self.collections = collections
+        self.purge_grace_ms = purge_grace_ms
+        self.retention_ms = retention_ms
+
+    def purge_for(self, expires: int, timeout_ms: int) -> int:
+        """When the reaper may remove a session expiring at `expires`: a grace later."""
+        return expires + min(timeout_ms, self.purge_grace_ms)
+
+    def keep_purgeable_after(self, s: Session, *, persist: bool) -> bool:
+        """Move the purge date ahead of expiry when a sliding write brought them close.
+
+        Rare by design (once per half grace of activity), so sliding writes stay one round trip.
+        False when the session is gone: the reaper removed it before this write landed.
+        """
+        grace = min(s.timeout_ms, self.purge_grace_ms)
+        if not s.auto_clean or s.expires + grace // 2 <= s.stored.purge_ms:
+            return True
+        pms = self.purge_for(s.expires, s.timeout_ms)
+        tomb_ms = pms + self.retention_ms
+        purge = {"$set": {"pa": from_ms(pms), "pms": pms}}
+        coll = self.collections.write(persist)
+        mine = {"_id": s.stored.key, "uid": s.user_id}
+        with storage_errors():
+            moved = coll.find_one_and_update({**mine, "pms": {"$lt": pms}}, purge, {"bk": 1, "r": 1})
+            # find_one, not count_documents: that is an aggregate, which nx-27017 runs in Python over
+            # the whole collection (a copy of every document), seconds per call at 50,000 sessions.
+            if moved is None and self.collections.read.find_one(mine, {"_id": 1}) is None:
+                return False
+            if moved and moved.get("bk"):  # the chunks as stored now: one archived since `s` is included
+                ids = [chunk_key(s.stored.key, moved["r"], first) for first in moved["bk"]]
+                coll.update_many({"_id": {"$in": ids}, "uid": s.user_id}, purge)
+            tomb = tomb_key(s.stored.key)
+            tomb_fields = {"k": "t", "sid": s.session_id, "slot": tomb, "pa": from_ms(tomb_ms), "pms": tomb_ms}
+            coll.update_one({"_id": tomb, "uid": s.user_id}, {"$set": tomb_fields}, upsert=True)
+        return True
+
+    def delete_expired(self, key: str, user_id: str, session_id: str, now: int, *, persist: bool) -> None:
+        """Remove an expired session (a caller reusing its id starts afresh) with every archive chunk it had."""
+        coll = self.collections.write(persist)
+        with storage_errors():
+            gone = coll.find_one_and_delete({"_id": key, "uid": user_id, "exp": {"$lte": now}}, {"bk": 1})
+            if gone is not None:
+                coll.delete_many({"uid": user_id, "sid": session_id, "k": "m"})

@@ -1,0 +1,230 @@
+"""The stored documents: one table of field names, the ids, the message codec, documents <-> values. Pure.
+
+Times are integer epoch milliseconds (nx-27017 turns `$set` datetimes into strings, and integers
+compare the same everywhere); only `pa`, the TTL field, is a BSON date. `exp` is always exactly the
+last use plus `tmo`: every sliding write sets it and filters on the `tmo` it assumed.
+The visible history is the newest min(n, mh) seqs. `msgs` keeps the newest of them inline; older
+ones move, in whole chunks of `cs`, to archive documents that only `history` pages reaching back read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from dataclasses import dataclass
+
+from app import jsontext
+from app.model import NewSession, Session
+
+FIELDS: dict[str, str] = {
+    # every document
+    "_id": "session '<sid>@<uid>', tombstone '~<sid>@<uid>', archive chunk '<sid>@<uid>#<r>#<first seq>'",
+    "k": "kind: 's' session, 't' tombstone, 'm' archive chunk",
+    "uid": "user id: in every document and every filter (the shard key)",
+    "sid": "session id",
+    "slot": "0..MAX_SESSIONS-1 while the session holds one of its user's active slots, else its own _id",
+    "pa": "purge date, a BSON date (the TTL index); absent: never purged",
+    "pms": "pa in epoch ms",
+    # sessions
+    "st": "'active' or 'closed' (expired is computed from exp)",
+    "ctx": "the context's JSON text, before the patches in cp",
+    "cp": "JSON Merge Patch texts still to apply to ctx, oldest first",
+    "csz": "bound on the merged context's bytes: ctx's plus the patches' (a patch never grows it more)",
+    "v": "version, +1 on every change",
+    "c": "created (ms)",
+    "u": "updated (ms)",
+    "exp": "expires (ms): last use + tmo",
+    "tmo": "timeout (ms)",
+    "mh": "max_history",
+    "ac": "auto_clean",
+    "msgs": "the newest messages as message texts (see encode_message), oldest first; in a chunk, its messages",
+    "n": "messages appended since the last clear",
+    "tot": "messages ever appended: the newest seq",
+    "pl": "how many messages msgs holds: seqs tot-pl+1 .. tot",
+    "sb": "stored bytes of msgs (kept where archiving uses it: max_history above the chunk size)",
+    "bk": "first seqs of the archive chunks, ascending",
+    "cs": "messages per archive chunk, fixed at creation (every worker cuts the same chunks)",
+    "r": "random incarnation: a session re-created under the same id is another one",
+    # archive chunks
+    "seq": "the chunk's first seq",
+}
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ESCAPED = re.compile("[\x00\x01]")
+_UNESCAPED = re.compile("\x01[\x02\x03]")
+_HEAD = re.compile(r"([a-z]+)([|:])(\d+)\|")
+
+
+def key(user_id: str, session_id: str) -> str:
+    """A session's _id: session ids cannot contain "@", so the first "@" splits it exactly."""
+    return f"{session_id}@{user_id}"
+
+
+def tomb_key(session_key: str) -> str:
+    return "~" + session_key
+
+
+def chunk_key(session_key: str, nonce: str, first_seq: int) -> str:
+    """An archive chunk's _id: per incarnation, so a deleted session's chunks never reappear."""
+    return f"{session_key}#{nonce}#{first_seq}"
+
+
+def chunk_seq(chunk_id: str) -> int:
+    return int(chunk_id.rsplit("#", 1)[1])
+
+
+def from_ms(ms: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(milliseconds=ms)
+
+
+# Messages are stored as "<role>|<ts>|<content>", so stored bytes are the content's own: MongoDB's 16 MiB
+# counts what is stored. NUL (which nx-27017's $push truncates at) and \x01 are escaped as \x01\x03 and
+# \x01\x02, after ":" instead of the first "|"; the spec counts those characters twice (message_bytes).
+# Texts of older versions are JSON objects {"r", "c", "t"}.
+
+
+def encode_message(role: str, content: str, ts: int) -> str:
+    if "\x00" in content or "\x01" in content:
+        return f"{role}:{ts}|" + _ESCAPED.sub(lambda m: "\x01\x03" if m.group() == "\x00" else "\x01\x02", content)
+    return f"{role}|{ts}|{content}"
+
+
+def decode_message(text: str) -> tuple[str, str, int]:
+    """(role, content, ts) of a stored message text."""
+    if text.startswith("{"):
+        m = jsontext.loads(text)
+        return m["r"], m["c"], m["t"]
+    head = _HEAD.match(text)
+    content = text[head.end() :]
+    if head[2] == ":":
+        content = _UNESCAPED.sub(lambda m: "\x00" if m.group() == "\x01\x03" else "\x01", content)
+    return head[1], content, int(head[3])
+
+
+def text_bytes(texts: tuple[str, ...] | list[str]) -> int:
+    return sum(len(t.encode("utf-8")) for t in texts)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the storage keeps of a session besides what the core sees."""
+
+    key: str
+    nonce: str
+    slot: object
+    purge_ms: int
+    inline: int  # pl
+    inline_bytes: int  # sb
+    chunks: tuple[int, ...] = ()
+    patches: int = 0
+    chunk_size: int = 0
+    texts: tuple[str, ...] | None = None  # msgs, when asked for
+
+    @property
+    def holds_slot(self) -> bool:
+        return type(self.slot) is int
+
+
+def inline_first(s: Session) -> int:
+    """The seq of the oldest message kept in the session document."""
+    return s.last_seq - s.stored.inline + 1
+
+
+def chunk_ranges(s: Session) -> list[tuple[int, int]]:
+    """The archive chunks as (first seq, last seq), oldest first."""
+    chunks = s.stored.chunks
+    if not chunks:
+        return []
+    ends = [*chunks[1:], inline_first(s)]
+    return [(first, end - 1) for first, end in zip(chunks, ends, strict=True)]
+
+
+def from_doc(doc: dict) -> Session:
+    msgs = doc.get("msgs")
+    return Session(
+        user_id=doc["uid"],
+        session_id=doc["sid"],
+        status=doc["st"],
+        context=jsontext.fold(doc.get("ctx", "{}"), doc.get("cp", ())),
+        version=doc["v"],
+        created=doc["c"],
+        updated=doc["u"],
+        expires=doc["exp"],
+        timeout_ms=doc["tmo"],
+        max_history=doc["mh"],
+        auto_clean=doc["ac"],
+        message_count=min(doc["n"], doc["mh"]),
+        appended=doc["n"],
+        last_seq=doc["tot"],
+        stored=Stored(
+            key=doc["_id"],
+            nonce=doc.get("r", ""),
+            slot=doc["slot"],
+            purge_ms=doc.get("pms", 0),
+            inline=doc["pl"],
+            inline_bytes=doc.get("sb", 0),
+            chunks=tuple(doc.get("bk", ())),
+            patches=len(doc.get("cp", ())),
+            chunk_size=doc.get("cs", 0),
+            texts=tuple(msgs) if msgs is not None else None,
+        ),
+    )
+
+
+def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: int) -> dict:
+    """A fresh session document, version 1."""
+    doc = {
+        "_id": key(new.user_id, new.session_id),
+        "k": "s",
+        "uid": new.user_id,
+        "sid": new.session_id,
+        "st": "active",
+        "slot": slot,
+        "ctx": new.context,
+        "cp": [],
+        "csz": len(new.context.encode()),
+        "v": 1,
+        "c": now,
+        "u": now,
+        "exp": now + new.timeout_ms,
+        "tmo": new.timeout_ms,
+        "mh": new.max_history,
+        "ac": new.auto_clean,
+        "msgs": [],
+        "n": 0,
+        "tot": 0,
+        "pl": 0,
+        "sb": 0,
+        "bk": [],
+        "cs": chunk_size,
+        "r": secrets.token_hex(8),
+    }
+    if new.auto_clean:
+        doc["pa"] = from_ms(purge_ms)
+        doc["pms"] = purge_ms
+    return doc
+
+
+def new_tomb(session_doc: dict, purge_ms: int) -> dict:
+    """The tombstone of an auto-clean session: it answers "expired" after the session is purged."""
+    tid = tomb_key(session_doc["_id"])
+    return {
+        "_id": tid,
+        "k": "t",
+        "uid": session_doc["uid"],
+        "sid": session_doc["sid"],
+        "slot": tid,
+        "pa": from_ms(purge_ms),
+        "pms": purge_ms,
+    }
+
+
+def new_chunk(s: Session, first_seq: int, texts: list[str]) -> dict:
+    """An archive document holding `texts`, seqs first_seq onwards; it is purged with its session."""
+    cid = chunk_key(s.stored.key, s.stored.nonce, first_seq)
+    doc = {"_id": cid, "k": "m", "uid": s.user_id, "sid": s.session_id, "slot": cid, "seq": first_seq, "msgs": texts}
+    if s.auto_clean:
+        doc["pa"] = from_ms(s.stored.purge_ms)
+        doc["pms"] = s.stored.purge_ms
+    return doc

@@ -1,0 +1,133 @@
+"""One conditional write of a session: a Change under an Expect, as a MongoDB filter and update. Pure.
+
+Every filter is targeted: `_id` and `uid` equality, so on a collection sharded by uid it goes to one
+shard. A write states what it assumes of the session (its timeout, its max_history, the state a
+computed context came from); when it misses, `diagnose` says why from what is stored, and the store
+either answers that error or corrects its assumption and writes again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from app import errors
+from app.model import Append, Change, ClearHistory, Close, Expect, MergeContext, ReplaceContext, Session, Slide
+from app.storage.layout import encode_message, text_bytes
+
+PATCH_LOG_BYTES = 64 * 1024  # contexts up to this size take merges unapplied: one round trip, no read
+
+
+@dataclass(frozen=True)
+class Guess:
+    """What a write assumes of the stored session; corrected from what is stored after a miss."""
+
+    timeout_ms: int
+    max_history: int
+    base: Session | None = None  # a merge computed here, from this state (compare-and-set)
+    slot: int | None = None  # revive: the free slot to take
+
+    def learn(self, stored: Session) -> Guess:
+        return replace(self, timeout_ms=stored.timeout_ms, max_history=stored.max_history)
+
+
+def in_slot(max_sessions: int) -> dict:
+    """Filter: the document holds one of its user's slots (only numbers match the range)."""
+    return {"slot": {"$gte": 0, "$lt": max_sessions}}
+
+
+def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, now: int, max_sessions: int):
+    """The (filter, update) of one atomic write; every write restarts the sliding timeout."""
+    where: dict[str, Any] = {"_id": key, "uid": user_id}
+    sets: dict[str, Any] = {}
+    inc: dict[str, int] = {}
+    push: dict[str, Any] = {}
+    if expect.writable:
+        where["st"] = "active"
+    if expect.live:
+        where["exp"] = {"$gt": now}
+    if expect.version is not None:
+        where["v"] = expect.version
+    if isinstance(change, Slide) and change.timeout_ms is not None:
+        sets.update(tmo=change.timeout_ms, exp=now + change.timeout_ms)
+    else:
+        where["tmo"] = guess.timeout_ms
+        sets["exp"] = now + guess.timeout_ms
+    if not isinstance(change, Slide):
+        sets["u"] = now
+        inc["v"] = 1
+
+    if isinstance(change, Slide):
+        if change.revive and guess.slot is None:
+            where.update(in_slot(max_sessions))
+        elif change.revive:
+            where.update(slot=key, v=guess.base.version)  # its slot was given up while it was expired
+            sets["slot"] = guess.slot
+    elif isinstance(change, ReplaceContext):
+        sets.update(ctx=change.text, cp=[], csz=len(change.text.encode()))
+    elif isinstance(change, MergeContext) and guess.base is not None:
+        text = change.onto(guess.base.context)
+        sets.update(ctx=text, cp=[], csz=len(text.encode()))
+        where.update(r=guess.base.stored.nonce, v=guess.base.version)
+    elif isinstance(change, MergeContext):
+        # Stored unapplied, under a bound that keeps the merged context within the limit.
+        patch = change.text
+        size = len(patch.encode())
+        push["cp"] = patch
+        inc["csz"] = size
+        where["csz"] = {"$lte": min(change.limit, PATCH_LOG_BYTES) - size}
+    elif isinstance(change, Append):
+        texts = [encode_message(role, content, change.at) for role, content in change.messages]
+        k = len(texts)
+        push["msgs"] = {"$each": texts}
+        inc.update(n=k, tot=k, pl=k, sb=text_bytes(texts))
+        if change.reject_overflow:
+            where.update(mh=guess.max_history, n={"$lte": guess.max_history - k})
+    elif isinstance(change, ClearHistory):
+        # bk stays: its chunks are out of view now, and a clear retried after a failed drop finds them
+        sets.update(msgs=[], n=0, pl=0, sb=0)
+    elif isinstance(change, Close):
+        sets.update(st="closed", slot=key)
+    update: dict[str, Any] = {"$set": sets}
+    if inc:
+        update["$inc"] = inc
+    if push:
+        update["$push"] = push
+    return where, update
+
+
+def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect, now: int) -> None:
+    """Raise the answer for a write that missed, if what is stored explains it; else return."""
+    if stored is None:
+        raise errors.SessionExpired() if tomb else errors.SessionNotFound()
+    if expect.live and stored.expired(now):
+        raise errors.SessionExpired(session=stored)
+    if expect.writable and stored.status == "closed":
+        raise errors.SessionClosed(session=stored)
+    if expect.version is not None and stored.version != expect.version:
+        raise errors.VersionConflict(session=stored, current=stored.version)
+    full = isinstance(change, Append) and stored.appended > stored.max_history - len(change.messages)
+    if full and change.reject_overflow:
+        raise errors.HistoryLimit(session=stored, limit=stored.max_history)
+
+
+def applied(doc: dict, update: dict) -> dict:
+    """The document as `update` leaves it, computed from the one it was applied to.
+
+    Only the operators this service writes: $set and $inc of top-level fields, $push (of one value,
+    or $each with an optional $slice) onto a top-level array; a field projected out stays out.
+    Asking the database for the document before the update and applying it here spares nx-27017 a
+    second read of the document; MongoDB returns either at the same cost.
+    """
+    out = dict(doc)
+    out.update(update.get("$set", {}))
+    for name, step in update.get("$inc", {}).items():
+        out[name] = out.get(name, 0) + step
+    for name, value in update.get("$push", {}).items():
+        if name in out:
+            each = value["$each"] if isinstance(value, dict) else [value]
+            items = [*out[name], *each]
+            if isinstance(value, dict) and "$slice" in value:
+                items = items[value["$slice"] :] if value["$slice"] < 0 else items[: value["$slice"]]
+            out[name] = items
+    return out
