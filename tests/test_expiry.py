@@ -88,6 +88,21 @@ def test_touch_revives_an_expired_session_kept_by_auto_clean_false(api, clock):
     assert ok(call(api, "update", sid, context='{"more": 1}'))["version"] == 2
 
 
+def test_touch_revives_an_expired_auto_clean_session_the_reaper_has_not_purged_and_moves_its_purge_date(
+    api, clock, collection
+):
+    sid = api.create("u1", context='{"cart": [1]}', options={"timeout": 60})["session_id"]
+    ok(call(api, "append_messages", sid, role="user", content="hi"))
+    clock.advance(61)  # expired, and the purge date (a grace after expiry) is close
+    fail(call(api, "get", sid), "SESSION_EXPIRED")
+    data = ok(call(api, "touch", sid))
+    assert (data["status"], ctx(data), data["expires_in"], data["message_count"]) == ("active", {"cart": [1]}, 60, 1)
+    stored = collection.find_one({"_id": f"{sid}@u1"})
+    tomb = collection.find_one({"_id": f"~{sid}@u1"})
+    assert stored["pms"] > stored["exp"] and tomb["pms"] > stored["pms"]  # the reaper waits for it again
+    assert [m["content"] for m in ok(call(api, "history", sid))["messages"]] == ["hi"]
+
+
 def test_touch_refuses_to_revive_when_the_user_has_no_free_slot(api, clock, collection):
     sid = api.create("u1", options={"timeout": 60, "auto_clean": False})["session_id"]
     clock.advance(61)
