@@ -10,14 +10,15 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+from urllib.parse import urlsplit
 
 import pytest
-from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
 from app import api as api_module
 from app import spec
 from app.settings import Settings
 from tests.support import AUTH, LEAKS, TOKEN, Api, assert_no_leak, check_response, ctx
+from tests.wire_faults import CommandFailure, DropConnection, Rule, WireProxy
 
 ID_TOOLS = (
     "session_get",
@@ -580,44 +581,41 @@ def test_no_request_of_another_user_can_read_or_change_a_session(api):
 # leaks
 
 
-class _Broken:
-    """Stands in for a pymongo collection whose every call raises `exc`."""
-
-    def __init__(self, exc):
-        self.exc = exc
-
-    def __getattr__(self, name):
-        def fail(*args, **kwargs):
-            raise self.exc
-
-        return fail
-
-
 @pytest.mark.parametrize(
-    ("exc", "status", "code"),
+    ("action", "status", "code"),
     [
-        (ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] Connection refused, Timeout: 1.0s"), 503, None),
-        (OperationFailure("$expr $and unsupported in pymongo filter {'_id': 'victim@u1'}", code=2), 500, "INTERNAL"),
-        (RuntimeError('Traceback (most recent call last): File "/app/store.py" pymongo $expr'), 500, "INTERNAL"),
+        (DropConnection(), 503, "STORAGE_UNAVAILABLE"),
+        (
+            CommandFailure(2, "$expr $and unsupported in pymongo filter {'_id': 'victim@u1'} at 127.0.0.1"),
+            500,
+            "INTERNAL",
+        ),
+        (
+            CommandFailure(13, 'not authorized on coze_sessions to execute command { find: "sessions" }'),
+            500,
+            "INTERNAL",
+        ),
     ],
-    ids=["unreachable", "operation-failure", "unexpected"],
+    ids=["connection-lost", "operation-failure", "unauthorized"],
 )
 def test_storage_failures_answer_without_any_stack_trace_query_or_database_detail(
-    api, app, monkeypatch, exc, status, code
+    api, settings, make_app, mongo_uri, action, status, code
 ):
     _session(api)
-    store = app.extensions["database"].store()
-    broken = _Broken(exc)
-    for name in ("read", "durable", "fast"):
-        monkeypatch.setattr(store.collections, name, broken)
-    bodies = {**_bodies("victim"), "session_create": {"user_id": "u1"}, "session_list": {"user_id": "u1"}}
-    for tool, body in bodies.items():
-        got_status, data = api.post(tool, body)
-        assert got_status == status, (tool, data)
-        assert data["error_code"] == (code or "STORAGE_UNAVAILABLE"), (tool, data)
-        text = json.dumps(data, ensure_ascii=False)
-        for leak in (*LEAKS, "victim@u1", "Errno", "OperationFailure", "RuntimeError"):
-            assert leak not in text, (tool, leak, text)
+    target = urlsplit(mongo_uri)
+    with WireProxy((target.hostname, target.port or 27017)) as proxy:
+        through = dataclasses.replace(settings, mongodb_uri=proxy.uri, mongodb_server_selection_timeout_ms=500)
+        broken = LeakCheckedApi(make_app(through).test_client())
+        broken.call("list", {"user_id": "u1"})  # connected, indexes ensured: from now on every command fails
+        proxy.inject(Rule(lambda command: True, action))
+        bodies = {**_bodies("victim"), "session_create": {"user_id": "u1"}, "session_list": {"user_id": "u1"}}
+        for tool, body in bodies.items():
+            got_status, data = broken.post(tool, body)
+            assert got_status == status, (tool, data)
+            assert data["error_code"] == code, (tool, data)
+            text = json.dumps(data, ensure_ascii=False)
+            for leak in (*LEAKS, "victim@u1", "Errno", "OperationFailure", "authorized", "quiesce"):
+                assert leak not in text, (tool, leak, text)
 
 
 def test_validation_errors_name_the_field_but_echo_no_internals(api):
