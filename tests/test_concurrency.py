@@ -104,6 +104,24 @@ def test_two_hundred_parallel_merges_of_distinct_keys_all_land_and_advance_the_v
     assert json.loads(final["context"]) == {"base": 0, **{f"k{i}": i for i in range(200)}}
 
 
+def test_fifty_parallel_merges_into_a_context_over_64_kib_all_land_by_compare_and_set(service, collection):
+    """Too large for the patch log: each worker merges onto what it read and retries on conflict."""
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    pad = "x" * (70 * 1024)
+    start = service.ok("create", {"user_id": user, "context": json.dumps({"pad": pad})})
+    sid, v0 = start["session_id"], start["version"]
+
+    def merge(i):
+        return service.post("update", {"user_id": user, "session_id": sid, "context": json.dumps({f"k{i}": i})})
+
+    answers = parallel(50, merge)
+    assert [a["error_code"] for a in answers] == [""] * 50, Counter(a["error_code"] for a in answers)
+    assert sorted(a["version"] for a in answers) == list(range(v0 + 1, v0 + 51))
+    final = service.ok("get", {"user_id": user, "session_id": sid})
+    assert json.loads(final["context"]) == {"pad": pad, **{f"k{i}": i for i in range(50)}}
+    assert collection.find_one({"_id": f"{sid}@{user}"})["cp"] == []  # never through the patch log
+
+
 @pytest.mark.parametrize(
     ("op", "extra"),
     [("update", {"context": '{"writer": "W"}'}), ("append_messages", {"role": "user", "content": "W"})],
