@@ -1,10 +1,10 @@
-"""The embedded nx-27017, with its TTL purge run at most every 30 seconds per collection.
+"""The embedded nx-27017, its TTL purge run at most every 30 seconds, its queries on its indexes.
 
-neosqlite purges expired documents at the start of every find / count / aggregate: a full-table
-DELETE per read, so each read costs O(documents) and the embedded default slowed to a crawl past
-tens of thousands of sessions. MongoDB's own reaper runs once a minute, and this service checks
-expiry in every query itself, so nothing depends on the purge being immediate.
-Run as `python -m scripts.nx_server <nx-27017 arguments>`; without the hook it is plain nx-27017.
+neosqlite purges expired documents at the start of every find / count / aggregate: a DELETE per
+read. MongoDB's own reaper runs once a minute, and this service checks expiry in every query itself,
+so nothing depends on the purge being immediate. scripts/nx_patch.py then makes the purge and the
+queries by uid use indexes (list, slot holders, deletes by session key), so they stay flat as
+sessions accumulate. Run as `python -m scripts.nx_server <nx-27017 arguments>`; development tooling.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def throttle() -> bool:
 
 if __name__ == "__main__":
     throttle()
+    from scripts import nx_patch
+
+    nx_patch.apply()  # after throttle(): its TTL purge wraps the throttled one
     from nx_27017 import main
 
     sys.argv[0] = "nx-27017"

@@ -112,12 +112,6 @@ def test_memory_stays_within_its_byte_budget_dropping_the_least_recent():
     assert memory._bytes <= 1000
 
 
-def test_the_embedded_server_hook_finds_neosqlites_per_read_purge_to_throttle():
-    from scripts.nx_server import throttle
-
-    assert throttle() is True  # False would mean the pinned neosqlite changed and reads scan again
-
-
 def test_an_update_applied_here_gives_what_the_database_would_store():
     doc = {"_id": "k", "n": 2, "cp": ["{}"], "v": 4}
     update = {
