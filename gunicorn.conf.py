@@ -6,6 +6,7 @@ workers, and in development without SERVICE_TOKEN it generates one and prints it
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
@@ -23,6 +24,16 @@ preload_app = False  # each worker builds the app, and its MongoClient, after th
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+# gunicorn's control socket defaults to one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn): a second
+# instance on the machine took it over and its exit removed the first's. One per instance instead.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or str(
+    Path(os.environ.get("VAR_DIR", "var")).resolve() / f"gunicorn-{os.environ.get('PORT', '8080')}.ctl"
+)
+if len(control_socket) > 100:  # a Unix socket path must fit in 108 bytes
+    control_socket = str(
+        Path(tempfile.gettempdir()) / f"coze-session-{os.getuid()}-{os.environ.get('PORT', '8080')}.ctl"
+    )
 
 _embedded = None
 

@@ -13,7 +13,7 @@ from app.settings import Settings
 def create_app(settings: Settings | None = None, clock: Callable[[], int] | None = None) -> Flask:
     """The application factory; `settings` defaults to the environment's."""
     from app import api
-    from app.core import Limits
+    from app.core import Limits, LockWaiting
     from app.storage import Database, epoch_ms
 
     settings = settings or Settings.from_env()
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
         max_context_bytes=settings.max_context_bytes,
     )
     app.extensions["database"] = database
-    app.extensions["sessions"] = api.make_service(database, limits)
+    app.extensions["sessions"] = api.make_service(database, limits, LockWaiting(settings.lock_waiters))
     app.register_blueprint(api.bp)
     api.register_error_handlers(app)
     return app

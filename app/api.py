@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import errors, jsontext, responses, schemas, spec, validation
-from app.core import Limits, Sessions
+from app.core import Limits, LockWaiting, Sessions
 from app.storage import Database
 
 log = logging.getLogger("app.api")
@@ -54,9 +54,10 @@ def _handle(tool: spec.Tool) -> Response:
     body: Any = None
     code = ""
     try:
-        if not _authorized():
-            raise errors.Unauthorized()
         raw = request.get_data(cache=False)
+        if not _authorized():
+            g.lang = validation.lang_hint(raw)
+            raise errors.Unauthorized()
         try:
             body = jsontext.loads(raw, depth=jsontext.MAX_DEPTH + 2) if raw.strip() else {}
         except jsontext.JSONTextError as exc:
@@ -128,8 +129,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        out = responses.blank()
-        out.update(error=f"{exc.code} {exc.name}", error_code="INVALID_ARGUMENT")
+        g.lang = validation.lang_hint(request.get_data(cache=True))
+        reason = {404: "no_such_tool", 405: "method"}.get(exc.code or 400, "body")
+        invalid = errors.InvalidArgument(request.path if reason != "body" else "", reason)
+        out = responses.error(invalid, current_app.extensions["database"].clock(), g.lang)
         return _json(responses.project(out, spec.MANAGE_TOOL), exc.code or 400)
 
     @app.errorhandler(Exception)
@@ -138,6 +141,6 @@ def register_error_handlers(app: Flask) -> None:
         return _error(errors.Internal())
 
 
-def make_service(database: Database, limits: Limits) -> Callable[[], Sessions]:
+def make_service(database: Database, limits: Limits, waiting: LockWaiting) -> Callable[[], Sessions]:
     """The core on this process's store (created on first use, after gunicorn forks)."""
-    return lambda: Sessions(database.store(), limits)
+    return lambda: Sessions(database.store(), limits, waiting)

@@ -1,35 +1,46 @@
 """The core: every operation of every tool, as typed changes asked of the storage. Pure logic.
 
 No Flask, no pymongo, no stored field name: it says what should change under which condition, and
-answers an Outcome that the HTTP edge shapes into the tool's output.
+answers an Outcome that the HTTP edge shapes into the tool's output. The only waiting it does is
+for a session lock (`lock` with `options.wait`), bounded in time and in threads (LockWaiting).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import secrets
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app import errors
 from app.model import (
     Append,
+    Applied,
+    Change,
     ClearHistory,
     Close,
     Expect,
+    Lock,
     MergeContext,
     Message,
     NewSession,
     Outcome,
     ReplaceContext,
-    Session,
     Slide,
+    Unlock,
     context_text,
 )
 from app.validation import Call
 
 if TYPE_CHECKING:
     from app.storage.store import SessionStore
+
+FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5  # seconds between tries while waiting for a lock
 
 
 @dataclass(frozen=True)
@@ -43,22 +54,66 @@ class Limits:
     max_context_bytes: int
 
 
+class LockWaiting:
+    """How many of a process's threads may wait for a session lock at once.
+
+    A waiting `lock` holds its worker thread (gthread: one request, one thread) for up to
+    `options.wait` seconds, trying again with growing pauses; past `slots` waiters a lock that is
+    held is answered SESSION_LOCKED at once, so waiting can never take every thread of a worker.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._slots = threading.BoundedSemaphore(slots) if slots > 0 else None
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[bool]:
+        got = self._slots is not None and self._slots.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                self._slots.release()
+
+
 class Sessions:
     """Runs a validated Call against the store."""
 
-    def __init__(self, store: SessionStore, limits: Limits) -> None:
+    def __init__(self, store: SessionStore, limits: Limits, waiting: LockWaiting | None = None) -> None:
         self.store = store
         self.limits = limits
+        self.waiting = waiting or LockWaiting(0)
         self.clock: Callable[[], int] = store.clock
 
     def execute(self, call: Call) -> Outcome:
         return getattr(self, "op_" + call.operation)(call)
 
-    def _apply(self, call: Call, change, expect: Expect | None = None, **kw) -> Session:
-        """One change of the call's session, expected at `expected_version` if the call gives one."""
-        expect = expect or Expect(version=call.options.get("expected_version"))
+    # helpers
+
+    def _expect(self, call: Call, **conditions) -> Expect:
+        """The call's conditions: expected_version, its lock token, its request id."""
+        return Expect(
+            version=call.options.get("expected_version"),
+            lock_token=call.lock_token,
+            request_id=call.request_id,
+            **conditions,
+        )
+
+    def _apply(self, call: Call, change: Change, expect: Expect, now: int, **kw) -> Applied:
         persist = call.options.get("persist", True)
-        return self.store.apply(call.user_id, call.session_id, change, expect, persist=persist, **kw)
+        return self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
+
+    def _resuming(self, call: Call, run: Callable[[int], Outcome], *, guarded: bool) -> Outcome:
+        """`run` at the current time; with options.resume, an expired session still stored is first
+        revived exactly as touch would (a free slot, else SESSION_LIMIT_EXCEEDED), then `run` again."""
+        try:
+            return run(self.clock())
+        except errors.SessionExpired as exc:
+            if not call.options.get("resume") or exc.session is None:
+                raise
+        now = self.clock()
+        revive = Expect(live=False, guarded=guarded, lock_token=call.lock_token if guarded else "")
+        self._apply(call, Slide(revive=True), revive, now)
+        return dataclasses.replace(run(self.clock()), resumed=True)
 
     def _check_caps(self, call: Call) -> None:
         timeout = call.options.get("timeout")
@@ -71,66 +126,94 @@ class Sessions:
 
     def op_create(self, call: Call) -> Outcome:
         self._check_caps(call)
+        session_id = call.session_id
+        if not session_id:  # a request's own id: its repeats find the session it created
+            session_id = derived_session_id(call.user_id, call.request_id) if call.request_id else new_session_id()
         new = NewSession(
             user_id=call.user_id,
-            session_id=call.session_id or "sess_" + secrets.token_hex(16),
+            session_id=session_id,
             context=context_text(call.context or {}, self.limits.max_context_bytes),
             timeout_ms=call.options.get("timeout", self.limits.timeout) * 1000,
             max_history=call.options.get("max_history", self.limits.max_history),
             auto_clean=call.options.get("auto_clean", True),
         )
         persist = call.options.get("persist", True)
-        s, created = self.store.create(new, persist=persist, caller_id=bool(call.session_id))
         now = self.clock()
-        if not created:  # the caller's id names a live session: answer it, as a get would
-            s = self.store.apply(s.user_id, s.session_id, Slide(), Expect(writable=False), now=now, persist=persist)
-        return Outcome(at=now, session=s, created=created)
+        caller_id = bool(call.session_id or call.request_id)
+        done = self.store.create(new, now=now, persist=persist, caller_id=caller_id, request_id=call.request_id)
+        if not done.created:  # the caller's id names a live session: answer it, as a get would
+            done = self.store.apply(
+                call.user_id, session_id, Slide(), Expect(writable=False, guarded=False), now=now, persist=persist
+            )
+        return Outcome(at=now, session=done.session, created=done.created or done.replayed, replayed=done.replayed)
 
     def op_get(self, call: Call) -> Outcome:
-        now = self.clock()
-        return Outcome(at=now, session=self._apply(call, Slide(), Expect(writable=False), now=now))
+        def get(now: int) -> Outcome:
+            return Outcome(
+                at=now, session=self._apply(call, Slide(), Expect(writable=False, guarded=False), now).session
+            )
+
+        return self._resuming(call, get, guarded=False)
 
     def op_update(self, call: Call) -> Outcome:
-        now = self.clock()
         if call.options.get("merge", True):
-            change = MergeContext(call.context, self.limits.max_context_bytes)
+            change: Change = MergeContext(call.context, self.limits.max_context_bytes)
         else:
             change = ReplaceContext(context_text(call.context, self.limits.max_context_bytes))
-        return Outcome(at=now, session=self._apply(call, change, now=now))
+
+        def update(now: int) -> Outcome:
+            done = self._apply(call, change, self._expect(call), now)
+            return Outcome(at=now, session=done.session, replayed=done.replayed)
+
+        return self._resuming(call, update, guarded=True)
 
     def op_append_messages(self, call: Call) -> Outcome:
-        now = self.clock()
-        k = len(call.messages)
         reject = call.options.get("on_overflow") == "reject"
-        s = self._apply(call, Append(call.messages, at=now, reject_overflow=reject), now=now)
+        return self._resuming(call, lambda now: self._append(call, now, reject), guarded=True)
+
+    def _append(self, call: Call, now: int, reject: bool) -> Outcome:
+        k = len(call.messages)
+        done = self._apply(call, Append(call.messages, at=now, reject_overflow=reject), self._expect(call), now)
+        s = done.session
+        if done.replayed:  # the messages as the first time stored them, those still in the history
+            messages = self.store.messages(s, done.seqs.start, done.seqs.stop - 1) if done.seqs else []
+            return Outcome(at=now, session=s, replayed=True, messages=tuple(messages))
+        stored = [
+            Message(seq, role, content, now) for seq, (role, content) in zip(done.seqs, call.messages, strict=True)
+        ]
         before = min(s.appended - k, s.max_history)
-        first = s.last_seq - k + 1
-        messages = tuple(Message(first + i, role, content, now) for i, (role, content) in enumerate(call.messages))
-        return Outcome(at=now, session=s, dropped=before + k - s.message_count, messages=messages)
+        kept = tuple(m for m in stored if m.seq >= s.first_seq)  # max_history may drop some at once
+        return Outcome(at=now, session=s, dropped=before + k - s.message_count, messages=kept)
 
     def op_history(self, call: Call) -> Outcome:
         cursor = call.options.get("cursor")
         if cursor is not None and not cursor.isdigit():
             raise errors.InvalidArgument("options.cursor", "pattern")
+
+        def history(now: int) -> Outcome:
+            s = self._apply(call, Slide(), Expect(writable=False, guarded=False), now, with_messages=True).session
+            last = s.last_seq if cursor is None else min(s.last_seq, int(cursor) - 1)
+            first = max(s.first_seq, last - call.options["limit"] + 1)
+            messages = tuple(self.store.messages(s, first, last))
+            more = first <= last and first > s.first_seq
+            return Outcome(at=now, session=s, messages=messages, next_cursor=str(first) if more else "")
+
+        return self._resuming(call, history, guarded=False)
+
+    def _write(self, call: Call, change: Change, expect: Expect) -> Outcome:
         now = self.clock()
-        s = self._apply(call, Slide(), Expect(writable=False), now=now, with_messages=True)
-        last = s.last_seq if cursor is None else min(s.last_seq, int(cursor) - 1)
-        first = max(s.first_seq, last - call.options["limit"] + 1)
-        messages = tuple(self.store.messages(s, first, last))
-        more = first <= last and first > s.first_seq
-        return Outcome(at=now, session=s, messages=messages, next_cursor=str(first) if more else "")
+        done = self._apply(call, change, expect, now)
+        return Outcome(at=now, session=done.session, replayed=done.replayed, lock_token=done.lock_token)
 
     def op_clear_history(self, call: Call) -> Outcome:
-        now = self.clock()
-        return Outcome(at=now, session=self._apply(call, ClearHistory(), now=now))
+        return self._write(call, ClearHistory(), self._expect(call))
 
     def op_touch(self, call: Call) -> Outcome:
         self._check_caps(call)
         timeout = call.options.get("timeout")
-        now = self.clock()
         # No expiry condition: touch revives an expired session that is still stored.
         revive = Slide(timeout_ms=timeout * 1000 if timeout is not None else None, revive=True)
-        return Outcome(at=now, session=self._apply(call, revive, Expect(live=False), now=now))
+        return self._write(call, revive, self._expect(call, live=False))
 
     def op_list(self, call: Call) -> Outcome:
         after = None
@@ -148,14 +231,49 @@ class Sessions:
         return Outcome(at=now, sessions=page, next_cursor=f"{page[-1].created}:{page[-1].session_id}" if more else "")
 
     def op_close(self, call: Call) -> Outcome:
-        now = self.clock()
         try:
-            s = self._apply(call, Close(), now=now)
+            return self._write(call, Close(), self._expect(call))
         except errors.SessionClosed as exc:
-            s = exc.session  # closing twice is harmless: answer the closed session
-        return Outcome(at=now, session=s)
+            return Outcome(at=self.clock(), session=exc.session)  # closing twice is harmless
 
     def op_delete(self, call: Call) -> Outcome:
-        if not self.store.delete(call.user_id, call.session_id, persist=call.options.get("persist", True)):
+        now = self.clock()
+        expect = self._expect(call, writable=False, live=False)
+        found, replayed = self.store.delete(
+            call.user_id, call.session_id, expect, now=now, persist=call.options.get("persist", True)
+        )
+        if not found:
             raise errors.SessionNotFound()
-        return Outcome(at=self.clock(), session_id=call.session_id, status="deleted")
+        return Outcome(at=now, session_id=call.session_id, status="deleted", replayed=replayed)
+
+    def op_lock(self, call: Call) -> Outcome:
+        """Take (or with the current token, renew) the lock; wait up to options.wait for a holder."""
+        change = Lock(lease_ms=call.options["lease"] * 1000)
+        deadline = time.monotonic() + call.options.get("wait", 0)
+        pause = FIRST_PAUSE
+        with contextlib.ExitStack() as stack:
+            may_wait = None
+            while True:
+                try:
+                    return self._write(call, change, self._expect(call))
+                except errors.SessionLocked as exc:
+                    left = deadline - time.monotonic()
+                    if may_wait is None and left > 0:
+                        may_wait = stack.enter_context(self.waiting.slot())
+                    if left <= 0 or not may_wait:
+                        raise
+                    until_free = (exc.session.locked_until - self.clock()) / 1000
+                    time.sleep(max(0.0, min(pause, left, until_free)))
+                    pause = min(pause * 2, LONGEST_PAUSE)
+
+    def op_unlock(self, call: Call) -> Outcome:
+        return self._write(call, Unlock(), self._expect(call, writable=False, live=False))
+
+
+def new_session_id() -> str:
+    return "sess_" + secrets.token_hex(16)
+
+
+def derived_session_id(user_id: str, request_id: str) -> str:
+    """The id a create under `request_id` gives its session: every repeat of it names the same one."""
+    return "sess_" + hashlib.sha256(f"{user_id}\0{request_id}".encode()).hexdigest()[:32]

@@ -69,6 +69,14 @@ class VersionConflict(ServiceError):
     code = "VERSION_CONFLICT"
 
 
+class SessionLocked(ServiceError):
+    code = "SESSION_LOCKED"
+
+
+class LockNotHeld(ServiceError):
+    code = "LOCK_NOT_HELD"
+
+
 class Unauthorized(ServiceError):
     code = "UNAUTHORIZED"
 

@@ -38,6 +38,7 @@ class Session:
     message_count: int  # visible messages: the newest min(appended, max_history)
     appended: int  # messages appended since the last clear
     last_seq: int  # the newest message's seq (0 before the first)
+    locked_until: int = 0  # epoch milliseconds; the lock is held while it is in the future
     stored: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -50,6 +51,9 @@ class Session:
 
     def effective_status(self, now: int) -> str:
         return "expired" if self.expired(now) else self.status
+
+    def locked(self, now: int) -> bool:
+        return self.locked_until > now
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,22 @@ class Close:
     pass
 
 
-Change = Slide | ReplaceContext | MergeContext | Append | ClearHistory | Close
+@dataclass(frozen=True)
+class Lock:
+    """Take the session lock for `lease_ms`, or renew it when Expect.lock_token is the holder's.
+
+    The storage chooses the token (`token` is what it will write)."""
+
+    lease_ms: int
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class Unlock:
+    pass
+
+
+Change = Slide | ReplaceContext | MergeContext | Append | ClearHistory | Close | Lock | Unlock
 
 
 @dataclass(frozen=True)
@@ -121,6 +140,20 @@ class Expect:
     writable: bool = True  # not closed
     live: bool = True  # not expired
     version: int | None = None  # exactly this version (expected_version)
+    guarded: bool = True  # a write the session lock guards (reads are never blocked)
+    lock_token: str = ""  # the token the caller holds the lock with, if any
+    request_id: str = ""  # applied at most once per session: a repeat is answered, not applied
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a write left: the session, and whether it was a repeat of an earlier request_id."""
+
+    session: Session
+    replayed: bool = False
+    created: bool = False
+    seqs: range = range(0)  # the seqs an append's messages got (the first time, for a repeat)
+    lock_token: str = ""  # the token a lock took or renewed (the first time, for a repeat)
 
 
 @dataclass(frozen=True)
@@ -132,6 +165,9 @@ class Outcome:
     session_id: str = ""  # when no session is returned (delete)
     status: str = ""
     created: bool = False
+    replayed: bool = False
+    resumed: bool = False
+    lock_token: str = ""
     dropped: int = 0
     messages: tuple[Message, ...] = ()
     sessions: tuple[Session, ...] = ()

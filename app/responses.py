@@ -48,7 +48,13 @@ def session(s: Session, now: int) -> dict[str, Any]:
     """The full answer about one session; an expired session shows no context."""
     out = blank()
     out.update(summary(s, now))
-    out["context"] = "" if s.expired(now) else s.context
+    out.update(
+        context="" if s.expired(now) else s.context,
+        timeout=s.timeout_ms // 1000,
+        max_history=s.max_history,
+        auto_clean=s.auto_clean,
+        locked_until=iso(s.locked_until) if s.locked(now) else "",
+    )
     return out
 
 
@@ -59,6 +65,9 @@ def render(outcome: Outcome) -> dict[str, Any]:
         out.update(session_id=outcome.session_id, status=outcome.status)
     out.update(
         created=outcome.created,
+        replayed=outcome.replayed,
+        resumed=outcome.resumed,
+        lock_token=outcome.lock_token,
         dropped=outcome.dropped,
         messages=[message(m) for m in outcome.messages],
         sessions=[summary(s, outcome.at) for s in outcome.sessions],

@@ -76,7 +76,7 @@ def response_schema(tool: Tool, *, strict: bool = True) -> dict[str, Any]:
         props["error_code"]["enum"] = ["", *spec.ERRORS]
         out["required"] = list(props)
         out["additionalProperties"] = False
-        for name in ("expires_in", "message_count", "dropped", "version"):
+        for name in ("expires_in", "message_count", "dropped", "version", "timeout", "max_history"):
             if name in props:
                 props[name]["minimum"] = 0
     return out

@@ -53,6 +53,7 @@ class Settings:
     max_context_bytes: int = spec.MAX_CONTEXT_BYTES
     max_body_bytes: int = 8 * 1024 * 1024
     history_inline: int = 50
+    lock_waiters: int = 4  # requests of one worker that may wait for a session lock at once
     purge_grace: int = 300
     expired_retention: int = 7 * 24 * 3600
     public_base_url: str = "http://127.0.0.1:8080"
@@ -88,6 +89,7 @@ class Settings:
             max_context_bytes=_int(env, "MAX_CONTEXT_BYTES", spec.MAX_CONTEXT_BYTES),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
             history_inline=_int(env, "HISTORY_INLINE", 50),
+            lock_waiters=_int(env, "LOCK_WAITERS", 4, 0),
             purge_grace=_int(env, "PURGE_GRACE", 300),
             expired_retention=_int(env, "EXPIRED_RETENTION", 7 * 24 * 3600),
             public_base_url=env.get("PUBLIC_BASE_URL", "").strip() or "http://127.0.0.1:8080",

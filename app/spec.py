@@ -34,6 +34,9 @@ MAX_SAFE_INTEGER = 2**53 - 1  # integers every JSON client reads exactly; far in
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}\Z"  # \Z: Python's $ also matches before a final newline
 USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}\Z"
 CURSOR_PATTERN = r"^[0-9A-Za-z_.:-]{1,200}\Z"
+TOKEN_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}\Z"  # request ids and lock tokens
+MAX_LEASE = 600
+MAX_WAIT = 25
 
 STATUSES = ("active", "expired", "closed", "deleted", "")
 ROLES = ("user", "assistant", "system", "tool")
@@ -87,6 +90,8 @@ INPUTS: dict[str, Field] = {
             "list",
             "close",
             "delete",
+            "lock",
+            "unlock",
         ),
     ),
     "user_id": Field(
@@ -110,6 +115,19 @@ INPUTS: dict[str, Field] = {
     "messages": Field("array", "要追加的消息", "Messages to append.", items=MESSAGE_IN, max_items=MAX_HISTORY),
     "role": Field("string", "单条消息的角色（与 content 一起使用）", "Role of a single message.", enum=ROLES),
     "content": Field("string", "单条消息的内容（与 role 一起使用）", "Content of a single message (with role)."),
+    "request_id": Field(
+        "string",
+        "请求ID：同一会话上重复的请求（重试）不再执行，返回 replayed=true（1–128 个字母、数字或 _ - . :）",
+        "Request id: a repeat on the same session (a retry) applies nothing and answers replayed=true "
+        "(1-128 letters, digits or _ - . :).",
+        pattern=TOKEN_PATTERN,
+    ),
+    "lock_token": Field(
+        "string",
+        "会话锁令牌：会话被锁定时，写操作必须带上 lock 返回的令牌",
+        "Lock token: while the session is locked, every write must carry the token lock returned.",
+        pattern=TOKEN_PATTERN,
+    ),
 }
 
 OPTIONS: dict[str, Field] = {
@@ -182,6 +200,28 @@ OPTIONS: dict[str, Field] = {
         enum=("all", "active", "expired", "closed"),
         default="all",
     ),
+    "lease": Field(
+        "integer",
+        "锁的租期（秒），到期自动释放",
+        "Lock lease in seconds; the lock is released when it runs out.",
+        default=30,
+        minimum=1,
+        maximum=MAX_LEASE,
+    ),
+    "wait": Field(
+        "integer",
+        "锁被他人持有时最多等待的秒数（0 表示不等待）",
+        "Seconds to wait for a lock someone else holds (0: do not wait).",
+        default=0,
+        minimum=0,
+        maximum=MAX_WAIT,
+    ),
+    "resume": Field(
+        "boolean",
+        "自动重连：会话已超时但尚未清理时先恢复它（如同 touch）",
+        "Auto-resume: an expired session that is still stored is first revived (as touch would).",
+        default=False,
+    ),
     "lang": Field("string", "错误信息语言", "Language of error messages.", enum=("zh", "en"), default="zh"),
 }
 
@@ -228,13 +268,30 @@ OUTPUTS: dict[str, Field] = {
     "expires_at": Field("string", "过期时间（UTC）", "Expires at (UTC, ISO 8601)."),
     "expires_in": Field("integer", "剩余秒数", "Seconds until expiry."),
     "message_count": Field("integer", "消息条数", "Messages in the history."),
+    "timeout": Field("integer", "超时时间（秒）", "The session's timeout in seconds."),
+    "max_history": Field("integer", "最大历史记录数", "The most messages the session keeps."),
+    "auto_clean": Field("boolean", "过期后是否自动清理", "Whether the session is purged once expired."),
+    "locked_until": Field(
+        "string",
+        "会话锁到期时间（UTC）；未锁定时为空",
+        "The session lock's expiry (UTC, ISO 8601); empty when unlocked.",
+    ),
     "created": Field("boolean", "是否新建", "True when a new session was created."),
+    "replayed": Field(
+        "boolean",
+        "重复的请求：未再执行，返回当前状态",
+        "A repeat of an earlier request_id: nothing applied again, the current state returned.",
+    ),
+    "resumed": Field("boolean", "会话已超时并被自动恢复", "The session had expired and was revived (options.resume)."),
+    "lock_token": Field(
+        "string", "本次获得或续期的锁令牌；否则为空", "The lock token this call took or renewed; empty otherwise."
+    ),
     "dropped": Field("integer", "被丢弃的最旧消息数", "Oldest messages dropped by this append."),
     "messages": Field("array", "消息（按时间顺序）", "Messages, oldest first.", items=MESSAGE_OUT),
     "next_cursor": Field("string", "下一页游标；没有更多时为空", "Cursor of the next page; empty when no more."),
     "sessions": Field("array", "会话列表", "The user's sessions.", items=SESSION_ITEM),
 }
-BASE_OUTPUTS = tuple(list(OUTPUTS)[:11])
+BASE_OUTPUTS = tuple(list(OUTPUTS)[: list(OUTPUTS).index("locked_until") + 1])
 
 
 @dataclass(frozen=True)
@@ -252,6 +309,7 @@ class Operation:
 
 
 _ID = ("user_id", "session_id")
+_WRITE = (*_ID, "request_id", "lock_token")  # a write: retried safely by request_id, guarded by the lock
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
@@ -261,9 +319,9 @@ OPERATIONS: dict[str, Operation] = {
             "Create a session with an optional initial context; an existing session of the same "
             "id is returned instead (created=false).",
             ("user_id",),
-            (*_ID, "context"),
+            (*_ID, "context", "request_id"),
             ("timeout", "max_history", "auto_clean", "persist", "lang"),
-            ("created",),
+            ("created", "replayed"),
         ),
         Operation(
             "get",
@@ -271,24 +329,26 @@ OPERATIONS: dict[str, Operation] = {
             "Read a session's state and context.",
             _ID,
             _ID,
-            ("lang",),
+            ("resume", "lang"),
+            ("resumed",),
         ),
         Operation(
             "update",
             "修改上下文：合并（默认）或替换",
             "Change the context: merge (default, JSON Merge Patch) or replace.",
             (*_ID, "context"),
-            (*_ID, "context"),
-            ("merge", "expected_version", "persist", "lang"),
+            (*_WRITE, "context"),
+            ("merge", "expected_version", "resume", "persist", "lang"),
+            ("replayed", "resumed"),
         ),
         Operation(
             "append_messages",
             "追加一条或多条消息到历史",
             "Append one or more messages to the history.",
             _ID,
-            (*_ID, "messages", "role", "content"),
-            ("on_overflow", "expected_version", "persist", "lang"),
-            ("dropped", "messages"),
+            (*_WRITE, "messages", "role", "content"),
+            ("on_overflow", "expected_version", "resume", "persist", "lang"),
+            ("replayed", "resumed", "dropped", "messages"),
         ),
         Operation(
             "history",
@@ -296,24 +356,26 @@ OPERATIONS: dict[str, Operation] = {
             "Read the newest messages, oldest first; next_cursor pages back.",
             _ID,
             _ID,
-            ("limit", "cursor", "lang"),
-            ("messages", "next_cursor"),
+            ("limit", "cursor", "resume", "lang"),
+            ("resumed", "messages", "next_cursor"),
         ),
         Operation(
             "clear_history",
             "清空消息历史，保留会话",
             "Drop all messages, keep the session.",
             _ID,
-            _ID,
+            _WRITE,
             ("expected_version", "persist", "lang"),
+            ("replayed",),
         ),
         Operation(
             "touch",
             "延长超时；可恢复尚未清理的过期会话",
             "Extend the timeout; revives an expired session that is still stored.",
             _ID,
-            _ID,
+            _WRITE,
             ("timeout", "persist", "lang"),
+            ("replayed",),
             option_overrides={"timeout": {"default": None}},
         ),
         Operation(
@@ -331,16 +393,37 @@ OPERATIONS: dict[str, Operation] = {
             "结束会话：可读，不可写，不再占用会话数",
             "End a session: readable, no longer writable, no longer counted.",
             _ID,
-            _ID,
+            _WRITE,
             ("expected_version", "persist", "lang"),
+            ("replayed",),
         ),
         Operation(
             "delete",
             "立即删除会话及其消息",
             "Delete the session and its messages now.",
             _ID,
-            _ID,
+            _WRITE,
             ("persist", "lang"),
+            ("replayed",),
+        ),
+        Operation(
+            "lock",
+            "锁定会话一轮（会话锁）：返回 lock_token，锁定期间写操作须带上它；带上当前令牌则续期",
+            "Lock the session for a turn (the session lock): answers lock_token, which every write needs "
+            "while the lock is held; with the current token it renews the lease.",
+            _ID,
+            _WRITE,
+            ("lease", "wait", "persist", "lang"),
+            ("replayed", "lock_token"),
+        ),
+        Operation(
+            "unlock",
+            "释放会话锁",
+            "Release the session lock.",
+            (*_ID, "lock_token"),
+            _WRITE,
+            ("persist", "lang"),
+            ("replayed",),
         ),
     )
 }
@@ -394,9 +477,9 @@ MANAGE_TOOL = Tool(
     "session_manage",
     "/v1/session",
     "会话管理：用 operation 选择操作（create、get、update、append_messages、history、"
-    "clear_history、touch、list、close、delete）",
+    "clear_history、touch、list、close、delete、lock、unlock）",
     "Session management: choose the operation with `operation` (create, get, update, "
-    "append_messages, history, clear_history, touch, list, close, delete).",
+    "append_messages, history, clear_history, touch, list, close, delete, lock, unlock).",
     tuple(OPERATIONS),
 )
 TOOLS: tuple[Tool, ...] = (
@@ -445,6 +528,13 @@ ERRORS: dict[str, ErrorSpec] = {
             "版本冲突：当前版本为 {current}",
             "version conflict: the session is at version {current}",
         ),
+        ErrorSpec("SESSION_LOCKED", 200, "会话已被锁定（见 locked_until）", "session is locked (see locked_until)"),
+        ErrorSpec(
+            "LOCK_NOT_HELD",
+            200,
+            "未持有会话锁：令牌已释放、已过期或属于其他持有者",
+            "lock not held: the token was released, has expired, or is another holder's",
+        ),
         ErrorSpec("UNAUTHORIZED", 401, "未授权：服务令牌缺失或错误", "unauthorized: missing or wrong service token"),
         ErrorSpec(
             "PAYLOAD_TOO_LARGE", 413, "请求体过大（上限 {limit} 字节）", "request body too large (limit {limit} bytes)"
@@ -480,4 +570,6 @@ REASONS: dict[str, tuple[str, str]] = {
     "role_content": ("需要 messages 或 role 与 content", "needs messages, or role and content"),
     "body": ("请求体应为 JSON 对象", "the request body must be a JSON object"),
     "operation": ("不支持的操作", "is not a supported operation"),
+    "no_such_tool": ("不是此服务的工具", "is not a tool of this service"),
+    "method": ("只接受 POST 请求", "accepts POST only"),
 }

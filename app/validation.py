@@ -1,11 +1,15 @@
 """Turns a request body into a checked Call, enforcing the generated schemas. Pure: no I/O.
 
 Coze fills top-level inputs the author left empty with "", 0 or false and treats null as missing,
-so those mean "not given" here; defaults declared in the spec fill the options.
+and a workflow variable bound into `options` is often "" or 0 (a paging loop's first cursor, a
+counter): so "" and 0 mean "not given" at the top level and in `options` alike (false is literal),
+and defaults declared in the spec fill the options. The `operation` tool receives the union of every
+operation's options: those its operation does not use are ignored, not validated.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +21,7 @@ from app.errors import InvalidArgument
 
 _VALIDATORS = {t.name: Draft202012Validator(schemas.request_schema(t)) for t in spec.TOOLS}
 _OPTIONS = {op: spec.TOOLS_BY_NAME[f"session_{op}"].options() for op in spec.OPERATIONS}  # not per request
+_ANY_OPTION = set(spec.OPTIONS)
 for _v in _VALIDATORS.values():
     Draft202012Validator.check_schema(_v.schema)
 _TYPE_NAMES = {"string": "string", "integer": "integer", "boolean": "boolean", "object": "object", "array": "array"}
@@ -32,6 +37,8 @@ class Call:
     context: dict | None
     messages: tuple[tuple[str, str], ...]
     options: dict[str, Any]
+    request_id: str = ""
+    lock_token: str = ""
 
     @property
     def lang(self) -> str:
@@ -61,6 +68,15 @@ def _schema_error(error: Any) -> InvalidArgument:
     return InvalidArgument(path, keyword, expected)
 
 
+_LANG = re.compile(rb'"lang"\s*:\s*"(en|zh)"')
+
+
+def lang_hint(raw: bytes) -> str:
+    """The language asked for by a body not parsed (unauthorised, or sent to no tool): zh unless it says en."""
+    found = _LANG.search(raw[:65536])
+    return found.group(1).decode() if found else "zh"
+
+
 def lang_of(body: Any) -> str:
     """The language a response should use, read leniently (also for bodies that fail validation)."""
     options = body.get("options") if isinstance(body, dict) else None
@@ -77,9 +93,15 @@ def parse(tool_name: str, body: Any, connector_user: str = "", defaults: dict | 
     if not isinstance(body, dict):
         raise InvalidArgument("", "body")
     data = {k: v for k, v in body.items() if _given(v)}
-    options = data.get("options") if isinstance(data.get("options"), dict) else data.get("options", {})
-    if isinstance(options, dict):
-        data["options"] = {k: v for k, v in options.items() if v is not None}
+    if isinstance(data.get("options"), dict):
+        named = data.get("operation")
+        used = _OPTIONS.get(named) if len(tool.operations) > 1 and isinstance(named, str) else None
+        data["options"] = {
+            k: v
+            for k, v in data["options"].items()
+            if _given(v) or v == []  # [] is no option's type: left to be refused
+            if used is None or k in used or k not in _ANY_OPTION  # an unknown name is still refused
+        }
     if "user_id" not in data and connector_user:
         data["user_id"] = connector_user
     error = best_match(_VALIDATORS[tool_name].iter_errors(data))
@@ -95,8 +117,6 @@ def parse(tool_name: str, body: Any, connector_user: str = "", defaults: dict | 
     options = {n: f.default for n, f in fields.items() if f.default is not None}
     options.update({k: v for k, v in (defaults or {}).items() if options.get(k) is not None})
     options.update({k: v for k, v in data.get("options", {}).items() if k in fields})
-    if options.get("expected_version") == 0:
-        del options["expected_version"]
     for name, value in options.items():  # the operation's own bounds (the manage tool's are wider)
         f = fields[name]
         if f.type == "integer" and isinstance(value, float):
@@ -111,6 +131,8 @@ def parse(tool_name: str, body: Any, connector_user: str = "", defaults: dict | 
         context=_context(data["context"]) if "context" in data and "context" in op.inputs else None,
         messages=_messages(data) if operation == "append_messages" else (),
         options=options,
+        request_id=data.get("request_id", "") if "request_id" in op.inputs else "",
+        lock_token=data.get("lock_token", "") if "lock_token" in op.inputs else "",
     )
 
 
@@ -134,7 +156,11 @@ def _messages(data: dict) -> tuple[tuple[str, str], ...]:
     if "messages" in data:
         pairs = [(m["role"], m["content"]) for m in data["messages"]]
         where = "messages.{i}.content"
-    elif "role" in data and "content" in data:
+    elif "role" in data or "content" in data:
+        if "content" not in data:
+            raise InvalidArgument("content", "required")
+        if "role" not in data:
+            raise InvalidArgument("role", "required")
         pairs = [(data["role"], data["content"])]
         where = "content"
     else:

@@ -56,8 +56,9 @@ def load_documents(base_url: str, token: str, out: Output, root: Path = ROOT) ->
     return Documents(manifest, openapi)
 
 
-def sample_parameters(tool: spec.Tool, user_id: str, session_id: str) -> dict[str, Any]:
-    """The flat input object debug_api sends for `tool`, from the spec: what its operation needs."""
+def sample_parameters(tool: spec.Tool, user_id: str, session_id: str, lock_token: str = "") -> dict[str, Any]:
+    """The flat input object debug_api sends for `tool`, from the spec: what its operation needs
+    (`lock_token`: the one session_lock returned, for session_unlock)."""
     op_name = "get" if len(tool.operations) > 1 else tool.operations[0]
     op = spec.OPERATIONS[op_name]
     params: dict[str, Any] = {}
@@ -72,17 +73,25 @@ def sample_parameters(tool: spec.Tool, user_id: str, session_id: str) -> dict[st
             params[name] = json.dumps({"coze_debug": True, "tool": tool.name})
         elif name == "messages" and name in op.inputs:
             params[name] = [{"role": "user", "content": "Hello from the registration script's debug run."}]
+        elif name == "lock_token" and name in op.needs:
+            params[name] = lock_token or "no-lock-was-taken"
     if "lang" in tool.options():
         params["options"] = {"lang": "en"}
+    if "lease" in tool.options():
+        params["options"]["lease"] = 10  # released by session_unlock right after, or soon anyway
     return params
 
 
+LAST = (("lock",), ("unlock",), ("close",), ("delete",))  # in this order, after every other tool
+
+
 def debug_order(name: str) -> tuple[int, int]:
-    """create first (its session serves the others), close then delete last, the rest in spec order."""
+    """create first (its session serves the others), then the rest in spec order, then lock, unlock
+    (with lock's token: no other write meets the lock), close and delete."""
     tool = spec.TOOLS_BY_NAME.get(name)
     index = spec.TOOLS.index(tool) if tool else len(spec.TOOLS)
     ops = tool.operations if tool else ()
-    rank = 0 if ops == ("create",) else 2 if ops == ("close",) else 3 if ops == ("delete",) else 1
+    rank = 0 if ops == ("create",) else 2 + LAST.index(ops) if ops in LAST else 1
     return rank, index
 
 

@@ -152,7 +152,7 @@ class Registrar:
         passed = sum(t.debug_status == 1 for t in tools)
         self.out.step("tools", f"{len(tools)} enabled, {passed} passed debug before this run")
         user_id = f"coze-debug-{secrets.token_hex(6)}"
-        session_id = ""
+        session_id = lock_token = ""
         fallback_id = f"coze-debug-{secrets.token_hex(6)}"  # if session_create fails, the others still run
         failures: dict[str, str] = {}
         deleted = False
@@ -164,7 +164,7 @@ class Registrar:
                     failures[tool.name] = "not a tool of app/spec.py: no sample input"
                     self.out.step(f"debug {tool.name}", "skipped (not in app/spec.py)")
                     continue
-                params = sample_parameters(spec_tool, user_id, session_id or fallback_id)
+                params = sample_parameters(spec_tool, user_id, session_id or fallback_id, lock_token)
                 ok, reason, resp = self._debug_one(tool, params)
                 if not ok:
                     failures[tool.name] = reason
@@ -176,6 +176,8 @@ class Registrar:
                 self.out.step(f"debug {tool.name}", f"pass{note}")
                 if spec_tool.operations == ("create",) and resp.get("session_id"):
                     session_id = str(resp["session_id"])
+                if spec_tool.operations == ("lock",) and resp.get("lock_token"):
+                    lock_token = str(resp["lock_token"])
                 if spec_tool.operations == ("delete",) and not resp.get("error_code"):
                     deleted = True
         finally:

@@ -353,7 +353,8 @@ def test_history_matches_a_simple_model_through_appends_clears_and_paging(core, 
             k = rng.choice([1, 1, 1, 2, 3, 5, 9])
             batch = [{"role": "user", "content": f"x{total + i + 1}"} for i in range(k)]
             out = run(core, "append_messages", session_id="s", messages=batch)
-            assert [m["seq"] for m in out["messages"]] == list(range(total + 1, total + k + 1))
+            kept_from = total + k - min(n + k, max_history) + 1  # the answer lists what max_history kept
+            assert [m["seq"] for m in out["messages"]] == list(range(max(total + 1, kept_from), total + k + 1))
             model += [(total + i + 1, f"x{total + i + 1}") for i in range(k)]
             total, n = total + k, n + k
         else:

@@ -144,7 +144,7 @@ def test_an_unknown_field_is_refused_naming_it(api, tool, body, field):
     [
         ("create", {"options": {"timeout": "60"}}, "options.timeout"),
         ("create", {"options": {"timeout": 1.5}}, "options.timeout"),
-        ("create", {"options": {"timeout": 0}}, "options.timeout"),
+        ("create", {"options": {"timeout": -5}}, "options.timeout"),
         ("create", {"options": {"auto_clean": "false"}}, "options.auto_clean"),
         ("create", {"options": {"max_history": 1001}}, "options.max_history"),
         ("create", {"session_id": 5}, "session_id"),

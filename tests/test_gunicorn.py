@@ -9,7 +9,7 @@ import requests
 
 from app import spec
 from scripts.embedded import free_port
-from tests.servers import gunicorn
+from tests.servers import gunicorn, service_env
 from tests.support import check_response
 
 pytestmark = pytest.mark.slow
@@ -43,3 +43,14 @@ def test_make_run_setup_starts_the_embedded_database_and_serves_the_spec_example
     assert "embedded database: nx-27017" in text
     assert token in text  # printed for the developer
     assert (tmp_path / "var" / "sessions.db").exists()
+
+
+def test_each_instance_keeps_its_own_control_socket_when_another_stops(tmp_path, mongo_uri):
+    sockets = []
+    with gunicorn({**service_env(mongo_uri, "test_ctl"), "VAR_DIR": str(tmp_path / "a")}) as first:
+        sockets.append(tmp_path / "a" / f"gunicorn-{first.rsplit(':', 1)[1]}.ctl")
+        with gunicorn({**service_env(mongo_uri, "test_ctl"), "VAR_DIR": str(tmp_path / "b")}) as second:
+            sockets.append(tmp_path / "b" / f"gunicorn-{second.rsplit(':', 1)[1]}.ctl")
+            assert all(s.is_socket() for s in sockets)
+        assert sockets[0].is_socket()  # the other's exit left this one alone
+        assert requests.get(first + "/healthz", timeout=10).status_code == 200

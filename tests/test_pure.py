@@ -138,15 +138,15 @@ CONTENTS = ["", "hello", "a|b:c|", "中文😀", "\x00", "x\x00y\x01z\x01\x03\x0
 
 @pytest.mark.parametrize("content", CONTENTS)
 def test_a_stored_message_decodes_to_what_was_appended_and_takes_the_bytes_the_size_rule_counts(content):
-    text = layout.encode_message("assistant", content, 1700000000123)
-    assert layout.decode_message(text) == ("assistant", content, 1700000000123)
-    header = len("assistant|1700000000123|")
-    assert len(text.encode()) - header == validation.message_bytes(content)
-    assert "\x00" not in text  # nx-27017's $push cuts a string at NUL
+    for request_id, header in (("", "assistant|1700000000123|"), ("r-1.a:b", "assistant|1700000000123#r-1.a:b|")):
+        text = layout.encode_message("assistant", content, 1700000000123, request_id)
+        assert layout.decode_message(text) == ("assistant", content, 1700000000123, request_id)
+        assert len(text.encode()) - len(header) == validation.message_bytes(content)
+        assert "\x00" not in text  # nx-27017's $push cuts a string at NUL
 
 
 def test_a_message_stored_by_an_earlier_version_as_json_text_still_reads():
-    assert layout.decode_message('{"r":"user","c":"hi | there","t":5}') == ("user", "hi | there", 5)
+    assert layout.decode_message('{"r":"user","c":"hi | there","t":5}') == ("user", "hi | there", 5, "")
 
 
 CHANGES = [

@@ -73,6 +73,7 @@ def test_the_first_run_registers_debugs_every_tool_against_the_real_service_and_
     register = next(body for path, body in coze.requests if path == "/api/plugin_api/register")
     assert isinstance(register["ai_plugin"], str) and isinstance(register["openapi"], str)
     assert [t.debug_status for t in plugin.tools] == [1] * len(TOOL_NAMES)
+    assert "answered error_code" not in out, out  # every sample succeeds: unlock gets the token lock took
     assert plugin.versions == ["v0.0.1"]
     called = [c["tool"] for c in coze.service_calls]
     assert sorted(called) == sorted(TOOL_NAMES)

@@ -168,9 +168,19 @@ class Archive:
         out = []
         for seq in range(first, last + 1):
             if seq in texts:  # absent only if a concurrent clear or delete removed it
-                role, content, ts = decode_message(texts[seq])
+                role, content, ts, _ = decode_message(texts[seq])
                 out.append(Message(seq, role, content, ts))
         return out
+
+    def seqs_of(self, s: Session, request_id: str) -> list[int]:
+        """The visible seqs of the messages an append under `request_id` stored, newest chunks first searched."""
+        start = inline_first(s)
+        texts = {start + i: text for i, text in enumerate(s.stored.texts or ())}
+        found = [seq for seq, text in texts.items() if seq >= s.first_seq and decode_message(text)[3] == request_id]
+        if not found and s.first_seq < start:
+            archived = self._archived(s, s.first_seq, start - 1)
+            found = [seq for seq, text in archived.items() if decode_message(text)[3] == request_id]
+        return sorted(found)
 
     def _archived(self, s: Session, first: int, last: int) -> dict[int, str]:
         wanted = [f for f, end in chunk_ranges(s) if end >= first and f <= last]

@@ -19,8 +19,8 @@ from app.model import NewSession, Session
 
 FIELDS: dict[str, str] = {
     # every document
-    "_id": "session '<sid>@<uid>', tombstone '~<sid>@<uid>', archive chunk '<sid>@<uid>#<r>#<first seq>'",
-    "k": "kind: 's' session, 't' tombstone, 'm' archive chunk",
+    "_id": "session '<sid>@<uid>', tombstone '~' + that, archive chunk that + '#<r>#<first seq>', receipt '!' + that",
+    "k": "kind: 's' session, 't' tombstone, 'm' archive chunk, 'd' receipt of a delete",
     "uid": "user id: in every document and every filter (the shard key)",
     "sid": "session id",
     "slot": "0..MAX_SESSIONS-1 while the session holds one of its user's active slots, else its own _id",
@@ -46,6 +46,9 @@ FIELDS: dict[str, str] = {
     "bk": "first seqs of the archive chunks, ascending",
     "cs": "messages per archive chunk, fixed at creation (every worker cuts the same chunks)",
     "r": "random incarnation: a session re-created under the same id is another one",
+    "lk": "the session lock's token ('' when never locked or released)",
+    "lu": "the session lock held until (ms); at or before now: unlocked",
+    "rq": "the last request ids applied to the session (or, in a receipt, to its delete), oldest first",
     # archive chunks
     "seq": "the chunk's first seq",
 }
@@ -53,7 +56,7 @@ FIELDS: dict[str, str] = {
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ESCAPED = re.compile("[\x00\x01]")
 _UNESCAPED = re.compile("\x01[\x02\x03]")
-_HEAD = re.compile(r"([a-z]+)([|:])(\d+)\|")
+_HEAD = re.compile(r"([a-z]+)([|:])(\d+)(?:#([A-Za-z0-9_.:-]+))?\|")
 
 
 def key(user_id: str, session_id: str) -> str:
@@ -70,6 +73,11 @@ def chunk_key(session_key: str, nonce: str, first_seq: int) -> str:
     return f"{session_key}#{nonce}#{first_seq}"
 
 
+def receipt_key(session_key: str) -> str:
+    """The _id of the receipt a delete with a request_id leaves, so that a repeat is answered."""
+    return "!" + session_key
+
+
 def chunk_seq(chunk_id: str) -> int:
     return int(chunk_id.rsplit("#", 1)[1])
 
@@ -81,25 +89,27 @@ def from_ms(ms: int) -> dt.datetime:
 # Messages are stored as "<role>|<ts>|<content>", so stored bytes are the content's own: MongoDB's 16 MiB
 # counts what is stored. NUL (which nx-27017's $push truncates at) and \x01 are escaped as \x01\x03 and
 # \x01\x02, after ":" instead of the first "|"; the spec counts those characters twice (message_bytes).
-# Texts of older versions are JSON objects {"r", "c", "t"}.
+# A message appended under a request_id carries it, "<role>|<ts>#<request id>|<content>": a repeat of
+# that request finds the seqs its messages got. Texts of older versions are JSON objects {"r", "c", "t"}.
 
 
-def encode_message(role: str, content: str, ts: int) -> str:
+def encode_message(role: str, content: str, ts: int, request_id: str = "") -> str:
+    head = f"{ts}#{request_id}" if request_id else str(ts)
     if "\x00" in content or "\x01" in content:
-        return f"{role}:{ts}|" + _ESCAPED.sub(lambda m: "\x01\x03" if m.group() == "\x00" else "\x01\x02", content)
-    return f"{role}|{ts}|{content}"
+        return f"{role}:{head}|" + _ESCAPED.sub(lambda m: "\x01\x03" if m.group() == "\x00" else "\x01\x02", content)
+    return f"{role}|{head}|{content}"
 
 
-def decode_message(text: str) -> tuple[str, str, int]:
-    """(role, content, ts) of a stored message text."""
+def decode_message(text: str) -> tuple[str, str, int, str]:
+    """(role, content, ts, request id or "") of a stored message text."""
     if text.startswith("{"):
         m = jsontext.loads(text)
-        return m["r"], m["c"], m["t"]
+        return m["r"], m["c"], m["t"], ""
     head = _HEAD.match(text)
     content = text[head.end() :]
     if head[2] == ":":
         content = _UNESCAPED.sub(lambda m: "\x00" if m.group() == "\x01\x03" else "\x01", content)
-    return head[1], content, int(head[3])
+    return head[1], content, int(head[3]), head[4] or ""
 
 
 def text_bytes(texts: tuple[str, ...] | list[str]) -> int:
@@ -120,6 +130,9 @@ class Stored:
     patches: int = 0
     chunk_size: int = 0
     texts: tuple[str, ...] | None = None  # msgs, when asked for
+    lock_token: str = ""
+    requests: tuple[str, ...] = ()
+    lockable: bool = True  # False for a document of a version before the lock: it has no `lu` yet
 
     @property
     def holds_slot(self) -> bool:
@@ -157,6 +170,7 @@ def from_doc(doc: dict) -> Session:
         message_count=min(doc["n"], doc["mh"]),
         appended=doc["n"],
         last_seq=doc["tot"],
+        locked_until=doc.get("lu", 0),
         stored=Stored(
             key=doc["_id"],
             nonce=doc.get("r", ""),
@@ -168,12 +182,15 @@ def from_doc(doc: dict) -> Session:
             patches=len(doc.get("cp", ())),
             chunk_size=doc.get("cs", 0),
             texts=tuple(msgs) if msgs is not None else None,
+            lock_token=doc.get("lk", ""),
+            requests=tuple(doc.get("rq", ())),
+            lockable="lu" in doc,
         ),
     )
 
 
-def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: int) -> dict:
-    """A fresh session document, version 1."""
+def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: int, request_id: str = "") -> dict:
+    """A fresh session document, version 1; `request_id` is the create's."""
     doc = {
         "_id": key(new.user_id, new.session_id),
         "k": "s",
@@ -199,6 +216,9 @@ def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: 
         "bk": [],
         "cs": chunk_size,
         "r": secrets.token_hex(8),
+        "lk": "",
+        "lu": 0,
+        "rq": [request_id] if request_id else [],
     }
     if new.auto_clean:
         doc["pa"] = from_ms(purge_ms)
@@ -218,6 +238,12 @@ def new_tomb(session_doc: dict, purge_ms: int) -> dict:
         "pa": from_ms(purge_ms),
         "pms": purge_ms,
     }
+
+
+def receipt_fields(user_id: str, session_id: str, purge_ms: int) -> dict:
+    """A receipt's fields besides its request ids: what a delete under a request_id leaves for its repeats."""
+    rid = receipt_key(key(user_id, session_id))
+    return {"k": "d", "uid": user_id, "sid": session_id, "slot": rid, "pa": from_ms(purge_ms), "pms": purge_ms}
 
 
 def new_chunk(s: Session, first_seq: int, texts: list[str]) -> dict:

@@ -9,14 +9,28 @@ copies every document): only features MongoDB 5.0+ and nx-27017 both handle.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import secrets
 from collections.abc import Callable
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from app import errors
-from app.model import Append, Change, ClearHistory, Expect, MergeContext, Message, NewSession, Session, Slide
+from app.model import (
+    Append,
+    Applied,
+    Change,
+    ClearHistory,
+    Expect,
+    Lock,
+    MergeContext,
+    Message,
+    NewSession,
+    Session,
+    Slide,
+)
 from app.storage import layout
 from app.storage.archive import INLINE, Archive
 from app.storage.client import Collections, storage_errors
@@ -24,7 +38,7 @@ from app.storage.expiry import Expiry
 from app.storage.memory import Memory
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
-from app.storage.updates import PATCH_LOG_BYTES, Guess, applied, diagnose, plan
+from app.storage.updates import PATCH_LOG_BYTES, REQUESTS_KEPT, Guess, applied, diagnose, plan, unlocked
 
 log = logging.getLogger(__name__)
 NO_MESSAGES = {"msgs": 0}
@@ -75,12 +89,11 @@ class SessionStore:
             doc = self.collections.read.find_one({"_id": layout.key(user_id, session_id), "uid": user_id}, NO_MESSAGES)
         return self._learned(doc) if doc else None
 
-    def _inspect(self, key: str, user_id: str) -> tuple[Session | None, bool]:
+    def _inspect(self, key: str, user_id: str, *, messages: bool = False) -> tuple[Session | None, bool]:
         """The stored session (any state) and whether its tombstone exists: why a write missed."""
+        ids = {"$in": [key, layout.tomb_key(key)]}
         with storage_errors(writing=False):
-            docs = list(
-                self.collections.read.find({"_id": {"$in": [key, layout.tomb_key(key)]}, "uid": user_id}, NO_MESSAGES)
-            )
+            docs = list(self.collections.read.find({"_id": ids, "uid": user_id}, None if messages else NO_MESSAGES))
         session = next((self._learned(d) for d in docs if d.get("k") == "s"), None)
         return session, any(d.get("k") == "t" for d in docs)
 
@@ -109,28 +122,31 @@ class SessionStore:
 
     # writes
 
-    def create(self, new: NewSession, *, persist: bool, caller_id: bool) -> tuple[Session, bool]:
-        """Insert a new session in a free slot, or return the live one stored under a caller's id."""
+    def create(self, new: NewSession, *, now: int, persist: bool, caller_id: bool, request_id: str = "") -> Applied:
+        """Insert a new session in a free slot, or answer the live one stored under a caller's id
+        (a repeat of the create that made it when `request_id` is among its requests)."""
         key = layout.key(new.user_id, new.session_id)
         for _ in LOST_RACES.rounds():
-            now = self.clock()
             if caller_id:
                 existing = self.read(new.user_id, new.session_id)
                 if existing is not None:
                     if not existing.expired(now):
-                        return existing, False
+                        repeat = bool(request_id) and request_id in existing.stored.requests
+                        return Applied(existing, replayed=repeat, created=repeat)
                     self.expiry.delete_expired(key, new.user_id, new.session_id, now, persist=persist)
                     continue
 
-            def build(slot: int, now: int = now) -> list[dict]:
+            def build(slot: int) -> list[dict]:
                 purge = self.expiry.purge_for(now + new.timeout_ms, new.timeout_ms)
-                doc = layout.new_doc(new, now=now, slot=slot, purge_ms=purge, chunk_size=self.archive.inline)
+                doc = layout.new_doc(
+                    new, now=now, slot=slot, purge_ms=purge, chunk_size=self.archive.inline, request_id=request_id
+                )
                 return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
             outcome = self.slots.insert(new.user_id, build, now, persist=persist)
             if isinstance(outcome, Session):
                 self.memory.learn(outcome)
-                return outcome, True
+                return Applied(outcome, created=True)
         raise errors.StorageUnavailable()
 
     def apply(
@@ -143,9 +159,16 @@ class SessionStore:
         now: int,
         persist: bool,
         with_messages: bool = False,
-    ) -> Session:
-        """One atomic conditional write that also restarts the timeout; the precise error if it cannot apply."""
+    ) -> Applied:
+        """One atomic conditional write that also restarts the timeout; the precise error if it cannot apply.
+
+        A repeat of a request already applied to the session applies nothing: it is answered from
+        what is stored (`replayed`), with the seqs or the lock token the request got the first time.
+        """
         key = layout.key(user_id, session_id)
+        if isinstance(change, Lock):  # renewing keeps the holder's token; a request's token is recognisable
+            token = expect.lock_token or _token_prefix(expect.request_id) + secrets.token_hex(12)
+            change = dataclasses.replace(change, token=token)
         guess = self._first_guess(key, user_id, change, expect, now)
         for _ in LOST_RACES.rounds():
             where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions)
@@ -162,11 +185,25 @@ class SessionStore:
             if before:
                 s = self._learned(applied(before, update))
                 self._after(s, change, guess, before, persist)
-                return s
-            stored, tomb = self._inspect(key, user_id)
-            diagnose(stored, tomb, change, expect, now)
+                if isinstance(change, Append):
+                    return Applied(s, seqs=range(s.last_seq - len(change.messages) + 1, s.last_seq + 1))
+                return Applied(s, lock_token=change.token if isinstance(change, Lock) else "")
+            replay_append = isinstance(change, Append) and bool(expect.request_id)
+            stored, tomb = self._inspect(key, user_id, messages=replay_append)
+            if diagnose(stored, tomb, change, expect, now):
+                return self._replayed(stored, change, expect, now)
             guess = self._corrected(guess, stored, change, now, persist)
         raise errors.StorageUnavailable()
+
+    def _replayed(self, stored: Session, change: Change, expect: Expect, now: int) -> Applied:
+        """The answer to a repeat: the session as it is, with what the first application got."""
+        if isinstance(change, Append):
+            found = self.archive.seqs_of(stored, expect.request_id)
+            seqs = range(found[0], found[-1] + 1) if found else range(0)
+            return Applied(stored, replayed=True, seqs=seqs)
+        token = stored.stored.lock_token
+        mine = token.startswith(_token_prefix(expect.request_id)) and stored.locked(now)
+        return Applied(stored, replayed=True, lock_token=token if isinstance(change, Lock) and mine else "")
 
     def _first_guess(self, key: str, user_id: str, change: Change, expect: Expect, now: int) -> Guess:
         """The timeout and max_history this process last saw; for a merge, whether to merge here."""
@@ -181,11 +218,13 @@ class SessionStore:
         # Merged here and compared-and-set, from the state this process last saw if it can be current.
         if known is None or (expect.version is not None and known.version != expect.version):
             known, tomb = self._inspect(key, user_id)
-            diagnose(known, tomb, change, expect, now)
+            diagnose(known, tomb, change, expect, now)  # a repeat is recognised when the write misses
         return dataclasses.replace(guess.learn(known), base=known)
 
     def _corrected(self, guess: Guess, stored: Session, change: Change, now: int, persist: bool) -> Guess:
         """What the next round assumes, after a miss that no error explains: a race, or a stale guess."""
+        if not stored.stored.lockable:
+            self._make_lockable(stored, persist)
         guess = guess.learn(stored)
         if isinstance(change, MergeContext):  # a conflict, or the log's bound: merge here onto what is stored
             return dataclasses.replace(guess, base=stored)
@@ -193,6 +232,13 @@ class SessionStore:
             slot = self.slots.free_slot(stored.user_id, now, exclude=stored.stored.key, persist=persist)
             return dataclasses.replace(guess, slot=slot, base=stored)
         return dataclasses.replace(guess, slot=None, base=None)
+
+    def _make_lockable(self, s: Session, persist: bool) -> None:
+        """Give a document of a version before the session lock its (released) lock fields."""
+        with storage_errors():
+            self.collections.write(persist).update_one(
+                {"_id": s.stored.key, "uid": s.user_id, "lu": {"$exists": False}}, {"$set": {"lk": "", "lu": 0}}
+            )
 
     def _after(self, s: Session, change: Change, guess: Guess, before: dict, persist: bool) -> None:
         """What a write leaves to do: the purge date, folding the patch log, archiving, a cleared archive."""
@@ -212,9 +258,45 @@ class SessionStore:
         elif isinstance(change, ClearHistory):
             self.archive.drop_cleared(layout.from_doc(before), persist=persist)
 
-    def delete(self, user_id: str, session_id: str, *, persist: bool) -> bool:
-        """Remove the session, its tombstone and every archive chunk of it, listed or not; False if none."""
-        self.memory.forget(layout.key(user_id, session_id))
-        with storage_errors():
-            result = self.collections.write(persist).delete_many({"uid": user_id, "sid": session_id})
-        return result.deleted_count > 0
+    def delete(self, user_id: str, session_id: str, expect: Expect, *, now: int, persist: bool) -> tuple[bool, bool]:
+        """Remove the session (if the lock allows), then its tombstone and every archive chunk by the
+        session's key, listed or not: (anything was deleted, a repeat of an earlier delete)."""
+        key = layout.key(user_id, session_id)
+        self.memory.forget(key)
+        coll = self.collections.write(persist)
+        where: dict = {"_id": key, "uid": user_id}
+        if expect.request_id:
+            where["rq"] = {"$nin": [expect.request_id]}
+        where.update({"lk": expect.lock_token, "lu": {"$gt": now}} if expect.lock_token else unlocked(now))
+        for _ in LOST_RACES.rounds():
+            with storage_errors():
+                gone = coll.find_one_and_delete(where, {"_id": 1})
+            if gone is None:
+                stored, tomb = self._inspect(key, user_id)
+                if stored is not None:
+                    if diagnose(stored, tomb, Slide(), expect, now):
+                        return True, True
+                    if not stored.stored.lockable:
+                        self._make_lockable(stored, persist)
+                    continue  # a race with another write: the session is there and deletable
+                if expect.request_id and self._receipted(key, user_id, expect.request_id):
+                    return True, True
+            with storage_errors():
+                rest = coll.delete_many({"uid": user_id, "sid": session_id, "k": {"$nin": ["s", "d"]}})
+                if expect.request_id:  # a repeat finds it, until it is purged a retention later
+                    receipt = layout.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
+                    rq = {"$each": [expect.request_id], "$slice": -REQUESTS_KEPT}
+                    rid = {"_id": layout.receipt_key(key), "uid": user_id}
+                    coll.update_one(rid, {"$set": receipt, "$push": {"rq": rq}}, upsert=True)
+            return gone is not None or rest.deleted_count > 0, False
+        raise errors.StorageUnavailable()
+
+    def _receipted(self, key: str, user_id: str, request_id: str) -> bool:
+        with storage_errors(writing=False):
+            found = self.collections.read.find_one({"_id": layout.receipt_key(key), "uid": user_id, "rq": request_id})
+        return found is not None
+
+
+def _token_prefix(request_id: str) -> str:
+    """How a lock token taken under a request id starts: its repeat recognises the token as its own."""
+    return hashlib.sha256(request_id.encode()).hexdigest()[:16] if request_id else ""

@@ -12,10 +12,23 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from app import errors
-from app.model import Append, Change, ClearHistory, Close, Expect, MergeContext, ReplaceContext, Session, Slide
+from app.model import (
+    Append,
+    Change,
+    ClearHistory,
+    Close,
+    Expect,
+    Lock,
+    MergeContext,
+    ReplaceContext,
+    Session,
+    Slide,
+    Unlock,
+)
 from app.storage.layout import encode_message, text_bytes
 
 PATCH_LOG_BYTES = 64 * 1024  # contexts up to this size take merges unapplied: one round trip, no read
+REQUESTS_KEPT = 100  # request ids a session remembers (PRODUCT: at least its last 100)
 
 
 @dataclass(frozen=True)
@@ -36,8 +49,22 @@ def in_slot(max_sessions: int) -> dict:
     return {"slot": {"$gte": 0, "$lt": max_sessions}}
 
 
+def unlocked(now: int) -> dict:
+    """Filter: nobody holds the session lock.
+
+    Never `$or` (with a missing `lu`): nx-27017's findAndModify with a top-level $or ignores every
+    other condition and updates whatever document the $or matches. A document of an older version,
+    without `lu`, is given its lock fields by the store before such a write (see SessionStore).
+    """
+    return {"lu": {"$lte": now}}
+
+
 def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, now: int, max_sessions: int):
-    """The (filter, update) of one atomic write; every write restarts the sliding timeout."""
+    """The (filter, update) of one atomic write; every write restarts the sliding timeout.
+
+    A request id is checked and recorded by the same command (`$nin` in the filter, `$push` in the
+    update): of any number of concurrent repeats, exactly one applies.
+    """
     where: dict[str, Any] = {"_id": key, "uid": user_id}
     sets: dict[str, Any] = {}
     inc: dict[str, int] = {}
@@ -53,9 +80,16 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
     else:
         where["tmo"] = guess.timeout_ms
         sets["exp"] = now + guess.timeout_ms
-    if not isinstance(change, Slide):
+    if not isinstance(change, Slide | Lock | Unlock):
         sets["u"] = now
         inc["v"] = 1
+    if expect.request_id:
+        where["rq"] = {"$nin": [expect.request_id]}  # not $ne: nx-27017 gets $ne on an array wrong
+        push["rq"] = {"$each": [expect.request_id], "$slice": -REQUESTS_KEPT}
+    if expect.guarded and expect.lock_token:
+        where.update(lk=expect.lock_token, lu={"$gt": now})
+    elif expect.guarded:
+        where.update(unlocked(now))
 
     if isinstance(change, Slide):
         if change.revive and guess.slot is None:
@@ -77,7 +111,7 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         inc["csz"] = size
         where["csz"] = {"$lte": min(change.limit, PATCH_LOG_BYTES) - size}
     elif isinstance(change, Append):
-        texts = [encode_message(role, content, change.at) for role, content in change.messages]
+        texts = [encode_message(role, content, change.at, expect.request_id) for role, content in change.messages]
         k = len(texts)
         push["msgs"] = {"$each": texts}
         inc.update(n=k, tot=k, pl=k, sb=text_bytes(texts))
@@ -88,6 +122,10 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         sets.update(msgs=[], n=0, pl=0, sb=0)
     elif isinstance(change, Close):
         sets.update(st="closed", slot=key)
+    elif isinstance(change, Lock):
+        sets.update(lk=change.token, lu=now + change.lease_ms)
+    elif isinstance(change, Unlock):
+        sets.update(lk="", lu=0)
     update: dict[str, Any] = {"$set": sets}
     if inc:
         update["$inc"] = inc
@@ -96,19 +134,28 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
     return where, update
 
 
-def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect, now: int) -> None:
-    """Raise the answer for a write that missed, if what is stored explains it; else return."""
+def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect, now: int) -> bool:
+    """Why a write missed, from what is stored: True for a repeat of an applied request, an error
+    raised for a failed condition, or False (a stale assumption or a race: correct and retry)."""
     if stored is None:
         raise errors.SessionExpired() if tomb else errors.SessionNotFound()
+    if expect.request_id and expect.request_id in stored.stored.requests:
+        return True
     if expect.live and stored.expired(now):
         raise errors.SessionExpired(session=stored)
     if expect.writable and stored.status == "closed":
         raise errors.SessionClosed(session=stored)
+    if expect.guarded and expect.lock_token:
+        if stored.stored.lock_token != expect.lock_token or not stored.locked(now):
+            raise errors.LockNotHeld(session=stored)
+    elif expect.guarded and stored.locked(now):
+        raise errors.SessionLocked(session=stored)
     if expect.version is not None and stored.version != expect.version:
         raise errors.VersionConflict(session=stored, current=stored.version)
     full = isinstance(change, Append) and stored.appended > stored.max_history - len(change.messages)
     if full and change.reject_overflow:
         raise errors.HistoryLimit(session=stored, limit=stored.max_history)
+    return False
 
 
 def applied(doc: dict, update: dict) -> dict:
