@@ -490,3 +490,36 @@ def faulty_front(target: str, fail_path: str, status: int = 500) -> Flask:
         return Response(answer.content, status=answer.status_code, mimetype="application/json")
 
     return app
+
+
+ZERO_VALUES = {"string": "", "integer": 0, "number": 0, "boolean": False, "array": []}
+
+
+class WorkflowNode:
+    """A Coze workflow's plugin node for one tool of the imported document (COZE_CONTRACT.md, section 2).
+
+    Top-level inputs the author left unset arrive as zero values ("", 0, false, []); inside an
+    object (options) an unset field is null, so the declared default applies; a field bound to a
+    variable arrives with the variable's value, "" and 0 included. The answer must pass the test
+    console's strict check, and reaches the workflow trimmed to the declared outputs.
+    `post(path, body)` sends one request to the service: (HTTP status, JSON answer).
+    """
+
+    def __init__(self, document: dict[str, Any], tool_name: str, post: Callable[[str, dict], tuple[int, Any]]):
+        self.path, item = next(
+            (p, i["post"]) for p, i in document["paths"].items() if i["post"]["operationId"] == tool_name
+        )
+        self.request = item["requestBody"]["content"]["application/json"]["schema"]
+        self.response = item["responses"]["200"]["content"]["application/json"]["schema"]
+        self.post = post
+
+    def __call__(self, **bound: Any) -> dict[str, Any]:
+        inputs = {
+            name: bound[name] if name in bound else {} if sub["type"] == "object" else ZERO_VALUES[sub["type"]]
+            for name, sub in self.request["properties"].items()
+        }
+        status, data = self.post(self.path, _build_body(self.request, inputs))
+        assert status == 200, (status, data)
+        problems = _strict_problems(self.response, data, "")
+        assert not problems, problems
+        return _trim(self.response, data)
