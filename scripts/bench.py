@@ -13,13 +13,16 @@ Measured: throughput at saturation and its ratio to the ceiling (slices of each 
 with slices of the ceiling: the shared machine's speed drifts by a quarter over minutes); p50/p95/p99 at a fixed offered
 1000 req/s (and at half the saturation rate, a load the service can sustain); database round trips
 per operation (pymongo command monitoring, in-process through the Flask test client); latency against
-history length and context size; worker RSS before and after a mixed run. Prints Markdown tables and
-writes bench-results/bench-<time>.json.
+history length and context size; worker RSS before and after a mixed run; and, last, how the embedded
+default behaves as sessions accumulate (scripts/bench_scale.py: serial list / get / update / create at
+10,000, 50,000 and 150,000 stored sessions, and requests during the purge of expired ones). Prints
+Markdown tables and writes bench-results/bench-<time>.json.
 
 Environment: BENCH_QUICK=1 (short phases), BENCH_CONCURRENCY (saturation connections, default 32),
 BENCH_RATE (offered rate, default 1000), BENCH_MIXED_SECONDS (override the mixed run's length),
 BENCH_ONLY (comma list of operations for the throughput phases), BENCH_PHASES (comma list of
-round_trips, throughput, growth, memory; default all), BENCH_PYSPY (path of py-spy: record
+round_trips, throughput, growth, memory, scale; default all), BENCH_SCALE_SIZES (comma list of stored
+sessions the scale phase measures at; default 10000,50000,150000, quick 2000,10000), BENCH_PYSPY (path of py-spy: record
 the workers during each saturation phase, collapsed stacks saved next to the JSON). WEB_CONCURRENCY,
 GUNICORN_THREADS etc. reach gunicorn.conf.py unchanged.
 """
@@ -40,7 +43,7 @@ from scripts.bench_phases import Bench  # noqa: E402
 from scripts.bench_report import report  # noqa: E402
 from scripts.bench_servers import tempdir  # noqa: E402
 
-PHASES = ("round_trips", "throughput", "growth", "memory")
+PHASES = ("round_trips", "throughput", "growth", "memory", "scale")  # scale last: it fills the database
 
 
 def main() -> int:
@@ -59,7 +62,7 @@ def main() -> int:
                 bench.round_trips()
             if {"throughput", "memory"} & phases:
                 bench.setup_sessions()
-            for phase in ("throughput", "growth", "memory"):
+            for phase in ("throughput", "growth", "memory", "scale"):
                 if phase in phases:
                     getattr(bench, phase)()
         except BaseException:

@@ -41,6 +41,7 @@ async def _loadgen(cfg: dict[str, Any]) -> dict[str, Any]:
     mode = cfg["mode"]
     counter = 0
     lat: list[float] = []
+    by_path: dict[str, list[float]] | None = {} if cfg.get("by_path") else None  # closed loop: latency per path
     errors: dict[str, int] = {}
     ok = 0
     loop = asyncio.get_running_loop()
@@ -96,6 +97,8 @@ async def _loadgen(cfg: dict[str, Any]) -> dict[str, Any]:
                     if good and (start >= measure_from or limit < 10**12):
                         ok += 1
                         lat.append(done - start)
+                        if by_path is not None:
+                            by_path.setdefault(url[len(base) :], []).append(done - start)
 
             await asyncio.gather(*(worker() for _ in range(cfg.get("concurrency", conns))))
             elapsed = (loop.time() - measure_from) if limit >= 10**12 else (loop.time() - t0)
@@ -170,6 +173,8 @@ async def _loadgen(cfg: dict[str, Any]) -> dict[str, Any]:
         latency_ms=_summary(lat),
         client_cpu_s=round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 2),
     )
+    if by_path is not None:
+        result["by_path"] = {path: {"ok": len(v), "latency_ms": _summary(v)} for path, v in by_path.items()}
     return result
 
 

@@ -1,7 +1,8 @@
 """The benchmark's phases: throughput, growth, memory and round trips. Development tooling, not production.
 
 Each phase drives the rig (scripts/bench_rig.py) and stores what it measured in Bench.results, which
-scripts/bench_report.py turns into the Markdown tables.
+scripts/bench_report.py turns into the Markdown tables. The scale phase is scripts/bench_scale.py,
+which Bench inherits.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ import secrets
 from typing import Any
 
 from scripts.bench_report import OPS, merged
-from scripts.bench_rig import TOKEN, Rig
+from scripts.bench_rig import TOKEN
 from scripts.bench_round_trips import count_round_trips
+from scripts.bench_scale import Scale
 from scripts.bench_servers import Server, rss_kib
 
 SESSIONS = 200  # pre-created sessions the get/update/append/history phases spread over
 
 
-class Bench(Rig):
-    """The phases BENCH_PHASES chooses among, and the sessions the throughput and memory phases run on."""
+class Bench(Scale):
+    """The phases BENCH_PHASES chooses among (scale: scripts/bench_scale.py), and the sessions they run on."""
 
     def phase_items(self, op: str, run: str) -> list[tuple[str, str]]:
         users = [(f"bench-u{i}", f"s{i}") for i in range(SESSIONS)]
@@ -58,12 +60,7 @@ class Bench(Rig):
             for i in range(SESSIONS)
         ]
         for items in (creates, appends):
-            r = self.run_load(
-                {"mode": "closed", "items": items, "connections": 8, "duration": 120, "max_requests": len(items)},
-                self.service,
-            )
-            if r["error_count"]:
-                raise RuntimeError(f"setup failed: {r['errors']}")
+            self.run_all(items)
 
     def throughput(self) -> None:
         only = [o for o in os.environ.get("BENCH_ONLY", "").split(",") if o]

@@ -9,6 +9,9 @@ OPS = ("get", "update", "append_messages", "history", "create")  # create last: 
 GOAL_RATIO = {"create": 0.6, "get": 0.8, "update": 0.8, "append_messages": 0.8, "history": None}
 GOAL_RT = {"create": "≤2", "get": "1", "update": "1", "touch": "1", "append_messages": "1"}
 SPEC_TARGET = {"create": "p99 < 100 ms", "update": "p99 < 500 ms (state sync)", "get": "p99 < 500 ms (state sync)"}
+LIST_GOAL = (50_000, 30.0)  # list p50 ≤ 30 ms at 50,000 stored sessions (issue)
+HOUSEKEEPING_GOAL_MS = 150.0  # no request waits longer behind the purge of expired sessions (issue)
+FLAT_OPS = ("get", "update", "create")  # their p50 should not grow with the stored sessions
 # App instances in the round-trip count, standing for gunicorn workers: as many as the service runs.
 WORKERS_SIMULATED = int(os.environ.get("WEB_CONCURRENCY") or 2)
 
@@ -29,6 +32,21 @@ def merged(slices: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = round(sum(r[key] for r in slices) / len(slices), 2)
     out["slices_rps"] = [r["throughput_rps"] for r in slices]
     return out
+
+
+def flat(first_ms: float, last_ms: float) -> bool:
+    """ "Flat" as sessions accumulate: the p50 at the largest size within 2x of the smallest size's."""
+    return last_ms <= 2 * first_ms
+
+
+def list_goal_size(sizes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The scale size the list goal is judged at: 50,000 stored sessions, else the largest size below it."""
+    below = [s for s in sizes if s["target"] <= LIST_GOAL[0]]
+    return max(below, key=lambda s: s["target"]) if below else None
+
+
+def _p50(size: dict[str, Any], op: str) -> float:
+    return size["ops"][op]["latency_ms"]["p50"]
 
 
 def _ms(v: float) -> str:
@@ -105,6 +123,7 @@ def targets(results: dict[str, Any]) -> list[str]:
                 "independent of history (issue)",
                 ratio < 1.25,
             )
+    _scale_targets(results.get("scale", {}), add)
     if mem:
         growth_mib = mem["total_after_mib"] - mem["total_before_mib"]
         add(
@@ -116,23 +135,102 @@ def targets(results: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _scale_targets(scale: dict[str, Any], add: Any) -> None:
+    sizes = scale.get("sizes") or []
+    at = list_goal_size(sizes)
+    if at:
+        p50 = _p50(at, "list")
+        goal = f"≤ {LIST_GOAL[1]:.0f} ms at {LIST_GOAL[0]:,} stored sessions (issue)"
+        add(f"list p50 at {at['sessions']:,} stored sessions", f"{_ms(p50)} ms", goal, p50 <= LIST_GOAL[1])
+    hk = scale.get("housekeeping")
+    if hk:
+        lat = hk["during"]["latency_ms"]
+        base = hk.get("baseline")  # the same loop with nothing to purge: the machine's own noise
+        add(
+            f"slowest request while {hk['expiring']:,} expired sessions are purged "
+            f"({hk['clients']} clients, {hk['seconds']:.0f} s)",
+            f"{_ms(lat['max'])} ms (p99 {_ms(lat['p99'])} ms)"
+            + (f"; nothing to purge: {_ms(base['latency_ms']['max'])} ms" if base else ""),
+            f"≤ {HOUSEKEEPING_GOAL_MS:.0f} ms behind housekeeping (issue)",
+            lat["max"] <= HOUSEKEEPING_GOAL_MS and hk["during"]["error_count"] == 0,
+        )
+    if len(sizes) > 1:
+        first, last = sizes[0], sizes[-1]
+        for op in FLAT_OPS:
+            a, b = _p50(first, op), _p50(last, op)
+            add(
+                f"{op} p50 at {last['sessions']:,} vs {first['sessions']:,} stored sessions",
+                f"{_ms(a)} → {_ms(b)} ms (x{b / max(a, 0.001):.1f})",
+                "flat: within 2x (issue)",
+                flat(a, b),
+            )
+
+
+def scale_lines(scale: dict[str, Any]) -> list[str]:
+    """The scale phase's table (one client, serial requests, p50 ms unless said) and housekeeping line."""
+    lines = [
+        "| stored sessions | documents | list p50 / p95 ms | list page 2 p50 ms | get p50 ms | update p50 ms "
+        "| create p50 ms | filled at (creates/s) | load average |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in scale.get("sizes", []):
+        lst, fill = s["ops"]["list"]["latency_ms"], s.get("populate")
+        rate = f"{fill['rps']:,.0f}" if fill else "-"
+        lines.append(
+            f"| {s['sessions']:,} | {s['documents']:,} | {_ms(lst['p50'])} / {_ms(lst['p95'])} "
+            f"| {_ms(_p50(s, 'list_page2'))} | {_ms(_p50(s, 'get'))} | {_ms(_p50(s, 'update'))} "
+            f"| {_ms(_p50(s, 'create'))} | {rate} | {s['load'][0]:.1f} |"
+        )
+    hk = scale.get("housekeeping")
+    if hk:
+
+        def loop(r: dict[str, Any]) -> str:
+            paths = r.get("by_path", {})
+            parts = [
+                f"{p.rsplit('/', 1)[-1]} p99 {_ms(v['latency_ms']['p99'])} / max {_ms(v['latency_ms']['max'])}"
+                for p, v in sorted(paths.items())
+            ]
+            lat = r["latency_ms"]
+            return (
+                f"{r['throughput_rps']:,.0f} req/s, p50 {_ms(lat['p50'])} / p99 {_ms(lat['p99'])} / slowest "
+                f"{_ms(lat['max'])} ms ({'; '.join(parts)}), {r['error_count']} errors"
+            )
+
+        lines += [
+            "",
+            f"Housekeeping at {hk['sessions']:,} stored sessions: {hk['expiring']:,} sessions created with a 1 s "
+            f"timeout, {hk['purgeable_at_start']:,} of them stored and past their purge date as the loop began; "
+            f"`get` with one `list` in {hk['list_every']}, {hk['clients']} clients, {hk['seconds']:.0f} s: "
+            f"{loop(hk['during'])}. The same loop before they existed: {loop(hk['baseline'])}. "
+            f"Purged by the end: {hk['purged']:,} of {hk['expiring']:,} ({hk['purgeable_at_end']:,} still stored).",
+        ]
+    if "seconds" in scale:
+        lines.append(f"Scale phase: {scale['seconds']:,.0f} s.")
+    return lines
+
+
 def report(results: dict[str, Any]) -> str:
     c = results["config"]
     lines = [
         f"Machine: {c['nproc']} cores ({c['cpu']}), Python {c['python']}, gunicorn {c['gunicorn']} "
         f"{c['worker_class']} {c['workers']} workers x {c['threads']} threads, {c['database']}; "
         f"{'quick' if c['quick'] else 'full'} mode, {c['date']}, commit {c['commit']}, "
-        f"load average before {c['load_before'][0]:.1f}.",
+        f"load average before {c['load_before'][0]:.1f}"
+        + (f", after {c['load_after'][0]:.1f}." if c.get("load_after") else "."),
         "",
         *targets(results),
-        "",
-        f"| operation | saturation req/s ({c['concurrency']} conn.) | / ceiling (paired slices, req/s) "
-        f"| at {c['offered_rps']:.0f} req/s offered: achieved, p50 / p95 / p99 ms, errors "
-        "| at half saturation: p50 / p95 / p99 ms | CPU cores: workers + DB "
-        "| documents |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for op, r in results.get("throughput", {}).items():
+    throughput = results.get("throughput", {})
+    if throughput:
+        lines += [
+            "",
+            f"| operation | saturation req/s ({c['concurrency']} conn.) | / ceiling (paired slices, req/s) "
+            f"| at {c['offered_rps']:.0f} req/s offered: achieved, p50 / p95 / p99 ms, errors "
+            "| at half saturation: p50 / p95 / p99 ms | CPU cores: workers + DB "
+            "| documents |",
+            "|---|---|---|---|---|---|---|",
+        ]
+    for op, r in throughput.items():
         sat, paced, half = r["saturation"], r["paced"], r["half"]
         ratio = "1" if op == "ceiling" else f"{r['ratio_to_ceiling']:.2f} ({r['paired_ceiling_rps']:,.0f})"
         pl, hl = paced["latency_ms"], half["latency_ms"]
@@ -154,6 +252,8 @@ def report(results: dict[str, Any]) -> str:
         for label, r in growth.items():
             lat = r["latency_ms"]
             lines.append(f"| {label} | {_ms(lat['p50'])} | {_ms(lat['p95'])} | {_ms(lat['p99'])} |")
+    if results.get("scale"):
+        lines += ["", *scale_lines(results["scale"])]
     mem = results.get("memory")
     if mem:
         m = mem["mixed_run"]

@@ -110,6 +110,14 @@ class Rig:
         result["documents"] = docs
         return result
 
+    def run_all(self, items: list[tuple[str, str]], connections: int = 8) -> dict[str, Any]:
+        """Send every item once, `connections` at a time (setting up); any error fails the benchmark."""
+        cfg = {"mode": "closed", "items": items, "connections": connections, "duration": 3600}
+        r = self.run_load({**cfg, "max_requests": len(items)}, self.service)
+        if r["error_count"]:
+            raise RuntimeError(f"setup failed: {r['errors']}")
+        return r
+
     def settle(self, limit: float = 30.0) -> None:
         """Wait (bounded) until the servers and the database are idle: no backlog of the last phase."""
         deadline = time.monotonic() + limit

@@ -79,3 +79,42 @@ def test_the_report_judges_a_ratio_by_the_paired_ceiling_and_shows_it():
 def test_the_report_marks_a_ratio_below_its_goal_as_not_met():
     text = bench_report.report(_results(700.0, 1000.0))
     assert "| get throughput / ceiling | 0.70 | ≥ 0.8 (issue) | **no** |" in text
+
+
+def test_an_operation_is_flat_while_its_p50_stays_within_twice_the_smallest_sizes():
+    assert bench_report.flat(2.0, 4.0)
+    assert bench_report.flat(2.0, 1.5)
+    assert not bench_report.flat(2.0, 4.1)
+
+
+def _size(target: int, list_p50: float, get_p50: float) -> dict:
+    def op(p50: float) -> dict:
+        return {"latency_ms": {"p50": p50, "p95": 2 * p50, "p99": 3 * p50, "max": 4 * p50, "mean": p50}}
+
+    ops = {"list": op(list_p50), "list_page2": op(list_p50), "get": op(get_p50), "update": op(1.0), "create": op(1.0)}
+    return {"target": target, "sessions": target + 700, "documents": 2 * target, "load": (1.0, 1.0, 1.0), "ops": ops}
+
+
+def test_the_list_goal_is_judged_at_50000_sessions_or_the_largest_size_below():
+    sizes = [_size(10_000, 1.0, 2.0), _size(50_000, 31.0, 2.0), _size(150_000, 2.0, 2.0)]
+    assert bench_report.list_goal_size(sizes)["target"] == 50_000
+    assert bench_report.list_goal_size(sizes[:1])["target"] == 10_000
+    assert bench_report.list_goal_size(sizes[2:]) is None
+    text = bench_report.report({**_results(900.0, 1000.0), "scale": {"sizes": sizes}})
+    assert (
+        "| list p50 at 50,700 stored sessions | 31.0 ms | ≤ 30 ms at 50,000 stored sessions (issue) | **no** |" in text
+    )
+    assert (
+        "| get p50 at 150,700 vs 10,700 stored sessions | 2.0 → 2.0 ms (x1.0) | flat: within 2x (issue) | yes |" in text
+    )
+    assert "| 50,700 | 100,000 | 31.0 / 62.0 | 31.0 | 2.0 | 1.0 | 1.0 | - | 1.0 |" in text
+
+
+def test_a_request_slower_than_150_ms_during_the_purge_misses_the_housekeeping_goal():
+    loop = {**_load(500.0, p99=20.0), "latency_ms": {"p50": 4.0, "p95": 9.0, "p99": 20.0, "max": 151.0, "mean": 5.0}}
+    hk = {"expiring": 3000, "clients": 4, "seconds": 60.0, "during": loop, "baseline": _load(500.0, p99=12.0)}
+    rows = bench_report.targets({**_results(900.0, 1000.0), "scale": {"sizes": [], "housekeeping": hk}})
+    assert (
+        "| slowest request while 3,000 expired sessions are purged (4 clients, 60 s) | 151 ms (p99 20.0 ms); "
+        "nothing to purge: 12.0 ms | ≤ 150 ms behind housekeeping (issue) | **no** |" in rows
+    )
