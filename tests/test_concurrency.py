@@ -6,6 +6,7 @@ the tool's output schema, and the stored state is read back through the service 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -309,3 +310,260 @@ def test_parallel_creates_and_touches_reviving_expired_sessions_never_pass_the_l
     assert {s["session_id"] for s in active} == {r["session_id"] for _, r in won}
     holders = list(collection.find({"uid": user, "k": "s", "slot": {"$gte": 0, "$lt": 10}}, {"slot": 1}))
     assert sorted(h["slot"] for h in holders if isinstance(h["slot"], int)) == list(range(10))
+
+
+# Workflow safety on the real stack: request ids and the session lock under concurrent callers.
+
+
+def _fresh(service, context: dict | None = None) -> tuple[str, str, dict]:
+    """A new user's new session: (user, session id, the create's answer)."""
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    body = {"user_id": user} if context is None else {"user_id": user, "context": json.dumps(context)}
+    created = service.ok("create", body)
+    return user, created["session_id"], created
+
+
+def _ms(iso_text: str) -> int:
+    """Epoch milliseconds of an answer's ISO 8601 UTC time."""
+    return int(dt.datetime.fromisoformat(iso_text).timestamp() * 1000)
+
+
+def test_twenty_concurrent_repeats_of_one_append_store_one_message_and_all_answer_its_seq(service, collection):
+    user, sid, created = _fresh(service)
+    rid = f"req-{uuid.uuid4().hex}"
+    body = {"user_id": user, "session_id": sid, "request_id": rid, "role": "user", "content": "只一次"}
+
+    def append(i):  # half through the operation tool: a repeat is a repeat whichever tool carries it
+        if i % 2:
+            return service.post("manage", {"operation": "append_messages", **body})
+        return service.post("append_messages", body)
+
+    answers = parallel(20, append)
+    assert [a["error_code"] for a in answers] == [""] * 20, Counter(a["error_code"] for a in answers)
+    assert Counter(a["replayed"] for a in answers) == {True: 19, False: 1}
+    assert {tuple((m["seq"], m["content"]) for m in a["messages"]) for a in answers} == {((1, "只一次"),)}
+    assert {a["version"] for a in answers} == {created["version"] + 1}  # a replay shows the state after the one
+
+    history = service.ok("history", {"user_id": user, "session_id": sid, "options": {"limit": 100}})
+    assert [(m["seq"], m["content"]) for m in history["messages"]] == [(1, "只一次")]
+    assert history["message_count"] == 1
+    doc = collection.find_one({"_id": f"{sid}@{user}", "uid": user})
+    assert (doc["v"], doc["n"], doc["tot"], len(doc["msgs"])) == (created["version"] + 1, 1, 1, 1)
+    assert doc["rq"].count(rid) == 1
+    assert collection.count_documents({"uid": user, "k": "m"}) == 0  # no archived copy either
+
+
+def test_twenty_concurrent_repeats_of_one_create_without_a_session_id_store_one_session(service, collection):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    rid = f"req-{uuid.uuid4().hex}"
+    answers = parallel(20, lambda i: service.post("create", {"user_id": user, "request_id": rid, "context": "{}"}))
+    assert [a["error_code"] for a in answers] == [""] * 20, Counter(a["error_code"] for a in answers)
+    assert Counter(a["replayed"] for a in answers) == {True: 19, False: 1}
+    assert len({a["session_id"] for a in answers}) == 1
+    first = next(a for a in answers if not a["replayed"])
+    assert first["created"] is True and first["version"] == 1
+    assert collection.count_documents({"uid": user, "k": "s"}) == 1
+    listed = service.ok("list", {"user_id": user, "options": {"limit": 100}})["sessions"]
+    assert [s["session_id"] for s in listed] == [first["session_id"]]
+
+
+def test_ten_concurrent_repeats_of_one_update_with_other_contexts_apply_exactly_one_of_them(service, collection):
+    user, sid, created = _fresh(service, {"base": 0})
+    rid = f"req-{uuid.uuid4().hex}"
+
+    def update(i):  # a retry that rebuilt its input: same request id, another context
+        return service.post(
+            "update", {"user_id": user, "session_id": sid, "request_id": rid, "context": json.dumps({f"k{i}": i})}
+        )
+
+    answers = parallel(10, update)
+    assert [a["error_code"] for a in answers] == [""] * 10, Counter(a["error_code"] for a in answers)
+    assert Counter(a["replayed"] for a in answers) == {True: 9, False: 1}
+    winner = next(i for i, a in enumerate(answers) if not a["replayed"])
+    expected = {"base": 0, f"k{winner}": winner}
+    for a in answers:
+        assert a["version"] == created["version"] + 1, a
+        assert json.loads(a["context"]) == expected, a
+    final = service.ok("get", {"user_id": user, "session_id": sid})
+    assert final["version"] == created["version"] + 1
+    assert json.loads(final["context"]) == expected
+    doc = collection.find_one({"_id": f"{sid}@{user}", "uid": user})
+    assert doc["v"] == created["version"] + 1
+    assert json.loads(stored_context(doc)) == expected
+    assert doc["rq"].count(rid) == 1
+
+
+def test_twenty_concurrent_locks_make_one_holder_whose_token_alone_may_write_while_reads_are_served(
+    service, collection
+):
+    user, sid, _ = _fresh(service, {"a": 1})
+    base = {"user_id": user, "session_id": sid}
+    service.ok("append_messages", {**base, "role": "user", "content": "before"})
+
+    answers = parallel(20, lambda i: service.post("lock", base))
+    codes = Counter(a["error_code"] for a in answers)
+    assert codes == {"": 1, "SESSION_LOCKED": 19}, codes
+    holder = next(a for a in answers if a["error_code"] == "")
+    token = holder["lock_token"]
+    assert token and holder["locked_until"]
+    for a in answers:
+        if a["error_code"] == "SESSION_LOCKED":
+            assert a["lock_token"] == "" and a["error"], a
+            assert a["locked_until"] == holder["locked_until"], a  # the holder's lease, to wait for
+
+    before = service.ok("get", base)
+    doc_before = collection.find_one({"_id": f"{sid}@{user}", "uid": user})
+    without = [
+        ("update", {**base, "context": '{"a": 2}'}),
+        ("append_messages", {**base, "role": "user", "content": "intruder"}),
+        ("touch", {**base, "options": {"timeout": 600}}),
+        ("close", base),
+        ("clear_history", base),
+        ("delete", base),
+    ]
+    refused = parallel(3 * len(without), lambda i: service.post(*without[i % len(without)]))
+    for (op, _), a in zip(without * 3, refused, strict=True):
+        assert a["error_code"] == "SESSION_LOCKED", (op, a)
+        assert a["locked_until"] == holder["locked_until"], (op, a)
+    reads = parallel(9, lambda i: service.post(*[("get", base), ("history", base), ("list", {"user_id": user})][i % 3]))
+    assert [a["error_code"] for a in reads] == [""] * 9, reads
+    assert all(a["locked_until"] == holder["locked_until"] for a in reads[0::3])  # get shows the lock
+    assert [m["content"] for m in reads[1]["messages"]] == ["before"]
+    assert [s["session_id"] for s in reads[2]["sessions"]] == [sid]
+
+    after = service.ok("get", base)
+    for field in ("status", "version", "message_count", "context", "updated_at"):
+        assert after[field] == before[field], field
+    doc_after = collection.find_one({"_id": f"{sid}@{user}", "uid": user})
+    for field in ("st", "v", "n", "tot", "msgs", "ctx", "cp", "tmo", "slot", "lk", "lu"):
+        assert doc_after[field] == doc_before[field], field
+
+    locked = {**base, "lock_token": token}
+    v = before["version"]
+    assert service.ok("update", {**locked, "context": '{"a": 2}'})["version"] == v + 1
+    appended = service.ok("append_messages", {**locked, "role": "user", "content": "holder"})
+    assert (appended["version"], appended["messages"][0]["seq"]) == (v + 2, 2)
+    assert service.ok("touch", {**locked, "options": {"timeout": 600}})["expires_in"] > 500
+    assert service.ok("clear_history", locked)["message_count"] == 0
+    assert service.ok("close", locked)["status"] == "closed"
+    assert service.ok("delete", locked)["status"] == "deleted"
+    assert service.post("get", base)["error_code"] == "SESSION_NOT_FOUND"
+    assert collection.count_documents({"uid": user, "k": "s"}) == 0
+
+
+def test_a_holder_slower_than_its_one_second_lease_is_fenced_off_and_another_client_can_lock(service, collection):
+    user, sid, _ = _fresh(service, {"n": 0})
+    base = {"user_id": user, "session_id": sid}
+    slow = service.ok("lock", {**base, "options": {"lease": 1}})
+    token = slow["lock_token"]
+    assert token and slow["locked_until"]
+    before = service.ok("get", base)
+
+    time.sleep(1.5)  # the holder's "LLM call" outlasts its lease
+
+    assert service.ok("get", base)["locked_until"] == ""  # the lease ran out by itself
+    late = service.post("update", {**base, "lock_token": token, "context": '{"n": 99}'})
+    assert late["error_code"] == "LOCK_NOT_HELD" and late["error"], late
+    late_append = service.post("append_messages", {**base, "lock_token": token, "role": "user", "content": "late"})
+    assert late_append["error_code"] == "LOCK_NOT_HELD", late_append
+    after = service.ok("get", base)
+    assert (after["version"], after["message_count"], after["context"]) == (
+        before["version"],
+        before["message_count"],
+        before["context"],
+    )
+
+    # another client (another thread, its own connection) takes the lock the slow holder lost
+    other = parallel(1, lambda i: service.post("lock", base))[0]
+    assert other["error_code"] == "" and other["lock_token"] not in ("", token), other
+    again = service.post("update", {**base, "lock_token": token, "context": '{"n": 99}'})
+    assert again["error_code"] == "LOCK_NOT_HELD", again  # nor does it hold the new holder's lock
+    assert service.post("update", {**base, "context": '{"n": 99}'})["error_code"] == "SESSION_LOCKED"
+    won = service.ok("update", {**base, "lock_token": other["lock_token"], "context": '{"n": 1}'})
+    assert won["version"] == before["version"] + 1
+    assert json.loads(won["context"]) == {"n": 1}
+    assert collection.find_one({"_id": f"{sid}@{user}", "uid": user})["v"] == before["version"] + 1
+
+
+TURNS = 8
+LLM_SECONDS = 0.2  # the model call between reading the context and writing it back
+
+
+def _turns(service, locked: bool) -> tuple[dict, list[str], list[tuple[float, float]]]:
+    """TURNS parallel read-modify-write turns on a new session: its final state, the history's
+    contents, and for every lock call answered SESSION_LOCKED (no waiting room left in its worker,
+    LOCK_WAITERS) the seconds since its turn first asked and the seconds that call took."""
+    user, sid, _ = _fresh(service, {"n": 0})
+    base = {"user_id": user, "session_id": sid}
+    refusals: list[tuple[float, float]] = []
+
+    def acquire() -> str:
+        """A client's loop: lock, waiting up to 25 s; refused (no waiting room) -> pause, try again."""
+        start = time.monotonic()
+        while True:
+            status, a, took = service.call("lock", {**base, "options": {"wait": 25, "lease": 10}})
+            assert status == 200, a
+            if a["error_code"] == "":
+                return a["lock_token"]
+            assert a["error_code"] == "SESSION_LOCKED" and a["locked_until"], a
+            refusals.append((round(time.monotonic() - start, 2), round(took, 2)))
+            assert time.monotonic() - start < 60, "no lock within 60 s"
+            time.sleep(0.1)
+
+    def turn(i):
+        token = acquire() if locked else ""
+        guard = {"lock_token": token} if token else {}
+        try:
+            n = json.loads(service.ok("get", base)["context"])["n"]
+            time.sleep(LLM_SECONDS)
+            service.ok("update", {**base, **guard, "context": json.dumps({"n": n + 1})})
+            service.ok("append_messages", {**base, **guard, "role": "assistant", "content": f"saw {n}"})
+        finally:
+            if token:
+                service.ok("unlock", {**base, "lock_token": token})
+
+    parallel(TURNS, turn)
+    final = service.ok("get", base)
+    history = service.ok("history", {**base, "options": {"limit": 100}})["messages"]
+    return final, [m["content"] for m in history], refusals
+
+
+def test_eight_parallel_read_modify_write_turns_lose_no_update_under_the_lock_and_lose_some_without(service):
+    final, contents, refusals = _turns(service, locked=True)
+    print(f"locked turns: {len(refusals)} lock calls refused SESSION_LOCKED (elapsed, call seconds): {refusals}")
+    assert json.loads(final["context"]) == {"n": TURNS}
+    assert contents == [f"saw {n}" for n in range(TURNS)]  # one turn after the other, each saw the last
+    assert final["version"] == 1 + 2 * TURNS
+    assert final["locked_until"] == ""  # every turn unlocked
+
+    # The same turns without the lock: the writes all land, but the read-modify-write races.
+    final, contents, _ = _turns(service, locked=False)
+    n = json.loads(final["context"])["n"]
+    print(f"unlocked turns: n = {n} of {TURNS}")
+    assert n < TURNS, "no update was lost without the lock: the race this test relies on did not happen"
+    assert len(contents) == TURNS and final["version"] == 1 + 2 * TURNS
+    assert len(set(contents)) < TURNS  # several turns saw the same n
+
+
+def test_a_lock_call_that_waits_gets_the_lock_as_soon_as_the_holder_unlocks(service):
+    user, sid, _ = _fresh(service)
+    base = {"user_id": user, "session_id": sid}
+    holder = service.ok("lock", {**base, "options": {"lease": 3}})
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(service.call, "lock", {**base, "options": {"wait": 10, "lease": 5}})
+        time.sleep(1.0)  # the holder's turn
+        assert not waiting.done(), waiting.result()
+        released = service.ok("unlock", {**base, "lock_token": holder["lock_token"]})
+        status, got, took = waiting.result(timeout=30)
+
+    assert released["locked_until"] == ""
+    assert status == 200 and got["error_code"] == "", got
+    assert got["lock_token"] not in ("", holder["lock_token"])
+    assert 0.9 <= took < 8, took  # it waited for the unlock, and did not hang
+    # It took the lock at locked_until minus its lease: before the holder's lease would have ended,
+    # so it was the unlock that let it in, not the lease running out (server times, not ours).
+    assert _ms(got["locked_until"]) - 5000 < _ms(holder["locked_until"])
+    assert service.post("update", {**base, "lock_token": holder["lock_token"], "context": "{}"})["error_code"] == (
+        "LOCK_NOT_HELD"
+    )
