@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
         PUBLIC_BASE_URL=settings.public_base_url,
         SETTINGS=settings,
         OPTION_DEFAULTS={"timeout": settings.session_timeout, "max_history": settings.max_history},
+        CONTEXT_SCHEMA=settings.context_schema,
     )
     if not settings.service_tokens:
         app.logger.warning("SERVICE_TOKEN is not set: requests are not authenticated (development only)")
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
         max_timeout=settings.max_timeout,
         max_history=settings.max_history,
         max_context_bytes=settings.max_context_bytes,
+        context_schema=settings.context_schema,
     )
     app.extensions["database"] = database
     app.extensions["sessions"] = api.make_service(database, limits, LockWaiting(settings.lock_waiters))

@@ -31,7 +31,7 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 def _error(exc: errors.ServiceError, tool: spec.Tool = spec.MANAGE_TOOL, session_id: str = "") -> Response:
     lang = getattr(g, "lang", "zh")
     out = responses.error(exc, current_app.extensions["database"].clock(), lang, session_id)
-    return _json(responses.project(out, tool), exc.http_status)
+    return _json(responses.project(out, tool, current_app.config["CONTEXT_SCHEMA"]), exc.http_status)
 
 
 def _authorized() -> bool:
@@ -70,9 +70,11 @@ def _handle(tool: spec.Tool) -> Response:
             body,
             request.headers.get("X-Aiplugin-Connector-Identifier", ""),
             current_app.config["OPTION_DEFAULTS"],
+            typed=current_app.config["CONTEXT_SCHEMA"] is not None,
         )
         service: Sessions = current_app.extensions["sessions"]()
-        return _json(responses.project(responses.render(service.execute(call)), tool))
+        out = responses.render(service.execute(call))
+        return _json(responses.project(out, tool, current_app.config["CONTEXT_SCHEMA"]))
     except RequestEntityTooLarge:
         code = "PAYLOAD_TOO_LARGE"
         return _error(errors.PayloadTooLarge(limit=current_app.config["MAX_CONTENT_LENGTH"]), tool)
@@ -119,7 +121,8 @@ def readyz() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return _json(schemas.openapi_document(current_app.config["PUBLIC_BASE_URL"]))
+    schema = current_app.config["CONTEXT_SCHEMA"]
+    return _json(schemas.openapi_document(current_app.config["PUBLIC_BASE_URL"], schema.coze() if schema else None))
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -133,7 +136,7 @@ def register_error_handlers(app: Flask) -> None:
         reason = {404: "no_such_tool", 405: "method"}.get(exc.code or 400, "body")
         invalid = errors.InvalidArgument(request.path if reason != "body" else "", reason)
         out = responses.error(invalid, current_app.extensions["database"].clock(), g.lang)
-        return _json(responses.project(out, spec.MANAGE_TOOL), exc.code or 400)
+        return _json(responses.project(out, spec.MANAGE_TOOL, current_app.config["CONTEXT_SCHEMA"]), exc.code or 400)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -17,13 +17,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app import errors
+from app import errors, prompt
+from app.context_schema import ContextSchema
+from app.jsontext import merge_patch
 from app.model import (
     Append,
     Applied,
     Change,
     ClearHistory,
     Close,
+    Compact,
     Expect,
     Lock,
     MergeContext,
@@ -31,10 +34,12 @@ from app.model import (
     NewSession,
     Outcome,
     ReplaceContext,
+    Session,
     Slide,
     Unlock,
     context_text,
 )
+from app.spec import MAX_SUMMARY_BYTES
 from app.validation import Call
 
 if TYPE_CHECKING:
@@ -52,6 +57,7 @@ class Limits:
     max_timeout: int
     max_history: int
     max_context_bytes: int
+    context_schema: ContextSchema | None = None  # CONTEXT_SCHEMA: every write's context must satisfy it
 
 
 class LockWaiting:
@@ -115,6 +121,11 @@ class Sessions:
         self._apply(call, Slide(revive=True), revive, now)
         return dataclasses.replace(run(self.clock()), resumed=True)
 
+    def _context(self, value: dict) -> str:
+        """A whole new context's text: within the size limit, and the context schema if there is one."""
+        schema = self.limits.context_schema
+        return context_text(value, self.limits.max_context_bytes, schema.check if schema else None)
+
     def _check_caps(self, call: Call) -> None:
         timeout = call.options.get("timeout")
         if timeout is not None and timeout > self.limits.max_timeout:
@@ -132,7 +143,7 @@ class Sessions:
         new = NewSession(
             user_id=call.user_id,
             session_id=session_id,
-            context=context_text(call.context or {}, self.limits.max_context_bytes),
+            context=self._context(merge_patch(call.context or {}, call.fields or {})),
             timeout_ms=call.options.get("timeout", self.limits.timeout) * 1000,
             max_history=call.options.get("max_history", self.limits.max_history),
             auto_clean=call.options.get("auto_clean", True),
@@ -157,9 +168,10 @@ class Sessions:
 
     def op_update(self, call: Call) -> Outcome:
         if call.options.get("merge", True):
-            change: Change = MergeContext(call.context, self.limits.max_context_bytes)
+            check = self.limits.context_schema.check if self.limits.context_schema else None
+            change: Change = MergeContext(call.context or {}, self.limits.max_context_bytes, call.fields, check)
         else:
-            change = ReplaceContext(context_text(call.context, self.limits.max_context_bytes))
+            change = ReplaceContext(self._context(merge_patch(call.context or {}, call.fields or {})))
 
         def update(now: int) -> Outcome:
             done = self._apply(call, change, self._expect(call), now)
@@ -193,12 +205,46 @@ class Sessions:
         def history(now: int) -> Outcome:
             s = self._apply(call, Slide(), Expect(writable=False, guarded=False), now, with_messages=True).session
             last = s.last_seq if cursor is None else min(s.last_seq, int(cursor) - 1)
-            first = max(s.first_seq, last - call.options["limit"] + 1)
-            messages = tuple(self.store.messages(s, first, last))
-            more = first <= last and first > s.first_seq
-            return Outcome(at=now, session=s, messages=messages, next_cursor=str(first) if more else "")
+            return self._page(call, s, last, now)
 
         return self._resuming(call, history, guarded=False)
+
+    def _page(self, call: Call, s: Session, last: int, now: int) -> Outcome:
+        """The newest `limit` messages up to `last` of the roles asked for that fit the token budget;
+        from the summary when the page reaches the oldest kept message and it fits too."""
+        limit, budget = call.options["limit"], call.options.get("max_tokens")
+        roles = {r.strip() for r in call.options.get("roles", "").split(",") if r.strip()}
+        page: list[Message] = []
+        tokens, stop, high = 0, 0, last
+        while high >= s.first_seq and len(page) < limit and not stop:
+            low = max(s.first_seq, high - (max(2 * limit, 50) if roles else limit) + 1)
+            for m in reversed(self.store.messages(s, low, high)):
+                if roles and m.role not in roles:
+                    continue
+                if budget is not None and tokens + prompt.message_tokens(m) > budget:
+                    stop = m.seq + 1  # the next page starts with what did not fit
+                    break
+                page.insert(0, m)
+                tokens += prompt.message_tokens(m)
+                if len(page) == limit:
+                    break
+            high = low - 1
+        oldest = page[0].seq if page else last + 1
+        more = str(stop) if stop else str(oldest) if len(page) == limit and oldest > s.first_seq else ""
+        summary = (
+            s.summary if not more and (budget is None or tokens + prompt.summary_tokens(s.summary) <= budget) else ""
+        )
+        tokens += prompt.summary_tokens(summary)
+        text = prompt.transcript(page, summary) if call.options.get("format") == "transcript" else ""
+        return Outcome(at=now, session=s, messages=tuple(page), next_cursor=more, transcript=text, tokens=tokens)
+
+    def op_compact(self, call: Call) -> Outcome:
+        upto = call.options.get("upto_seq")
+        if upto is None:
+            raise errors.InvalidArgument("options.upto_seq", "required")
+        if len(call.summary.encode("utf-8")) > MAX_SUMMARY_BYTES:
+            raise errors.InvalidArgument("summary", "message_size", MAX_SUMMARY_BYTES)
+        return self._write(call, Compact(call.summary, upto), self._expect(call))
 
     def _write(self, call: Call, change: Change, expect: Expect) -> Outcome:
         now = self.clock()

@@ -6,6 +6,7 @@ back; it answers with an `Outcome`, which the HTTP edge shapes into the tool's o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ class Session:
     appended: int  # messages appended since the last clear
     last_seq: int  # the newest message's seq (0 before the first)
     locked_until: int = 0  # epoch milliseconds; the lock is held while it is in the future
+    summary: str = ""  # what compact left in place of the messages up to summary_upto
+    summary_upto: int = 0
     stored: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -84,18 +87,22 @@ class ReplaceContext:
 
 @dataclass(frozen=True)
 class MergeContext:
-    """JSON Merge Patch `patch` into the context; the result must stay within `limit` bytes."""
+    """JSON Merge Patch `patch` (then typed `fields`) into the context; the result must stay within
+    `limit` bytes and, if `check` is given, satisfy it (the storage then merges it before writing)."""
 
     patch: dict
     limit: int
+    fields: dict | None = None
+    check: Callable[[dict], None] | None = None
 
     @property
     def text(self) -> str:
         return jsontext.dumps(self.patch)
 
     def onto(self, context: str) -> str:
-        """The merged context's text, refused if over the limit."""
-        return context_text(jsontext.merge_patch(jsontext.loads(context), self.patch), self.limit)
+        """The merged context's text, refused if over the limit or against the check."""
+        merged = jsontext.merge_patch(jsontext.loads(context), self.patch)
+        return context_text(jsontext.merge_patch(merged, self.fields or {}), self.limit, self.check)
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,15 @@ class Unlock:
     pass
 
 
-Change = Slide | ReplaceContext | MergeContext | Append | ClearHistory | Close | Lock | Unlock
+@dataclass(frozen=True)
+class Compact:
+    """Keep `summary` in place of the messages with seq <= upto; later ones stay, appended meanwhile or not."""
+
+    summary: str
+    upto: int
+
+
+Change = Slide | ReplaceContext | MergeContext | Append | ClearHistory | Close | Lock | Unlock | Compact
 
 
 @dataclass(frozen=True)
@@ -172,10 +187,14 @@ class Outcome:
     messages: tuple[Message, ...] = ()
     sessions: tuple[Session, ...] = ()
     next_cursor: str = ""
+    transcript: str = ""
+    tokens: int = 0
 
 
-def context_text(value: dict, limit: int) -> str:
-    """The compact JSON text of a context, refused if its UTF-8 bytes pass `limit`."""
+def context_text(value: dict, limit: int, check: Callable[[dict], None] | None = None) -> str:
+    """The compact JSON text of a context, refused if its UTF-8 bytes pass `limit` or `check` refuses it."""
+    if check is not None:
+        check(value)
     text = jsontext.dumps(value)
     size = len(text.encode("utf-8"))
     if size > limit:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from app import spec
+from app import jsontext, spec
+from app.context_schema import ContextSchema
 from app.errors import ServiceError
 from app.model import Message, Outcome, Session
 
@@ -54,6 +55,8 @@ def session(s: Session, now: int) -> dict[str, Any]:
         max_history=s.max_history,
         auto_clean=s.auto_clean,
         locked_until=iso(s.locked_until) if s.locked(now) else "",
+        summary=s.summary,
+        summary_upto=s.summary_upto,
     )
     return out
 
@@ -72,6 +75,8 @@ def render(outcome: Outcome) -> dict[str, Any]:
         messages=[message(m) for m in outcome.messages],
         sessions=[summary(s, outcome.at) for s in outcome.sessions],
         next_cursor=outcome.next_cursor,
+        transcript=outcome.transcript,
+        tokens=outcome.tokens,
     )
     return out
 
@@ -92,6 +97,10 @@ def error(exc: ServiceError, now: int, lang: str, session_id: str = "") -> dict[
     return out
 
 
-def project(out: dict[str, Any], tool: spec.Tool) -> dict[str, Any]:
-    """Only the outputs the tool declares (Coze drops the rest anyway)."""
-    return {n: out[n] for n in tool.outputs}
+def project(out: dict[str, Any], tool: spec.Tool, schema: ContextSchema | None = None) -> dict[str, Any]:
+    """Only the outputs the tool declares (Coze drops the rest anyway); with a context schema, the
+    context's typed `fields` too ({} when there is no context to show)."""
+    answer = {n: out[n] for n in tool.outputs}
+    if schema is not None:
+        answer["fields"] = schema.fields_of(jsontext.loads(out["context"])) if out["context"] else {}
+    return answer

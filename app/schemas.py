@@ -45,9 +45,12 @@ def field_schema(f: Field, *, strict: bool) -> dict[str, Any]:
     return out
 
 
-def request_schema(tool: Tool, *, strict: bool = True) -> dict[str, Any]:
-    """The request body schema of a tool."""
+def request_schema(tool: Tool, *, strict: bool = True, fields: dict | None = None) -> dict[str, Any]:
+    """The request body schema of a tool; `fields`, the typed context fields (CONTEXT_SCHEMA) if any."""
     props = {n: field_schema(spec.INPUTS[n], strict=strict) for n in tool.inputs}
+    if fields is not None and "context" in props:
+        # Any object here: the context a write leaves is what the schema checks (a merge may be partial).
+        props["fields"] = {"type": "object"} if strict else fields
     options = tool.options()
     props["options"] = {
         "type": "object",
@@ -67,23 +70,25 @@ def request_schema(tool: Tool, *, strict: bool = True) -> dict[str, Any]:
     return out
 
 
-def response_schema(tool: Tool, *, strict: bool = True) -> dict[str, Any]:
+def response_schema(tool: Tool, *, strict: bool = True, fields: dict | None = None) -> dict[str, Any]:
     """The response body schema of a tool: every field required, none nullable."""
     props = {n: field_schema(spec.OUTPUTS[n], strict=strict) for n in tool.outputs}
+    if fields is not None:
+        props["fields"] = dict(fields, additionalProperties=False) if strict else fields
     out: dict[str, Any] = {"type": "object", "properties": props}
     if strict:
         props["status"]["enum"] = list(spec.STATUSES)
         props["error_code"]["enum"] = ["", *spec.ERRORS]
         out["required"] = list(props)
         out["additionalProperties"] = False
-        for name in ("expires_in", "message_count", "dropped", "version", "timeout", "max_history"):
+        for name in ("expires_in", "message_count", "dropped", "version", "timeout", "max_history", "tokens"):
             if name in props:
                 props[name]["minimum"] = 0
     return out
 
 
-def openapi_document(server_url: str) -> dict[str, Any]:
-    """The OpenAPI 3.0.1 document Coze imports: one tool per (path, POST)."""
+def openapi_document(server_url: str, fields: dict | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.0.1 document Coze imports: one tool per (path, POST); `fields` as in request_schema."""
     paths = {}
     for tool in spec.TOOLS:
         paths[tool.path] = {
@@ -92,12 +97,12 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 "summary": f"{tool.zh} / {tool.en}",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": request_schema(tool, strict=False)}},
+                    "content": {"application/json": {"schema": request_schema(tool, strict=False, fields=fields)}},
                 },
                 "responses": {
                     "200": {
                         "description": "成功或业务错误（见 error_code） / Success or a business error (see error_code)",
-                        "content": {"application/json": {"schema": response_schema(tool, strict=False)}},
+                        "content": {"application/json": {"schema": response_schema(tool, strict=False, fields=fields)}},
                     }
                 },
             }

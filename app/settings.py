@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from app import spec
+from app.context_schema import ContextSchema, ContextSchemaError
 
 MAX_CHUNK = 64  # messages per archive chunk at most: 64 of 64 KiB make a 4 MiB chunk
 # A session document holds the context, its patch log (64 KiB), at most 4.4 MiB of inline messages and
@@ -58,6 +60,17 @@ class Settings:
     expired_retention: int = 7 * 24 * 3600
     public_base_url: str = "http://127.0.0.1:8080"
     log_level: str = "INFO"
+    context_schema_path: str = ""  # CONTEXT_SCHEMA: a JSON Schema file declaring the context's typed fields
+
+    @cached_property
+    def context_schema(self) -> ContextSchema | None:
+        """The operator's context schema, checked and compiled once; None without CONTEXT_SCHEMA."""
+        if not self.context_schema_path:
+            return None
+        try:
+            return ContextSchema.load(self.context_schema_path)
+        except ContextSchemaError as exc:
+            raise SettingsError(str(exc)) from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,12 +107,14 @@ class Settings:
             expired_retention=_int(env, "EXPIRED_RETENTION", 7 * 24 * 3600),
             public_base_url=env.get("PUBLIC_BASE_URL", "").strip() or "http://127.0.0.1:8080",
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
+            context_schema_path=env.get("CONTEXT_SCHEMA", "").strip(),
         )
         settings.check()
         return settings
 
     def check(self) -> None:
         """Refuse combinations that must not run."""
+        _ = self.context_schema  # a schema Coze could not show stops start-up here
         if self.max_history > spec.MAX_HISTORY:
             raise SettingsError(f"MAX_HISTORY must be at most {spec.MAX_HISTORY}")
         if self.session_timeout > self.max_timeout:

@@ -37,6 +37,8 @@ CURSOR_PATTERN = r"^[0-9A-Za-z_.:-]{1,200}\Z"
 TOKEN_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}\Z"  # request ids and lock tokens
 MAX_LEASE = 600
 MAX_WAIT = 25
+MAX_SUMMARY_BYTES = 64 * 1024
+MAX_TOKENS = 10_000_000
 
 STATUSES = ("active", "expired", "closed", "deleted", "")
 ROLES = ("user", "assistant", "system", "tool")
@@ -92,6 +94,7 @@ INPUTS: dict[str, Field] = {
             "delete",
             "lock",
             "unlock",
+            "compact",
         ),
     ),
     "user_id": Field(
@@ -121,6 +124,11 @@ INPUTS: dict[str, Field] = {
         "Request id: a repeat on the same session (a retry) applies nothing and answers replayed=true "
         "(1-128 letters, digits or _ - . :).",
         pattern=TOKEN_PATTERN,
+    ),
+    "summary": Field(
+        "string",
+        "对话摘要（最多 64 KiB）：替代 options.upto_seq 及之前的消息",
+        "Conversation summary (at most 64 KiB): replaces the messages up to options.upto_seq.",
     ),
     "lock_token": Field(
         "string",
@@ -216,6 +224,33 @@ OPTIONS: dict[str, Field] = {
         minimum=0,
         maximum=MAX_WAIT,
     ),
+    "format": Field(
+        "string",
+        "返回格式：messages 消息数组；transcript 另附一段 role: content 文本",
+        "messages: the page as an array; transcript: also as one text of role: content lines.",
+        enum=("messages", "transcript"),
+        default="messages",
+    ),
+    "roles": Field(
+        "string",
+        "只返回这些角色的消息，逗号分隔（空表示全部）",
+        "Only messages of these roles, comma-separated (empty: all).",
+        pattern=r"^[a-z, ]{0,64}\Z",
+    ),
+    "max_tokens": Field(
+        "integer",
+        "令牌预算：返回能放进预算的最新消息（0 表示不限）",
+        "Token budget: the newest messages that fit (0: no budget).",
+        minimum=0,
+        maximum=MAX_TOKENS,
+    ),
+    "upto_seq": Field(
+        "integer",
+        "压缩到此序号（含）为止的消息",
+        "Compact the messages up to this seq (inclusive).",
+        minimum=1,
+        maximum=MAX_SAFE_INTEGER,
+    ),
     "resume": Field(
         "boolean",
         "自动重连：会话已超时但尚未清理时先恢复它（如同 touch）",
@@ -276,6 +311,10 @@ OUTPUTS: dict[str, Field] = {
         "会话锁到期时间（UTC）；未锁定时为空",
         "The session lock's expiry (UTC, ISO 8601); empty when unlocked.",
     ),
+    "summary": Field("string", "对话摘要；没有时为空", "The conversation summary (compact); empty when none."),
+    "summary_upto": Field(
+        "integer", "摘要覆盖到的消息序号；没有摘要时为 0", "The last seq the summary covers; 0 when none."
+    ),
     "created": Field("boolean", "是否新建", "True when a new session was created."),
     "replayed": Field(
         "boolean",
@@ -289,9 +328,16 @@ OUTPUTS: dict[str, Field] = {
     "dropped": Field("integer", "被丢弃的最旧消息数", "Oldest messages dropped by this append."),
     "messages": Field("array", "消息（按时间顺序）", "Messages, oldest first.", items=MESSAGE_OUT),
     "next_cursor": Field("string", "下一页游标；没有更多时为空", "Cursor of the next page; empty when no more."),
+    "transcript": Field(
+        "string",
+        "本页的文本（每行 role: content，最早的在前；到达最早消息时以摘要开头）",
+        "The page as text, one role: content line per message, oldest first (from the summary when it "
+        "reaches the oldest kept message).",
+    ),
+    "tokens": Field("integer", "本页的估计令牌数", "The page's estimated tokens."),
     "sessions": Field("array", "会话列表", "The user's sessions.", items=SESSION_ITEM),
 }
-BASE_OUTPUTS = tuple(list(OUTPUTS)[: list(OUTPUTS).index("locked_until") + 1])
+BASE_OUTPUTS = tuple(list(OUTPUTS)[: list(OUTPUTS).index("summary_upto") + 1])
 
 
 @dataclass(frozen=True)
@@ -356,8 +402,8 @@ OPERATIONS: dict[str, Operation] = {
             "Read the newest messages, oldest first; next_cursor pages back.",
             _ID,
             _ID,
-            ("limit", "cursor", "resume", "lang"),
-            ("resumed", "messages", "next_cursor"),
+            ("limit", "cursor", "format", "roles", "max_tokens", "resume", "lang"),
+            ("resumed", "messages", "next_cursor", "transcript", "tokens"),
         ),
         Operation(
             "clear_history",
@@ -425,6 +471,16 @@ OPERATIONS: dict[str, Operation] = {
             ("persist", "lang"),
             ("replayed",),
         ),
+        Operation(
+            "compact",
+            "压缩历史：用工作流自己写的摘要替代 options.upto_seq 及之前的消息，之后的消息保留",
+            "Compact the history: a summary the workflow wrote replaces the messages up to "
+            "options.upto_seq; later messages stay.",
+            (*_ID, "summary"),
+            (*_WRITE, "summary"),
+            ("upto_seq", "expected_version", "persist", "lang"),
+            ("replayed",),
+        ),
     )
 }
 
@@ -477,9 +533,9 @@ MANAGE_TOOL = Tool(
     "session_manage",
     "/v1/session",
     "会话管理：用 operation 选择操作（create、get、update、append_messages、history、"
-    "clear_history、touch、list、close、delete、lock、unlock）",
+    "clear_history、touch、list、close、delete、lock、unlock、compact）",
     "Session management: choose the operation with `operation` (create, get, update, "
-    "append_messages, history, clear_history, touch, list, close, delete, lock, unlock).",
+    "append_messages, history, clear_history, touch, list, close, delete, lock, unlock, compact).",
     tuple(OPERATIONS),
 )
 TOOLS: tuple[Tool, ...] = (
@@ -571,5 +627,6 @@ REASONS: dict[str, tuple[str, str]] = {
     "body": ("请求体应为 JSON 对象", "the request body must be a JSON object"),
     "operation": ("不支持的操作", "is not a supported operation"),
     "no_such_tool": ("不是此服务的工具", "is not a tool of this service"),
+    "schema": ("不符合上下文结构（{expected}）", "does not match the context schema ({expected})"),
     "method": ("只接受 POST 请求", "accepts POST only"),
 }

@@ -19,7 +19,11 @@ from jsonschema.exceptions import best_match
 from app import jsontext, schemas, spec
 from app.errors import InvalidArgument
 
-_VALIDATORS = {t.name: Draft202012Validator(schemas.request_schema(t)) for t in spec.TOOLS}
+_VALIDATORS = {  # (tool, whether typed context fields are configured)
+    (t.name, typed): Draft202012Validator(schemas.request_schema(t, fields={} if typed else None))
+    for t in spec.TOOLS
+    for typed in (False, True)
+}
 _OPTIONS = {op: spec.TOOLS_BY_NAME[f"session_{op}"].options() for op in spec.OPERATIONS}  # not per request
 _ANY_OPTION = set(spec.OPTIONS)
 for _v in _VALIDATORS.values():
@@ -39,6 +43,8 @@ class Call:
     options: dict[str, Any]
     request_id: str = ""
     lock_token: str = ""
+    summary: str = ""
+    fields: dict | None = None  # typed context fields (CONTEXT_SCHEMA), merged after `context`
 
     @property
     def lang(self) -> str:
@@ -84,10 +90,13 @@ def lang_of(body: Any) -> str:
     return lang if lang in ("zh", "en") else "zh"
 
 
-def parse(tool_name: str, body: Any, connector_user: str = "", defaults: dict | None = None) -> Call:
+def parse(
+    tool_name: str, body: Any, connector_user: str = "", defaults: dict | None = None, *, typed: bool = False
+) -> Call:
     """Validate `body` for the tool `tool_name`; raises InvalidArgument naming the field.
 
-    `defaults` replaces the spec's defaults where the server is configured otherwise.
+    `defaults` replaces the spec's defaults where the server is configured otherwise; `typed`: the
+    tools also take `fields` (CONTEXT_SCHEMA is configured), which may stand in for `context`.
     """
     tool = spec.TOOLS_BY_NAME[tool_name]
     if not isinstance(body, dict):
@@ -102,16 +111,18 @@ def parse(tool_name: str, body: Any, connector_user: str = "", defaults: dict | 
             if _given(v) or v == []  # [] is no option's type: left to be refused
             if used is None or k in used or k not in _ANY_OPTION  # an unknown name is still refused
         }
+    if data.get("fields") == {}:  # a Coze node sends the object even with every field unset
+        del data["fields"]
     if "user_id" not in data and connector_user:
         data["user_id"] = connector_user
-    error = best_match(_VALIDATORS[tool_name].iter_errors(data))
+    error = best_match(_VALIDATORS[tool_name, typed].iter_errors(data))
     if error is not None:
         raise _schema_error(error)
 
     operation = data.get("operation") or tool.operations[0]
     op = spec.OPERATIONS[operation]
     for need in op.needs:
-        if need not in data:
+        if need not in data and not (need == "context" and "fields" in data):
             raise InvalidArgument(need, "required")
     fields = _OPTIONS[operation]
     options = {n: f.default for n, f in fields.items() if f.default is not None}
@@ -133,6 +144,8 @@ def parse(tool_name: str, body: Any, connector_user: str = "", defaults: dict | 
         options=options,
         request_id=data.get("request_id", "") if "request_id" in op.inputs else "",
         lock_token=data.get("lock_token", "") if "lock_token" in op.inputs else "",
+        summary=data.get("summary", "") if "summary" in op.inputs else "",
+        fields=data.get("fields") if "context" in op.inputs else None,
     )
 
 

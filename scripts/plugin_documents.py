@@ -75,10 +75,14 @@ def sample_parameters(tool: spec.Tool, user_id: str, session_id: str, lock_token
             params[name] = [{"role": "user", "content": "Hello from the registration script's debug run."}]
         elif name == "lock_token" and name in op.needs:
             params[name] = lock_token or "no-lock-was-taken"
+        elif name == "summary" and name in op.needs:
+            params[name] = "The user said hello to the registration script's debug run."
     if "lang" in tool.options():
         params["options"] = {"lang": "en"}
     if "lease" in tool.options():
         params["options"]["lease"] = 10  # released by session_unlock right after, or soon anyway
+    if "upto_seq" in tool.options() and op_name == "compact":
+        params["options"]["upto_seq"] = 1  # session_append_messages ran before: seq 1 exists
     return params
 
 

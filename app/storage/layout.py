@@ -27,7 +27,7 @@ FIELDS: dict[str, str] = {
     "pa": "purge date, a BSON date (the TTL index); absent: never purged",
     "pms": "pa in epoch ms",
     # sessions
-    "st": "'active' or 'closed' (expired is computed from exp)",
+    "st": "'active', 'closed', or 'deleted' while a delete removes it (expired is computed from exp)",
     "ctx": "the context's JSON text, before the patches in cp",
     "cp": "JSON Merge Patch texts still to apply to ctx, oldest first",
     "csz": "bound on the merged context's bytes: ctx's plus the patches' (a patch never grows it more)",
@@ -49,6 +49,8 @@ FIELDS: dict[str, str] = {
     "lk": "the session lock's token ('' when never locked or released)",
     "lu": "the session lock held until (ms); at or before now: unlocked",
     "rq": "the last request ids applied to the session (or, in a receipt, to its delete), oldest first",
+    "sm": "the summary compact left in place of the messages up to su",
+    "su": "the last seq the summary covers (0: no summary)",
     # archive chunks
     "seq": "the chunk's first seq",
 }
@@ -171,6 +173,8 @@ def from_doc(doc: dict) -> Session:
         appended=doc["n"],
         last_seq=doc["tot"],
         locked_until=doc.get("lu", 0),
+        summary=doc.get("sm", ""),
+        summary_upto=doc.get("su", 0),
         stored=Stored(
             key=doc["_id"],
             nonce=doc.get("r", ""),

@@ -23,6 +23,7 @@ from app.model import (
     Applied,
     Change,
     ClearHistory,
+    Compact,
     Expect,
     Lock,
     MergeContext,
@@ -45,6 +46,7 @@ NO_MESSAGES = {"msgs": 0}
 SUMMARY = {"msgs": 0, "ctx": 0, "cp": 0}
 FOLD_AFTER = 8  # patches in the context's log before a worker folds them into the stored text
 LIST_INDEX = [("uid", 1), ("k", 1), ("c", -1), ("sid", -1)]  # list: equality, then its sort (ESR)
+DELETED = "deleted"  # the status a delete marks a session with before it removes its documents
 
 
 class SessionStore:
@@ -129,6 +131,8 @@ class SessionStore:
         for _ in LOST_RACES.rounds():
             if caller_id:
                 existing = self.read(new.user_id, new.session_id)
+                if existing is not None and existing.status == DELETED:
+                    continue  # a delete is removing it: a new session may take the id in a moment
                 if existing is not None:
                     if not existing.expired(now):
                         repeat = bool(request_id) and request_id in existing.stored.requests
@@ -183,6 +187,8 @@ class SessionStore:
                 except DuplicateKeyError:  # the slot a revival chose was taken meanwhile
                     before = None
             if before:
+                if before.get("st") == DELETED:  # a read raced a delete that has marked it
+                    raise errors.SessionNotFound()
                 s = self._learned(applied(before, update))
                 self._after(s, change, guess, before, persist)
                 if isinstance(change, Append):
@@ -208,12 +214,16 @@ class SessionStore:
     def _first_guess(self, key: str, user_id: str, change: Change, expect: Expect, now: int) -> Guess:
         """The timeout and max_history this process last saw; for a merge, whether to merge here."""
         guess = Guess(*self.memory.shape(key))
+        if isinstance(change, Compact):  # from what is stored now: it counts the messages it keeps
+            known, tomb = self._inspect(key, user_id)
+            diagnose(known, tomb, change, expect, now)
+            return dataclasses.replace(guess.learn(known), base=known)
         if not isinstance(change, MergeContext):
             return guess
         known = self.memory.recall(key)
         text = known.context if known is not None else ""
         known_large = len(text) * 4 > PATCH_LOG_BYTES and len(text.encode()) > PATCH_LOG_BYTES
-        if len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
+        if change.check is None and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
             return guess  # onto the patch log, unapplied: no read
         # Merged here and compared-and-set, from the state this process last saw if it can be current.
         if known is None or (expect.version is not None and known.version != expect.version):
@@ -226,7 +236,7 @@ class SessionStore:
         if not stored.stored.lockable:
             self._make_lockable(stored, persist)
         guess = guess.learn(stored)
-        if isinstance(change, MergeContext):  # a conflict, or the log's bound: merge here onto what is stored
+        if isinstance(change, MergeContext | Compact):  # a conflict, or the log's bound: onto what is stored
             return dataclasses.replace(guess, base=stored)
         if isinstance(change, Slide) and change.revive and not stored.stored.holds_slot:
             slot = self.slots.free_slot(stored.user_id, now, exclude=stored.stored.key, persist=persist)
@@ -269,11 +279,11 @@ class SessionStore:
             where["rq"] = {"$nin": [expect.request_id]}
         where.update({"lk": expect.lock_token, "lu": {"$gt": now}} if expect.lock_token else unlocked(now))
         for _ in LOST_RACES.rounds():
-            with storage_errors():
-                gone = coll.find_one_and_delete(where, {"_id": 1})
+            with storage_errors():  # marked first: a write racing the delete finds it gone, not expired
+                gone = coll.find_one_and_update(where, {"$set": {"st": DELETED, "slot": key}}, {"_id": 1})
             if gone is None:
                 stored, tomb = self._inspect(key, user_id)
-                if stored is not None:
+                if stored is not None and stored.status != DELETED:
                     if diagnose(stored, tomb, Slide(), expect, now):
                         return True, True
                     if not stored.stored.lockable:
@@ -282,7 +292,7 @@ class SessionStore:
                 if expect.request_id and self._receipted(key, user_id, expect.request_id):
                     return True, True
             with storage_errors():
-                rest = coll.delete_many({"uid": user_id, "sid": session_id, "k": {"$nin": ["s", "d"]}})
+                rest = coll.delete_many({"uid": user_id, "sid": session_id, "k": {"$ne": "d"}})
                 if expect.request_id:  # a repeat finds it, until it is purged a retention later
                     receipt = layout.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
                     rq = {"$each": [expect.request_id], "$slice": -REQUESTS_KEPT}

@@ -17,6 +17,7 @@ from app.model import (
     Change,
     ClearHistory,
     Close,
+    Compact,
     Expect,
     Lock,
     MergeContext,
@@ -126,6 +127,12 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         sets.update(lk=change.token, lu=now + change.lease_ms)
     elif isinstance(change, Unlock):
         sets.update(lk="", lu=0)
+    elif isinstance(change, Compact):
+        base = guess.base  # compacted from the state read: any append since makes this miss, and retry
+        if change.upto > base.last_seq:
+            raise errors.InvalidArgument("options.upto_seq", "maximum", base.last_seq)
+        where.update(tot=base.last_seq, n=base.appended)
+        sets.update(sm=change.summary, su=change.upto, n=min(base.appended, base.last_seq - change.upto))
     update: dict[str, Any] = {"$set": sets}
     if inc:
         update["$inc"] = inc
@@ -139,6 +146,8 @@ def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect,
     raised for a failed condition, or False (a stale assumption or a race: correct and retry)."""
     if stored is None:
         raise errors.SessionExpired() if tomb else errors.SessionNotFound()
+    if stored.status == "deleted":  # a delete has marked it and is removing it
+        raise errors.SessionNotFound()
     if expect.request_id and expect.request_id in stored.stored.requests:
         return True
     if expect.live and stored.expired(now):

@@ -1,0 +1,124 @@
+"""Typed context fields: the operator's CONTEXT_SCHEMA, checked once, rendered for Coze, enforced. Pure.
+
+A JSON Schema object (`type: object`, `properties` of string, integer, number, boolean, array with
+`items`, object with `properties`; no `$ref`, no combinators, no `format`) declares the context's
+shape. Coze then shows typed input and output `fields` on every tool that takes or returns a context,
+so a workflow wires `fields.cart_items` directly; every write's resulting context must satisfy the
+schema. A schema Coze could not show, or that jsonschema refuses, stops start-up naming the problem.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
+
+from app import errors
+
+TYPES = {"string", "integer", "number", "boolean", "array", "object"}
+ALLOWED = {
+    "type",
+    "description",
+    "title",
+    "properties",
+    "items",
+    "required",
+    "enum",
+    "default",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "additionalProperties",
+}
+COZE_KEYS = ("type", "description", "enum", "default", "minimum", "maximum", "items", "properties")
+
+
+class ContextSchemaError(ValueError):
+    """CONTEXT_SCHEMA cannot be used; the message names the variable and the problem."""
+
+
+class ContextSchema:
+    def __init__(self, schema: dict[str, Any], source: str = "CONTEXT_SCHEMA") -> None:
+        problems = _problems(schema, "")
+        if not problems:
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                problems = [f"{_where(exc.absolute_path)}: {exc.message}"]
+        if problems:
+            raise ContextSchemaError(f"{source}: " + "; ".join(problems))
+        self.schema = schema
+        self._validator = Draft202012Validator(schema)  # compiled once, at start-up
+        self._properties = {name: Draft202012Validator(sub) for name, sub in schema["properties"].items()}
+
+    @classmethod
+    def load(cls, path: str) -> ContextSchema:
+        try:
+            schema = json.loads(Path(path).read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ContextSchemaError(f"CONTEXT_SCHEMA: cannot read {path}: {exc}") from None
+        return cls(schema, f"CONTEXT_SCHEMA ({path})")
+
+    def check(self, context: dict) -> None:
+        """Refuse a context that violates the schema, naming the path of the first violation."""
+        error = best_match(self._validator.iter_errors(context))
+        if error is not None:
+            raise errors.InvalidArgument("context" + _where(error.absolute_path), "schema", error.message[:200])
+
+    def coze(self) -> dict[str, Any]:
+        """`fields` as Coze imports it: an object with exactly the declared properties."""
+        return {"type": "object", "description": "上下文字段 / Context fields", **_coze(self.schema)}
+
+    def fields_of(self, context: dict) -> dict[str, Any]:
+        """The context's values for the declared properties: absent, null or mistyped ones left out."""
+        out = {}
+        for name, validator in self._properties.items():
+            value = context.get(name)
+            if value is not None and validator.is_valid(value):
+                out[name] = value
+        return out
+
+
+def _where(path) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def _problems(schema: Any, where: str) -> list[str]:
+    """What Coze could not show: only plain types, arrays with items, objects with properties."""
+    here = where or "the schema"
+    if not isinstance(schema, dict):
+        return [f"{here} is not a JSON object"]
+    if not where and schema.get("type") != "object":
+        return ["the schema must have type: object"]
+    out = [f"{here}: {key} is not supported" for key in schema if key not in ALLOWED]
+    kind = schema.get("type")
+    if not isinstance(kind, str) or kind not in TYPES:
+        return [*out, f"{here}: type must be one of {', '.join(sorted(TYPES))}"]
+    if kind == "array":
+        if not isinstance(schema.get("items"), dict):
+            return [*out, f"{here}: an array needs items"]
+        out += _problems(schema["items"], f"{where}[]" if where else "[]")
+    if kind == "object":
+        props = schema.get("properties")
+        if not isinstance(props, dict) or not props:
+            return [*out, f"{here}: an object needs properties"]
+        for name, sub in props.items():
+            out += _problems(sub, f"{where}.{name}")
+    return out
+
+
+def _coze(schema: dict[str, Any]) -> dict[str, Any]:
+    out = {k: copy.deepcopy(schema[k]) for k in COZE_KEYS if k in schema and k not in ("items", "properties")}
+    if "items" in schema:
+        out["items"] = _coze(schema["items"])
+    if "properties" in schema:
+        out["properties"] = {name: _coze(sub) for name, sub in schema["properties"].items()}
+    return out
