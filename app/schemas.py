@@ -63,8 +63,9 @@ def request_schema(tool: Tool, *, strict: bool = True, fields: dict | None = Non
             props["context"]["type"] = ["string", "object"]
         props["options"]["additionalProperties"] = False
     out: dict[str, Any] = {"type": "object", "properties": props}
-    if tool.required:
-        out["required"] = list(tool.required)
+    required = [n for n in tool.required if not (n == "context" and "fields" in props)]  # either will do
+    if required:
+        out["required"] = required
     if strict:
         out["additionalProperties"] = False
     return out

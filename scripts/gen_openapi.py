@@ -1,6 +1,7 @@
 """Regenerate openapi.json from app/spec.py: python scripts/gen_openapi.py [SERVER_URL].
 
-The server URL comes from the argument, else PUBLIC_BASE_URL, else http://127.0.0.1:8080.
+The server URL comes from the argument, else PUBLIC_BASE_URL, else http://127.0.0.1:8080. With
+CONTEXT_SCHEMA set, every tool that takes or returns a context also declares its typed `fields`.
 """
 
 from __future__ import annotations
@@ -12,20 +13,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.context_schema import ContextSchema, ContextSchemaError  # noqa: E402
 from app.schemas import openapi_document  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
-def render(server_url: str) -> str:
-    return json.dumps(openapi_document(server_url), ensure_ascii=False, indent=2) + "\n"
+def render(server_url: str, fields: dict | None = None) -> str:
+    return json.dumps(openapi_document(server_url, fields), ensure_ascii=False, indent=2) + "\n"
 
 
 def main(argv: list[str]) -> int:
     url = argv[1] if len(argv) > 1 else os.environ.get("PUBLIC_BASE_URL") or DEFAULT_URL
-    (ROOT / "openapi.json").write_text(render(url), encoding="utf-8")
-    print(f"wrote openapi.json for {url}")
+    schema_path = os.environ.get("CONTEXT_SCHEMA", "").strip()
+    try:
+        fields = ContextSchema.load(schema_path).coze() if schema_path else None
+    except ContextSchemaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    (ROOT / "openapi.json").write_text(render(url, fields), encoding="utf-8")
+    print(f"wrote openapi.json for {url}" + (f", with the typed context fields of {schema_path}" if fields else ""))
     return 0
 
 

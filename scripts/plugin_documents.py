@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from app import schemas, spec
+from app.context_schema import ContextSchema
 from scripts import cozerules
 from scripts.register_console import EXIT_USAGE, Failure, Output
 
@@ -40,13 +41,19 @@ class Documents:
         return [op["operationId"] for item in self.openapi["paths"].values() for op in item.values()]
 
 
-def load_documents(base_url: str, token: str, out: Output, root: Path = ROOT) -> Documents:
-    """plugin.yaml and openapi.json as committed, with the server URL and the token filled in and checked."""
+def load_documents(
+    base_url: str, token: str, out: Output, root: Path = ROOT, context_schema: ContextSchema | None = None
+) -> Documents:
+    """plugin.yaml and openapi.json as committed (or, with a context schema, the document generated with
+    its typed fields), with the server URL and the token filled in and checked."""
     manifest = yaml.safe_load((root / "plugin.yaml").read_text(encoding="utf-8"))
-    openapi = json.loads((root / "openapi.json").read_text(encoding="utf-8"))
-    committed_url = (openapi.get("servers") or [{}])[0].get("url", "")
-    if openapi != schemas.openapi_document(committed_url):
-        out.warn("openapi.json differs from what app/spec.py generates: run `make openapi` and commit it")
+    if context_schema is not None:
+        openapi = schemas.openapi_document(base_url, context_schema.coze())
+    else:
+        openapi = json.loads((root / "openapi.json").read_text(encoding="utf-8"))
+        committed_url = (openapi.get("servers") or [{}])[0].get("url", "")
+        if openapi != schemas.openapi_document(committed_url):
+            out.warn("openapi.json differs from what app/spec.py generates: run `make openapi` and commit it")
     if (manifest.get("auth") or {}).get("type") == "service_http":
         manifest["auth"]["service_token"] = token
     openapi["servers"] = [{"url": base_url}]

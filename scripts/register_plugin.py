@@ -6,7 +6,8 @@
 Credentials come only from the environment: COZE_EMAIL, COZE_PASSWORD (the Coze Studio login) and
 SERVICE_TOKEN (the token Coze sends to the service). What is sent is built from the committed
 plugin.yaml and openapi.json: the server URL set to --base-url, the manifest's auth.service_token set
-from SERVICE_TOKEN. Follows section 4 of COZE_CONTRACT.md. One progress line per step on stdout;
+from SERVICE_TOKEN; with CONTEXT_SCHEMA set, the OpenAPI document is generated with its typed context
+fields instead of read. Follows section 4 of COZE_CONTRACT.md. One progress line per step on stdout;
 every failure names the step, the HTTP status, Coze's code and msg on stderr and exits non-zero.
 No password or token is ever printed.
 
@@ -31,6 +32,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.context_schema import ContextSchema, ContextSchemaError  # noqa: E402
 from scripts.coze_studio import Coze, DryRun  # noqa: E402
 from scripts.plugin_documents import export, load_documents  # noqa: E402
 from scripts.register_console import EXIT_USAGE, Failure, Output  # noqa: E402
@@ -115,7 +117,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str], session: requests.Sess
         if missing:
             raise Failure("config", f"set {', '.join(missing)} in the environment", EXIT_USAGE)
     _warn_unreachable(args, out)
-    docs = load_documents(args.base_url, token, out)
+    schema_path = env.get("CONTEXT_SCHEMA", "").strip()
+    try:
+        schema = ContextSchema.load(schema_path) if schema_path else None
+    except ContextSchemaError as exc:
+        raise Failure("config", str(exc), EXIT_USAGE) from None
+    docs = load_documents(args.base_url, token, out, context_schema=schema)
     out.step("check", f"plugin.yaml and openapi.json pass the Coze import rules ({len(docs.tool_names())} tools)")
     if args.export:
         export(args.export, docs, out)

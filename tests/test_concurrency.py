@@ -567,3 +567,31 @@ def test_a_lock_call_that_waits_gets_the_lock_as_soon_as_the_holder_unlocks(serv
     assert service.post("update", {**base, "lock_token": holder["lock_token"], "context": "{}"})["error_code"] == (
         "LOCK_NOT_HELD"
     )
+
+
+def test_compactions_racing_thirty_appends_lose_none_of_them(service):
+    """Each compaction counts the messages it keeps from the state it read: an append in between makes it retry."""
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    sid = service.ok("create", {"user_id": user})["session_id"]
+    base = {"user_id": user, "session_id": sid}
+    service.ok("append_messages", {**base, "messages": [{"role": "user", "content": f"old{i}"} for i in range(10)]})
+
+    def act(i):
+        if i % 6 == 0:  # six compactions among the appends
+            return service.post(
+                "compact", {**base, "summary": f"upto {i // 6 + 1}", "options": {"upto_seq": i // 6 + 1}}
+            )
+        return service.post("append_messages", {**base, "role": "user", "content": f"new{i}"})
+
+    answers = parallel(36, act)
+    assert [a["error_code"] for i, a in enumerate(answers) if i % 6] == [""] * 30
+    # a compaction that came after one covering more is refused: a summary never covers less
+    assert {a["error_code"] for i, a in enumerate(answers) if not i % 6} <= {"", "INVALID_ARGUMENT"}
+    assert answers[30]["error_code"] == ""  # the one up to 6: nothing covers more
+    final = service.ok("get", base)
+    assert (final["summary"], final["summary_upto"], final["message_count"]) == ("upto 6", 6, 34)
+    history = service.ok("history", {**base, "options": {"limit": 1000}})["messages"]
+    assert [m["seq"] for m in history] == list(range(7, 41))  # not one append hidden
+    assert sorted(m["content"] for m in history if m["content"].startswith("new")) == sorted(
+        f"new{i}" for i in range(36) if i % 6
+    )

@@ -289,3 +289,32 @@ def test_every_stored_field_is_one_the_layout_table_names(core, store):
     every = list(store.collections.read.find({"uid": "u1"}))
     assert {d["k"] for d in every} == {"s", "t", "m"}
     assert set().union(*every) <= set(layout.FIELDS)
+
+
+def test_a_compaction_overtaken_by_an_append_between_its_read_and_its_write_keeps_the_append(
+    core, store, mongo_uri, db_name, clock
+):
+    other, client = open_store(mongo_uri, db_name, clock)
+    try:
+        run(core, "create", session_id="c")
+        run(core, "append_messages", session_id="c", messages=[{"role": "user", "content": f"m{i}"} for i in range(6)])
+        inspect, overtaken = store._inspect, []
+
+        def read_then_append(*args, **kwargs):
+            found = inspect(*args, **kwargs)
+            if not overtaken:  # once: right after the compaction read the session
+                overtaken.append(
+                    run(Sessions(other, LIMITS), "append_messages", session_id="c", role="user", content="late")
+                )
+            return found
+
+        store._inspect = read_then_append
+        try:
+            out = run(core, "compact", session_id="c", summary="first four", options={"upto_seq": 4})
+        finally:
+            store._inspect = inspect
+        assert overtaken and (out["summary_upto"], out["message_count"]) == (4, 3)
+        page = run(core, "history", session_id="c")["messages"]
+        assert [m["content"] for m in page] == ["m4", "m5", "late"]
+    finally:
+        client.close()

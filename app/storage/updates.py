@@ -131,6 +131,8 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         base = guess.base  # compacted from the state read: any append since makes this miss, and retry
         if change.upto > base.last_seq:
             raise errors.InvalidArgument("options.upto_seq", "maximum", base.last_seq)
+        if change.upto < base.summary_upto:  # the new summary replaces one that covered more
+            raise errors.InvalidArgument("options.upto_seq", "minimum", base.summary_upto)
         where.update(tot=base.last_seq, n=base.appended)
         sets.update(sm=change.summary, su=change.upto, n=min(base.appended, base.last_seq - change.upto))
     update: dict[str, Any] = {"$set": sets}
