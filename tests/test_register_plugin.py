@@ -303,3 +303,35 @@ def test_the_script_runs_as_a_command_from_any_directory(coze, tmp_path):
     assert "would POST" in done.stdout and "publish_plugin" in done.stdout
     assert PASSWORD not in done.stdout + done.stderr and TOKEN not in done.stdout + done.stderr
     assert coze.requests == []
+
+
+def test_with_a_context_schema_the_published_tools_declare_typed_fields_and_pass_debug(
+    mongo_uri, coze, capsys, tmp_path
+):
+    schema = tmp_path / "cart.schema.json"
+    schema.write_text(
+        json.dumps({"type": "object", "properties": {"cart": {"type": "array", "items": {"type": "string"}}}})
+    )
+    with (
+        fresh_database(mongo_uri, "test_register_typed") as db,
+        gunicorn({**service_env(mongo_uri, db), "CONTEXT_SCHEMA": str(schema)}, workers=1, threads=4) as typed,
+    ):
+        rc, out, err = run(
+            capsys,
+            coze,
+            "--coze-url",
+            coze.url,
+            "--base-url",
+            typed,
+            "--debug",
+            "--publish",
+            env={**ENV, "CONTEXT_SCHEMA": str(schema)},
+        )
+    assert rc == 0, err
+    plugin = only_plugin(coze)
+    assert [t.debug_status for t in plugin.tools] == [1] * len(TOOL_NAMES)
+    update = plugin.openapi["paths"]["/v1/session/update"]["post"]
+    assert update["requestBody"]["content"]["application/json"]["schema"]["properties"]["fields"]["properties"] == {
+        "cart": {"type": "array", "items": {"type": "string"}}
+    }
+    assert "fields" in update["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
