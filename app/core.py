@@ -34,7 +34,6 @@ from app.model import (
     NewSession,
     Outcome,
     ReplaceContext,
-    Session,
     Slide,
     Unlock,
     context_text,
@@ -205,38 +204,20 @@ class Sessions:
         def history(now: int) -> Outcome:
             s = self._apply(call, Slide(), Expect(writable=False, guarded=False), now, with_messages=True).session
             last = s.last_seq if cursor is None else min(s.last_seq, int(cursor) - 1)
-            return self._page(call, s, last, now)
+            opts = call.options
+            roles = {r.strip() for r in opts.get("roles", "").split(",") if r.strip()}
+            page = prompt.page(
+                lambda low, high: self.store.messages(s, low, high),
+                s,
+                last,
+                limit=opts["limit"],
+                roles=roles,
+                budget=opts.get("max_tokens"),
+                as_text=opts.get("format") == "transcript",
+            )
+            return Outcome(at=now, session=s, **page)
 
         return self._resuming(call, history, guarded=False)
-
-    def _page(self, call: Call, s: Session, last: int, now: int) -> Outcome:
-        """The newest `limit` messages up to `last` of the roles asked for that fit the token budget;
-        from the summary when the page reaches the oldest kept message and it fits too."""
-        limit, budget = call.options["limit"], call.options.get("max_tokens")
-        roles = {r.strip() for r in call.options.get("roles", "").split(",") if r.strip()}
-        page: list[Message] = []
-        tokens, stop, high = 0, 0, last
-        while high >= s.first_seq and len(page) < limit and not stop:
-            low = max(s.first_seq, high - (max(2 * limit, 50) if roles else limit) + 1)
-            for m in reversed(self.store.messages(s, low, high)):
-                if roles and m.role not in roles:
-                    continue
-                if budget is not None and tokens + prompt.message_tokens(m) > budget:
-                    stop = m.seq + 1  # the next page starts with what did not fit
-                    break
-                page.insert(0, m)
-                tokens += prompt.message_tokens(m)
-                if len(page) == limit:
-                    break
-            high = low - 1
-        oldest = page[0].seq if page else last + 1
-        more = str(stop) if stop else str(oldest) if len(page) == limit and oldest > s.first_seq else ""
-        summary = (
-            s.summary if not more and (budget is None or tokens + prompt.summary_tokens(s.summary) <= budget) else ""
-        )
-        tokens += prompt.summary_tokens(summary)
-        text = prompt.transcript(page, summary) if call.options.get("format") == "transcript" else ""
-        return Outcome(at=now, session=s, messages=tuple(page), next_cursor=more, transcript=text, tokens=tokens)
 
     def op_compact(self, call: Call) -> Outcome:
         upto = call.options.get("upto_seq")

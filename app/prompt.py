@@ -1,4 +1,4 @@
-"""What an LLM prompt gets from a history: a token estimate and a transcript. Pure: no I/O.
+"""What an LLM prompt gets from a history: a page that fits a budget, a transcript, a token estimate. Pure.
 
 The estimate is deterministic and needs no vocabulary: each CJK character (Han, kana, Hangul, CJK
 and full-width punctuation) counts one token, every other run of text one token per four
@@ -9,8 +9,10 @@ Against OpenAI's cl100k_base tokenizer it stays within the factor the tests stat
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
-from app.model import Message
+from app.model import Message, Session
 
 MESSAGE_OVERHEAD = 4  # role, separators, the line break: what chat formats add per message
 _CJK = re.compile(
@@ -39,3 +41,43 @@ def transcript(messages: list[Message] | tuple[Message, ...], summary: str = "")
     lines = [f"summary: {summary}"] if summary else []
     lines += [f"{m.role}: {m.content}" for m in messages]
     return "\n".join(lines)
+
+
+def page(
+    read: Callable[[int, int], list[Message]],
+    s: Session,
+    last: int,
+    *,
+    limit: int,
+    roles: set[str],
+    budget: int | None,
+    as_text: bool,
+) -> dict[str, Any]:
+    """The newest `limit` messages up to seq `last` of `roles` (all if empty) that fit `budget`; the
+    summary heads the page when it reaches the oldest kept message and fits too. `read(low, high)`
+    gives the messages with seqs in that range, oldest first. The Outcome fields of a history page."""
+    found: list[Message] = []
+    tokens, stop, high = 0, 0, last
+    while high >= s.first_seq and len(found) < limit and not stop:
+        low = max(s.first_seq, high - (max(2 * limit, 50) if roles else limit) + 1)
+        for m in reversed(read(low, high)):
+            if roles and m.role not in roles:
+                continue
+            if budget is not None and tokens + message_tokens(m) > budget:
+                stop = m.seq + 1  # the next page starts with what did not fit
+                break
+            found.insert(0, m)
+            tokens += message_tokens(m)
+            if len(found) == limit:
+                break
+        high = low - 1
+    oldest = found[0].seq if found else last + 1
+    more = str(stop) if stop else str(oldest) if len(found) == limit and oldest > s.first_seq else ""
+    fits = budget is None or tokens + summary_tokens(s.summary) <= budget
+    summary = s.summary if not more and fits else ""
+    return {
+        "messages": tuple(found),
+        "next_cursor": more,
+        "transcript": transcript(found, summary) if as_text else "",
+        "tokens": tokens + summary_tokens(summary),
+    }
