@@ -121,8 +121,7 @@ def readyz() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    schema = current_app.config["CONTEXT_SCHEMA"]
-    return _json(schemas.openapi_document(current_app.config["PUBLIC_BASE_URL"], schema.coze() if schema else None))
+    return _json(schemas.openapi_document(current_app.config["PUBLIC_BASE_URL"], current_app.config["CONTEXT_SCHEMA"]))
 
 
 def register_error_handlers(app: Flask) -> None:

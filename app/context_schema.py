@@ -73,9 +73,10 @@ class ContextSchema:
         if error is not None:
             raise errors.InvalidArgument("context" + _where(error.absolute_path), "schema", error.message[:200])
 
-    def coze(self) -> dict[str, Any]:
-        """`fields` as Coze imports it: an object with exactly the declared properties."""
-        return {"type": "object", "description": "上下文字段 / Context fields", **_coze(self.schema)}
+    def coze(self, *, for_input: bool = False) -> dict[str, Any]:
+        """`fields` as Coze imports it: an object with exactly the declared properties. An input
+        declares no defaults: Coze would fill them in for unset fields and overwrite stored values."""
+        return {"type": "object", "description": "上下文字段 / Context fields", **_coze(self.schema, for_input)}
 
     def fields_of(self, context: dict) -> dict[str, Any]:
         """The context's values for the declared properties: absent, null or mistyped ones left out."""
@@ -115,10 +116,11 @@ def _problems(schema: Any, where: str) -> list[str]:
     return out
 
 
-def _coze(schema: dict[str, Any]) -> dict[str, Any]:
-    out = {k: copy.deepcopy(schema[k]) for k in COZE_KEYS if k in schema and k not in ("items", "properties")}
+def _coze(schema: dict[str, Any], for_input: bool) -> dict[str, Any]:
+    skip = ("items", "properties", "default") if for_input else ("items", "properties")
+    out = {k: copy.deepcopy(schema[k]) for k in COZE_KEYS if k in schema and k not in skip}
     if "items" in schema:
-        out["items"] = _coze(schema["items"])
+        out["items"] = _coze(schema["items"], for_input)
     if "properties" in schema:
-        out["properties"] = {name: _coze(sub) for name, sub in schema["properties"].items()}
+        out["properties"] = {name: _coze(sub, for_input) for name, sub in schema["properties"].items()}
     return out

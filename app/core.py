@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from app.storage.store import SessionStore
 
 FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5  # seconds between tries while waiting for a lock
+# A read (get, history) only restarts the timeout: never blocked by the lock, and with w: 1, so a
+# replica set without a majority still answers reads (a lost timeout restart costs nothing).
+READ = Expect(writable=False, guarded=False)
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,10 @@ class Sessions:
             **conditions,
         )
 
-    def _apply(self, call: Call, change: Change, expect: Expect, now: int, **kw) -> Applied:
-        persist = call.options.get("persist", True)
+    def _apply(
+        self, call: Call, change: Change, expect: Expect, now: int, persist: bool | None = None, **kw
+    ) -> Applied:
+        persist = call.options.get("persist", True) if persist is None else persist
         return self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
 
     def _resuming(self, call: Call, run: Callable[[int], Outcome], *, guarded: bool) -> Outcome:
@@ -151,17 +156,15 @@ class Sessions:
         now = self.clock()
         caller_id = bool(call.session_id or call.request_id)
         done = self.store.create(new, now=now, persist=persist, caller_id=caller_id, request_id=call.request_id)
-        if not done.created:  # the caller's id names a live session: answer it, as a get would
-            done = self.store.apply(
-                call.user_id, session_id, Slide(), Expect(writable=False, guarded=False), now=now, persist=persist
-            )
+        if not done.created:  # the caller's id names a stored session: answer it, as a get would
+            kept = done.session.expired(now)  # auto_clean false: revived as touch would, not wiped
+            change, expect = (Slide(revive=True), Expect(live=False)) if kept else (Slide(), READ)
+            done = self.store.apply(call.user_id, session_id, change, expect, now=now, persist=persist)
         return Outcome(at=now, session=done.session, created=done.created or done.replayed, replayed=done.replayed)
 
     def op_get(self, call: Call) -> Outcome:
         def get(now: int) -> Outcome:
-            return Outcome(
-                at=now, session=self._apply(call, Slide(), Expect(writable=False, guarded=False), now).session
-            )
+            return Outcome(at=now, session=self._apply(call, Slide(), READ, now, persist=False).session)
 
         return self._resuming(call, get, guarded=False)
 
@@ -202,7 +205,7 @@ class Sessions:
             raise errors.InvalidArgument("options.cursor", "pattern")
 
         def history(now: int) -> Outcome:
-            s = self._apply(call, Slide(), Expect(writable=False, guarded=False), now, with_messages=True).session
+            s = self._apply(call, Slide(), READ, now, persist=False, with_messages=True).session
             last = s.last_seq if cursor is None else min(s.last_seq, int(cursor) - 1)
             opts = call.options
             roles = {r.strip() for r in opts.get("roles", "").split(",") if r.strip()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.spec import ERRORS, REASONS, UNKNOWN_OUTCOME
+from app.spec import DOCUMENT_TOO_LARGE, ERRORS, REASONS, UNKNOWN_OUTCOME
 
 
 class ServiceError(Exception):
@@ -62,7 +62,15 @@ class ContextTooLarge(ServiceError):
 
 
 class HistoryLimit(ServiceError):
+    """The history is full (`limit` messages), or with `document`, MongoDB refused a document past 16 MiB."""
+
     code = "HISTORY_LIMIT"
+
+    def message(self, lang: str = "zh") -> str:
+        if self.params.get("document"):
+            zh, en = DOCUMENT_TOO_LARGE
+            return en if lang == "en" else zh
+        return super().message(lang)
 
 
 class VersionConflict(ServiceError):

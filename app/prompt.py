@@ -53,8 +53,9 @@ def page(
     budget: int | None,
     as_text: bool,
 ) -> dict[str, Any]:
-    """The newest `limit` messages up to seq `last` of `roles` (all if empty) that fit `budget`; the
-    summary heads the page when it reaches the oldest kept message and fits too. `read(low, high)`
+    """The newest `limit` messages up to seq `last` of `roles` (all if empty) that fit `budget` (a
+    message bigger than the whole budget is skipped); the summary heads the page when it reaches the
+    oldest kept message and fits too. `read(low, high)`
     gives the messages with seqs in that range, oldest first. The Outcome fields of a history page."""
     found: list[Message] = []
     tokens, stop, high = 0, 0, last
@@ -64,7 +65,9 @@ def page(
             if roles and m.role not in roles:
                 continue
             if budget is not None and tokens + message_tokens(m) > budget:
-                stop = m.seq + 1  # the next page starts with what did not fit
+                # the next page starts with what did not fit; one bigger than the whole budget is
+                # skipped, or a paging loop would ask for it forever
+                stop = m.seq + 1 if found else m.seq
                 break
             found.insert(0, m)
             tokens += message_tokens(m)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from app import spec
+from app.context_schema import ContextSchema
 from app.spec import Field, Tool
 
 
@@ -88,8 +89,11 @@ def response_schema(tool: Tool, *, strict: bool = True, fields: dict | None = No
     return out
 
 
-def openapi_document(server_url: str, fields: dict | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.0.1 document Coze imports: one tool per (path, POST); `fields` as in request_schema."""
+def openapi_document(server_url: str, context_schema: ContextSchema | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.0.1 document Coze imports: one tool per (path, POST); with a context schema,
+    typed `fields` in and out wherever a context goes."""
+    fields_in = context_schema.coze(for_input=True) if context_schema else None
+    fields_out = context_schema.coze() if context_schema else None
     paths = {}
     for tool in spec.TOOLS:
         paths[tool.path] = {
@@ -98,12 +102,14 @@ def openapi_document(server_url: str, fields: dict | None = None) -> dict[str, A
                 "summary": f"{tool.zh} / {tool.en}",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": request_schema(tool, strict=False, fields=fields)}},
+                    "content": {"application/json": {"schema": request_schema(tool, strict=False, fields=fields_in)}},
                 },
                 "responses": {
                     "200": {
                         "description": "成功或业务错误（见 error_code） / Success or a business error (see error_code)",
-                        "content": {"application/json": {"schema": response_schema(tool, strict=False, fields=fields)}},
+                        "content": {
+                            "application/json": {"schema": response_schema(tool, strict=False, fields=fields_out)}
+                        },
                     }
                 },
             }

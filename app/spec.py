@@ -606,6 +606,12 @@ UNKNOWN_OUTCOME = (
     "storage unavailable: the write may have been applied; retry it",
 )
 
+# HISTORY_LIMIT when MongoDB refuses a document past its 16 MiB (nothing was stored).
+DOCUMENT_TOO_LARGE = (
+    "会话数据超过 MongoDB 单个文档 16 MiB 的上限，未保存",
+    "the session would pass MongoDB's 16 MiB per document; nothing was stored",
+)
+
 # Reasons for INVALID_ARGUMENT, by jsonschema keyword (and a few of the core's own checks).
 REASONS: dict[str, tuple[str, str]] = {
     "required": ("不能为空", "is required"),

@@ -20,20 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
-def render(server_url: str, fields: dict | None = None) -> str:
-    return json.dumps(openapi_document(server_url, fields), ensure_ascii=False, indent=2) + "\n"
+def render(server_url: str, context_schema: ContextSchema | None = None) -> str:
+    return json.dumps(openapi_document(server_url, context_schema), ensure_ascii=False, indent=2) + "\n"
 
 
 def main(argv: list[str]) -> int:
     url = argv[1] if len(argv) > 1 else os.environ.get("PUBLIC_BASE_URL") or DEFAULT_URL
     schema_path = os.environ.get("CONTEXT_SCHEMA", "").strip()
     try:
-        fields = ContextSchema.load(schema_path).coze() if schema_path else None
+        schema = ContextSchema.load(schema_path) if schema_path else None
     except ContextSchemaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    (ROOT / "openapi.json").write_text(render(url, fields), encoding="utf-8")
-    print(f"wrote openapi.json for {url}" + (f", with the typed context fields of {schema_path}" if fields else ""))
+    (ROOT / "openapi.json").write_text(render(url, schema), encoding="utf-8")
+    print(f"wrote openapi.json for {url}" + (f", with the typed context fields of {schema_path}" if schema else ""))
     return 0
 
 

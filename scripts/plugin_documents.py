@@ -48,7 +48,7 @@ def load_documents(
     its typed fields), with the server URL and the token filled in and checked."""
     manifest = yaml.safe_load((root / "plugin.yaml").read_text(encoding="utf-8"))
     if context_schema is not None:
-        openapi = schemas.openapi_document(base_url, context_schema.coze())
+        openapi = schemas.openapi_document(base_url, context_schema)
     else:
         openapi = json.loads((root / "openapi.json").read_text(encoding="utf-8"))
         committed_url = (openapi.get("servers") or [{}])[0].get("url", "")

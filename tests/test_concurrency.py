@@ -595,3 +595,14 @@ def test_compactions_racing_thirty_appends_lose_none_of_them(service):
     assert sorted(m["content"] for m in history if m["content"].startswith("new")) == sorted(
         f"new{i}" for i in range(36) if i % 6
     )
+
+
+def test_ten_concurrent_repeats_of_one_delete_apply_once_and_the_rest_answer_replayed(service, collection):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    sid = service.ok("create", {"user_id": user})["session_id"]
+    answers = parallel(
+        10, lambda i: service.post("delete", {"user_id": user, "session_id": sid, "request_id": "del-1"})
+    )
+    assert [a["error_code"] for a in answers] == [""] * 10, Counter(a["error_code"] for a in answers)
+    assert sorted(a["replayed"] for a in answers) == [False] + [True] * 9
+    assert collection.count_documents({"uid": user, "k": {"$ne": "d"}}) == 0

@@ -53,7 +53,7 @@ CART = {
 
 def nodes(app, schema: ContextSchema | None = None):
     """call(op, **inputs): a workflow node of the op's tool, on the document Coze would import."""
-    document = schemas.openapi_document("https://sessions.example.com", schema.coze() if schema else None)
+    document = schemas.openapi_document("https://sessions.example.com", schema)
     client = app.test_client()
 
     def post(path: str, body: dict) -> tuple[int, dict]:
@@ -134,7 +134,8 @@ def test_a_budget_returns_the_newest_run_that_fits_and_a_bigger_one_never_fewer_
     if len(kept) < len(MESSAGES):  # the next older one did not fit, and the next page starts with it
         older = MESSAGES[len(MESSAGES) - len(kept) - 1]
         assert cost + prompt.message_tokens(Message(0, *older, 0)) > budget
-        assert page["next_cursor"] == str(len(MESSAGES) - len(kept) + 1)
+        # the next page starts with what did not fit; a message bigger than the whole budget is skipped
+        assert page["next_cursor"] == str(len(MESSAGES) - len(kept) + (1 if kept else 0))
     bigger = ok(call("history", session_id=sid, options={"max_tokens": budget + more, "limit": 1000}))
     assert len(bigger["messages"]) >= len(kept)
 
@@ -300,7 +301,7 @@ def test_a_write_violating_the_context_schema_stores_nothing_and_names_the_path(
 def test_the_document_with_typed_fields_passes_the_coze_import_rules_and_declares_them_where_a_context_goes(
     schema_file,
 ):
-    doc = schemas.openapi_document("https://sessions.example.com", ContextSchema.load(str(schema_file)).coze())
+    doc = schemas.openapi_document("https://sessions.example.com", ContextSchema.load(str(schema_file)))
     assert cozerules.openapi_problems(doc) == []
     for item in doc["paths"].values():
         body = item["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
@@ -339,3 +340,50 @@ def test_a_context_schema_coze_cannot_show_stops_start_up_naming_it(tmp_path, sc
         Settings.from_env({"CONTEXT_SCHEMA": str(tmp_path / "missing.json")})
     with pytest.raises(ContextSchemaError):
         ContextSchema.load(str(path))
+
+
+def test_a_message_bigger_than_the_whole_budget_is_skipped_so_a_paging_loop_ends(call):
+    sid = conversation(call, ("user", "hi"), ("assistant", "y" * 400), ("user", "ok"))
+    seen, cursor = [], ""
+    for _ in range(5):
+        page = ok(call("history", session_id=sid, options={"max_tokens": 50, "limit": 1, "cursor": cursor}))
+        seen += [m["content"] for m in page["messages"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ["ok", "hi"] and cursor == ""
+
+
+def test_a_repeated_compaction_after_a_later_one_answers_replayed(call):
+    sid = conversation(call, *TURNS)
+    ok(call("compact", session_id=sid, summary="to 2", options={"upto_seq": 2}, request_id="c-early"))
+    ok(call("compact", session_id=sid, summary="to 4", options={"upto_seq": 4}, request_id="c-late"))
+    again = ok(call("compact", session_id=sid, summary="to 2", options={"upto_seq": 2}, request_id="c-early"))
+    assert (again["replayed"], again["summary_upto"]) == (True, 4)
+
+
+def test_clear_history_drops_the_summary_with_the_messages(call):
+    sid = conversation(call, *TURNS)
+    ok(call("compact", session_id=sid, summary="old talk", options={"upto_seq": 3}))
+    cleared = ok(call("clear_history", session_id=sid))
+    assert (cleared["summary"], cleared["summary_upto"], cleared["message_count"]) == ("", 0, 0)
+    assert ok(call("history", session_id=sid, options={"format": "transcript"}))["transcript"] == ""
+
+
+def test_typed_input_fields_declare_no_defaults_coze_would_fill_in(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"type": "object", "properties": {"vip": {"type": "boolean", "default": False}}}))
+    doc = schemas.openapi_document("https://sessions.example.com", ContextSchema.load(str(path)))
+    update = doc["paths"]["/v1/session/update"]["post"]
+    assert (
+        "default"
+        not in update["requestBody"]["content"]["application/json"]["schema"]["properties"]["fields"]["properties"][
+            "vip"
+        ]
+    )
+    assert (
+        update["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["fields"]["properties"][
+            "vip"
+        ]["default"]
+        is False
+    )

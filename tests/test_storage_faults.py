@@ -142,3 +142,22 @@ def test_a_write_mongodb_refuses_as_too_large_for_a_document_is_history_limit_an
     fail(data, "HISTORY_LIMIT")
     after = ok(api.call("get", {"user_id": "u1", "session_id": "s"}))
     assert (after["version"], after["message_count"]) == (1, 0)
+
+
+def test_a_retry_after_a_write_concern_error_answers_replayed_only_once_a_majority_holds_it(api, proxy):
+    ok(api.call("create", {"user_id": "u1", "session_id": "s"}))
+    body = {"user_id": "u1", "session_id": "s", "context": '{"a":1}', "request_id": "w-1"}
+    proxy.inject(Rule(writes_with_majority(), WriteConcernFailure(), times=2))  # the write, then the first retry
+    maybe_applied(*api.post("session_update", body))
+    maybe_applied(*api.post("session_update", body))  # applied, but still not confirmed by a majority
+    again = ok(api.call("update", body))
+    assert (again["replayed"], again["version"]) == (True, 2)
+
+
+def test_a_document_too_large_says_so_not_that_the_history_is_full(api, proxy):
+    ok(api.call("create", {"user_id": "u1", "session_id": "s"}))
+    proxy.inject(Rule(command_named("findAndModify"), CommandFailure(17419, "too large"), times=1))
+    _, data = api.post(
+        "session_update", {"user_id": "u1", "session_id": "s", "context": "{}", "options": {"lang": "en"}}
+    )
+    assert data["error"] == "the session would pass MongoDB's 16 MiB per document; nothing was stored"

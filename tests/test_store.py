@@ -55,7 +55,7 @@ def test_each_operation_costs_the_expected_database_round_trips(core, log):
     assert round_trips(log, core, "clear_history", session_id="s1") == 1
     assert round_trips(log, core, "list") == 1
     assert round_trips(log, core, "close", session_id="s1") == 1
-    assert round_trips(log, core, "delete", session_id="s1") == 2  # the session if the lock allows; the rest by key
+    assert round_trips(log, core, "delete", session_id="s1") == 3  # mark it (if the lock allows), the rest, the session
 
 
 def test_a_generated_id_for_a_user_below_the_limit_costs_one_insert_and_no_query_by_user(core, log):
@@ -318,3 +318,43 @@ def test_a_compaction_overtaken_by_an_append_between_its_read_and_its_write_keep
         assert [m["content"] for m in page] == ["m4", "m5", "late"]
     finally:
         client.close()
+
+
+def test_a_delete_that_died_between_marking_and_removing_does_not_wedge_its_id(core, store):
+    run(core, "create", session_id="w", options={"auto_clean": False})
+    store.collections.read.update_one({"_id": KEY("u1", "w")}, {"$set": {"st": "deleted", "slot": KEY("u1", "w")}})
+    with pytest.raises(errors.SessionNotFound):
+        run(core, "get", session_id="w")
+    assert run(core, "list")["sessions"] == []
+    again = run(core, "create", session_id="w", context='{"fresh": 1}')  # finishes the removal, then creates
+    assert (again["created"], again["context"]) == (True, '{"fresh":1}')
+
+
+def test_a_merge_refused_on_a_stale_remembered_state_is_judged_on_what_is_stored(
+    core, store, mongo_uri, db_name, clock
+):
+    other, client = open_store(mongo_uri, db_name, clock)
+    try:
+        run(core, "create", session_id="m", context=json.dumps({"big": "x" * 900_000}))  # remembered here as 900 KB
+        run(Sessions(other, LIMITS), "update", session_id="m", context="{}", options={"merge": False})
+        out = run(core, "update", session_id="m", context=json.dumps({"next": "y" * 200_000}))  # fits what is stored
+        assert set(json.loads(out["context"])) == {"next"}
+    finally:
+        client.close()
+
+
+def test_a_replay_moves_the_purge_date_a_failed_first_attempt_left_behind(core, store, clock, monkeypatch):
+    run(core, "create", session_id="p")
+    clock.advance(900)  # idle long enough that this write must move the purge date
+    keep = store.expiry.keep_purgeable_after
+
+    def fails_once(s, *, persist):
+        monkeypatch.setattr(store.expiry, "keep_purgeable_after", keep)
+        raise errors.StorageUnavailable(unknown_outcome=True)
+
+    monkeypatch.setattr(store.expiry, "keep_purgeable_after", fails_once)
+    with pytest.raises(errors.StorageUnavailable):
+        run(core, "update", session_id="p", context='{"a":1}', request_id="w1")
+    assert run(core, "update", session_id="p", context='{"a":1}', request_id="w1")["replayed"] is True
+    stored = doc(store, "p")
+    assert stored["pms"] >= stored["exp"]  # the reaper waits for the session's expiry again

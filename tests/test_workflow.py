@@ -318,3 +318,52 @@ def test_unauthorised_unknown_and_wrong_method_answers_speak_the_language_the_bo
         "invalid argument: /v1/session/nope is not a tool of this service",
     )
     assert wrong_method.status_code == 405 and wrong_method.get_json()["error"].startswith("参数错误：/v1/session/get")
+
+
+# found in review: each of these failed before its fix
+
+
+def test_unlocking_an_expired_session_releases_the_lock_without_reviving_it(call, app, clock):
+    app.extensions["database"].store().slots.max_sessions = 2
+    a = new_session(call, timeout=5)
+    new_session(call)
+    token = ok(call("lock", session_id=a, options={"lease": 600}))["lock_token"]
+    clock.advance(10)
+    new_session(call)  # takes the expired session's slot
+    unlocked = ok(call("unlock", session_id=a, lock_token=token))  # released: the turn's last step succeeds
+    assert (unlocked["status"], unlocked["locked_until"], unlocked["context"]) == ("expired", "", "")
+    assert len(ok(call("list", options={"status": "active"}))["sessions"]) == 2
+    fail(call("get", session_id=a, options={"resume": True}), "SESSION_LIMIT_EXCEEDED")
+
+
+def test_a_retried_lock_renewal_answers_the_token_it_renewed(call):
+    sid = new_session(call)
+    token = ok(call("lock", session_id=sid))["lock_token"]
+    renewed = ok(call("lock", session_id=sid, lock_token=token, request_id="renew-1"))
+    again = ok(call("lock", session_id=sid, lock_token=token, request_id="renew-1"))
+    assert renewed["lock_token"] == again["lock_token"] == token and again["replayed"] is True
+
+
+def test_a_late_repeat_of_a_delete_leaves_the_session_created_again_under_that_id(call):
+    ok(call("create", session_id="cart"))
+    ok(call("delete", session_id="cart", request_id="del-cart"))
+    ok(call("create", session_id="cart", context='{"new": true}'))
+    assert ok(call("delete", session_id="cart", request_id="del-cart"))["replayed"] is True
+    assert json.loads(ok(call("get", session_id="cart"))["context"]) == {"new": True}
+
+
+def test_a_repeated_append_split_by_archiving_answers_all_its_seqs(call):
+    sid = new_session(call)
+    say(call, sid, "first")
+    batch = [{"role": "user", "content": f"b{i}"} for i in range(5)]
+    first = ok(call("append_messages", session_id=sid, messages=batch, request_id="batch-1"))
+    say(call, sid, *(f"later{i}" for i in range(4)))  # the tests keep 3 inline: the batch is cut across a chunk
+    again = ok(call("append_messages", session_id=sid, messages=batch, request_id="batch-1"))
+    assert [m["seq"] for m in again["messages"]] == [m["seq"] for m in first["messages"]] == [2, 3, 4, 5, 6]
+
+
+def test_create_with_the_id_of_an_expired_session_kept_by_auto_clean_false_revives_it(call, clock):
+    ok(call("create", session_id="cart", context='{"items": [1]}', options={"timeout": 60, "auto_clean": False}))
+    clock.advance(61)
+    again = ok(call("create", session_id="cart", context='{"items": []}'))
+    assert (again["created"], again["status"], json.loads(again["context"])) == (False, "active", {"items": [1]})

@@ -173,14 +173,13 @@ class Archive:
         return out
 
     def seqs_of(self, s: Session, request_id: str) -> list[int]:
-        """The visible seqs of the messages an append under `request_id` stored, newest chunks first searched."""
+        """The visible seqs of the messages an append under `request_id` stored (inline or archived:
+        archiving may have split one append between a chunk and the session document)."""
         start = inline_first(s)
-        texts = {start + i: text for i, text in enumerate(s.stored.texts or ())}
-        found = [seq for seq, text in texts.items() if seq >= s.first_seq and decode_message(text)[3] == request_id]
-        if not found and s.first_seq < start:
-            archived = self._archived(s, s.first_seq, start - 1)
-            found = [seq for seq, text in archived.items() if decode_message(text)[3] == request_id]
-        return sorted(found)
+        texts = {start + i: text for i, text in enumerate(s.stored.texts or ()) if start + i >= s.first_seq}
+        if s.first_seq < start:
+            texts.update(self._archived(s, s.first_seq, start - 1))  # rare: only a repeat asks
+        return sorted(seq for seq, text in texts.items() if decode_message(text)[3] == request_id)
 
     def _archived(self, s: Session, first: int, last: int) -> dict[int, str]:
         wanted = [f for f, end in chunk_ranges(s) if end >= first and f <= last]

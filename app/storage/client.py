@@ -55,14 +55,14 @@ def storage_errors(*, writing: bool = True) -> Iterator[None]:
             log.warning("storage unavailable: write concern error on a bulk write")
             raise errors.StorageUnavailable(unknown_outcome=True) from None
         if any(e.get("code") in TOO_LARGE for e in exc.details.get("writeErrors", [])):
-            raise errors.HistoryLimit(limit="16 MiB") from None
+            raise errors.HistoryLimit(document=True) from None
         log.exception("storage error")
         raise errors.Internal() from None
     except DocumentTooLarge:
-        raise errors.HistoryLimit(limit="16 MiB") from None
+        raise errors.HistoryLimit(document=True) from None
     except OperationFailure as exc:
         if exc.code in TOO_LARGE:
-            raise errors.HistoryLimit(limit="16 MiB") from None
+            raise errors.HistoryLimit(document=True) from None
         log.exception("storage error")
         raise errors.Internal() from None
     except PyMongoError:

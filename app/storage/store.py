@@ -35,21 +35,21 @@ from app.model import (
 from app.storage import layout
 from app.storage.archive import INLINE, Archive
 from app.storage.client import Collections, storage_errors
+from app.storage.deletion import DELETED, Deletion
 from app.storage.expiry import Expiry
 from app.storage.memory import Memory
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
-from app.storage.updates import PATCH_LOG_BYTES, REQUESTS_KEPT, Guess, applied, diagnose, plan, unlocked
+from app.storage.updates import PATCH_LOG_BYTES, Guess, applied, diagnose, plan
 
 log = logging.getLogger(__name__)
 NO_MESSAGES = {"msgs": 0}
 SUMMARY = {"msgs": 0, "ctx": 0, "cp": 0}
 FOLD_AFTER = 8  # patches in the context's log before a worker folds them into the stored text
 LIST_INDEX = [("uid", 1), ("k", 1), ("c", -1), ("sid", -1)]  # list: equality, then its sort (ESR)
-DELETED = "deleted"  # the status a delete marks a session with before it removes its documents
 
 
-class SessionStore:
+class SessionStore(Deletion):
     """Sessions of one collection; `clock` returns epoch milliseconds."""
 
     def __init__(
@@ -101,7 +101,7 @@ class SessionStore:
 
     def list(self, user_id: str, now: int, status: str, limit: int, after: tuple[int, str] | None) -> list[Session]:
         """The user's sessions, newest first; `after` is the (created, session id) a page ended at."""
-        query: dict = {"uid": user_id, "k": "s"}
+        query: dict = {"uid": user_id, "k": "s", "st": {"$ne": DELETED}}
         if status == "expired":
             query["exp"] = {"$lte": now}
         elif status in ("active", "closed"):
@@ -131,10 +131,12 @@ class SessionStore:
         for _ in LOST_RACES.rounds():
             if caller_id:
                 existing = self.read(new.user_id, new.session_id)
-                if existing is not None and existing.status == DELETED:
-                    continue  # a delete is removing it: a new session may take the id in a moment
+                if existing is not None and existing.status == DELETED:  # a delete did not finish: finish it
+                    self._remove(key, new.user_id, new.session_id, persist)
+                    continue
                 if existing is not None:
-                    if not existing.expired(now):
+                    keep = not existing.expired(now) or (existing.status == "active" and not existing.auto_clean)
+                    if keep:  # live, or kept expired (auto_clean false) for the caller to revive
                         repeat = bool(request_id) and request_id in existing.stored.requests
                         return Applied(existing, replayed=repeat, created=repeat)
                     self.expiry.delete_expired(key, new.user_id, new.session_id, now, persist=persist)
@@ -175,7 +177,16 @@ class SessionStore:
             change = dataclasses.replace(change, token=token)
         guess = self._first_guess(key, user_id, change, expect, now)
         for _ in LOST_RACES.rounds():
-            where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions)
+            try:
+                where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions)
+            except (errors.ContextTooLarge, errors.InvalidArgument):
+                if not guess.cached:
+                    raise
+                stored, tomb = self._inspect(key, user_id)  # the remembered state may be stale: judge what is stored
+                if diagnose(stored, tomb, change, expect, now):
+                    return self._replayed(stored, change, expect, now, persist)
+                guess = dataclasses.replace(guess.learn(stored), base=stored, cached=False)
+                continue
             with storage_errors():
                 try:
                     before = self.collections.write(persist).find_one_and_update(
@@ -197,19 +208,31 @@ class SessionStore:
             replay_append = isinstance(change, Append) and bool(expect.request_id)
             stored, tomb = self._inspect(key, user_id, messages=replay_append)
             if diagnose(stored, tomb, change, expect, now):
-                return self._replayed(stored, change, expect, now)
+                return self._replayed(stored, change, expect, now, persist)
             guess = self._corrected(guess, stored, change, now, persist)
         raise errors.StorageUnavailable()
 
-    def _replayed(self, stored: Session, change: Change, expect: Expect, now: int) -> Applied:
-        """The answer to a repeat: the session as it is, with what the first application got."""
+    def _replayed(self, stored: Session, change: Change, expect: Expect, now: int, persist: bool) -> Applied:
+        """The answer to a repeat: the session as it is, with what the first application got.
+
+        The first application may have failed after its write (a write-concern error, a lost
+        answer): a durable repeat first waits for a majority to hold it (a no-op write does), and
+        the purge date is kept ahead of expiry as a completed write would have.
+        """
+        if persist:
+            with storage_errors():
+                self.collections.durable.update_one(
+                    {"_id": stored.stored.key, "uid": stored.user_id}, {"$max": {"v": 0}}
+                )
+        if not self.expiry.keep_purgeable_after(stored, persist=persist):
+            raise errors.SessionExpired()
         if isinstance(change, Append):
             found = self.archive.seqs_of(stored, expect.request_id)
             seqs = range(found[0], found[-1] + 1) if found else range(0)
             return Applied(stored, replayed=True, seqs=seqs)
         token = stored.stored.lock_token
-        mine = token.startswith(_token_prefix(expect.request_id)) and stored.locked(now)
-        return Applied(stored, replayed=True, lock_token=token if isinstance(change, Lock) and mine else "")
+        held = stored.locked(now) and (token == expect.lock_token or token.startswith(_token_prefix(expect.request_id)))
+        return Applied(stored, replayed=True, lock_token=token if isinstance(change, Lock) and held else "")
 
     def _first_guess(self, key: str, user_id: str, change: Change, expect: Expect, now: int) -> Guess:
         """The timeout and max_history this process last saw; for a merge, whether to merge here."""
@@ -226,10 +249,11 @@ class SessionStore:
         if change.check is None and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
             return guess  # onto the patch log, unapplied: no read
         # Merged here and compared-and-set, from the state this process last saw if it can be current.
-        if known is None or (expect.version is not None and known.version != expect.version):
+        cached = known is not None and (expect.version is None or known.version == expect.version)
+        if not cached:
             known, tomb = self._inspect(key, user_id)
             diagnose(known, tomb, change, expect, now)  # a repeat is recognised when the write misses
-        return dataclasses.replace(guess.learn(known), base=known)
+        return dataclasses.replace(guess.learn(known), base=known, cached=cached)
 
     def _corrected(self, guess: Guess, stored: Session, change: Change, now: int, persist: bool) -> Guess:
         """What the next round assumes, after a miss that no error explains: a race, or a stale guess."""
@@ -255,11 +279,14 @@ class SessionStore:
         if not self.expiry.keep_purgeable_after(s, persist=persist):
             raise errors.SessionExpired()  # the reaper removed it before this write landed
         if isinstance(change, MergeContext) and guess.base is None and s.stored.patches >= FOLD_AFTER:
-            with storage_errors():
-                self.collections.write(persist).update_one(
-                    {"_id": s.stored.key, "uid": s.user_id, "r": s.stored.nonce, "v": s.version},
-                    {"$set": {"ctx": s.context, "cp": [], "csz": len(s.context.encode())}},
-                )
+            try:
+                with storage_errors():
+                    self.collections.write(persist).update_one(
+                        {"_id": s.stored.key, "uid": s.user_id, "r": s.stored.nonce, "v": s.version},
+                        {"$set": {"ctx": s.context, "cp": [], "csz": len(s.context.encode())}},
+                    )
+            except errors.ServiceError:  # the merge is stored: answer it; a later merge folds the log
+                log.warning("could not fold a context's patch log; a later merge will")
         elif isinstance(change, Append):
             try:
                 self.archive.shrink(s, persist=persist)
@@ -267,44 +294,6 @@ class SessionStore:
                 log.warning("could not archive or trim a session; the next append will")
         elif isinstance(change, ClearHistory):
             self.archive.drop_cleared(layout.from_doc(before), persist=persist)
-
-    def delete(self, user_id: str, session_id: str, expect: Expect, *, now: int, persist: bool) -> tuple[bool, bool]:
-        """Remove the session (if the lock allows), then its tombstone and every archive chunk by the
-        session's key, listed or not: (anything was deleted, a repeat of an earlier delete)."""
-        key = layout.key(user_id, session_id)
-        self.memory.forget(key)
-        coll = self.collections.write(persist)
-        where: dict = {"_id": key, "uid": user_id}
-        if expect.request_id:
-            where["rq"] = {"$nin": [expect.request_id]}
-        where.update({"lk": expect.lock_token, "lu": {"$gt": now}} if expect.lock_token else unlocked(now))
-        for _ in LOST_RACES.rounds():
-            with storage_errors():  # marked first: a write racing the delete finds it gone, not expired
-                gone = coll.find_one_and_update(where, {"$set": {"st": DELETED, "slot": key}}, {"_id": 1})
-            if gone is None:
-                stored, tomb = self._inspect(key, user_id)
-                if stored is not None and stored.status != DELETED:
-                    if diagnose(stored, tomb, Slide(), expect, now):
-                        return True, True
-                    if not stored.stored.lockable:
-                        self._make_lockable(stored, persist)
-                    continue  # a race with another write: the session is there and deletable
-                if expect.request_id and self._receipted(key, user_id, expect.request_id):
-                    return True, True
-            with storage_errors():
-                rest = coll.delete_many({"uid": user_id, "sid": session_id, "k": {"$ne": "d"}})
-                if expect.request_id:  # a repeat finds it, until it is purged a retention later
-                    receipt = layout.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
-                    rq = {"$each": [expect.request_id], "$slice": -REQUESTS_KEPT}
-                    rid = {"_id": layout.receipt_key(key), "uid": user_id}
-                    coll.update_one(rid, {"$set": receipt, "$push": {"rq": rq}}, upsert=True)
-            return gone is not None or rest.deleted_count > 0, False
-        raise errors.StorageUnavailable()
-
-    def _receipted(self, key: str, user_id: str, request_id: str) -> bool:
-        with storage_errors(writing=False):
-            found = self.collections.read.find_one({"_id": layout.receipt_key(key), "uid": user_id, "rq": request_id})
-        return found is not None
 
 
 def _token_prefix(request_id: str) -> str:

@@ -40,6 +40,7 @@ class Guess:
     max_history: int
     base: Session | None = None  # a merge computed here, from this state (compare-and-set)
     slot: int | None = None  # revive: the free slot to take
+    cached: bool = False  # `base` is what this process remembered, not what was just read
 
     def learn(self, stored: Session) -> Guess:
         return replace(self, timeout_ms=stored.timeout_ms, max_history=stored.max_history)
@@ -78,12 +79,14 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         where["v"] = expect.version
     if isinstance(change, Slide) and change.timeout_ms is not None:
         sets.update(tmo=change.timeout_ms, exp=now + change.timeout_ms)
-    else:
+    elif not isinstance(change, Unlock):  # unlock never slides: it must not revive an expired session
         where["tmo"] = guess.timeout_ms
         sets["exp"] = now + guess.timeout_ms
     if not isinstance(change, Slide | Lock | Unlock):
         sets["u"] = now
         inc["v"] = 1
+    # a repeat recognised from the state read: the write below will miss, and be answered as a replay
+    replaying = bool(expect.request_id) and guess.base is not None and expect.request_id in guess.base.stored.requests
     if expect.request_id:
         where["rq"] = {"$nin": [expect.request_id]}  # not $ne: nx-27017 gets $ne on an array wrong
         push["rq"] = {"$each": [expect.request_id], "$slice": -REQUESTS_KEPT}
@@ -101,7 +104,7 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
     elif isinstance(change, ReplaceContext):
         sets.update(ctx=change.text, cp=[], csz=len(change.text.encode()))
     elif isinstance(change, MergeContext) and guess.base is not None:
-        text = change.onto(guess.base.context)
+        text = guess.base.context if replaying else change.onto(guess.base.context)
         sets.update(ctx=text, cp=[], csz=len(text.encode()))
         where.update(r=guess.base.stored.nonce, v=guess.base.version)
     elif isinstance(change, MergeContext):
@@ -119,8 +122,9 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         if change.reject_overflow:
             where.update(mh=guess.max_history, n={"$lte": guess.max_history - k})
     elif isinstance(change, ClearHistory):
-        # bk stays: its chunks are out of view now, and a clear retried after a failed drop finds them
-        sets.update(msgs=[], n=0, pl=0, sb=0)
+        # bk stays: its chunks are out of view now, and a clear retried after a failed drop finds them;
+        # the summary goes with the messages it summed up
+        sets.update(msgs=[], n=0, pl=0, sb=0, sm="", su=0)
     elif isinstance(change, Close):
         sets.update(st="closed", slot=key)
     elif isinstance(change, Lock):
@@ -129,12 +133,12 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         sets.update(lk="", lu=0)
     elif isinstance(change, Compact):
         base = guess.base  # compacted from the state read: any append since makes this miss, and retry
-        if change.upto > base.last_seq:
+        if change.upto > base.last_seq and not replaying:
             raise errors.InvalidArgument("options.upto_seq", "maximum", base.last_seq)
-        if change.upto < base.summary_upto:  # the new summary replaces one that covered more
+        if change.upto < base.summary_upto and not replaying:  # the new summary replaces one that covered more
             raise errors.InvalidArgument("options.upto_seq", "minimum", base.summary_upto)
         where.update(tot=base.last_seq, n=base.appended)
-        sets.update(sm=change.summary, su=change.upto, n=min(base.appended, base.last_seq - change.upto))
+        sets.update(sm=change.summary, su=change.upto, n=max(0, min(base.appended, base.last_seq - change.upto)))
     update: dict[str, Any] = {"$set": sets}
     if inc:
         update["$inc"] = inc
