@@ -23,10 +23,12 @@ from app.storage.layout import (
     chunk_key,
     chunk_ranges,
     chunk_seq,
+    chunk_texts,
     decode_message,
     from_doc,
     from_ms,
     inline_first,
+    inline_texts,
     new_chunk,
     text_bytes,
 )
@@ -162,7 +164,7 @@ class Archive:
         if first > last:
             return []
         start = inline_first(s)
-        texts = {start + i: text for i, text in enumerate(s.stored.texts or ()) if first <= start + i <= last}
+        texts = {seq: text for seq, text in inline_texts(s) if first <= seq <= last}
         if first < start:
             texts.update(self._archived(s, first, min(last, start - 1)))
         out = []
@@ -175,7 +177,7 @@ class Archive:
     def seqs_of(self, s: Session, request_id: str) -> list[int]:
         """The visible seqs of the messages an append under `request_id` stored, newest chunks first searched."""
         start = inline_first(s)
-        texts = {start + i: text for i, text in enumerate(s.stored.texts or ())}
+        texts = dict(inline_texts(s))
         found = [seq for seq, text in texts.items() if seq >= s.first_seq and decode_message(text)[3] == request_id]
         if not found and s.first_seq < start:
             archived = self._archived(s, s.first_seq, start - 1)
@@ -191,6 +193,5 @@ class Archive:
             docs = list(self.collections.read.find({"_id": {"$in": ids}, "uid": s.user_id}))
         out: dict[int, str] = {}
         for doc in docs:
-            start = doc["seq"]
-            out.update((start + i, text) for i, text in enumerate(doc["msgs"]) if first <= start + i <= last)
+            out.update((seq, text) for seq, text in chunk_texts(doc) if first <= seq <= last)
         return out
