@@ -106,7 +106,7 @@ def _handle(tool: spec.Tool) -> Response:
 def _named_operation(body: Any) -> str:
     """The operation a request that failed validation named, if it is one (never raw input in a log)."""
     op = body.get("operation") if isinstance(body, dict) else None
-    return op if op in spec.OPERATIONS else ""
+    return op if isinstance(op, str) and op in spec.OPERATIONS else ""
 
 
 def _route(tool: spec.Tool) -> None:

@@ -109,6 +109,18 @@ def test_a_json_request_record_formats_as_one_object_without_the_raw_ids(setting
     assert "bob" not in json.dumps(lines) and "s-77" not in json.dumps(lines)
 
 
+def test_a_refused_request_logs_its_operation_only_when_it_names_one_never_raw_input(api, caplog):
+    with caplog.at_level(logging.INFO, logger="app.api"):
+        for operation in (["get"], {"$gt": ""}, "<script>alert(1)</script>", "get"):
+            status, data = api.post("session_manage", {"operation": operation, "user_id": "u1"})
+            assert (status, data["error_code"]) == (200, "INVALID_ARGUMENT")
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.api"]
+    assert len(logged) == 4
+    for line in logged[:3]:
+        assert re.fullmatch(r"session_manage  INVALID_ARGUMENT \d+\.\dms logid=-", line), line
+    assert re.fullmatch(r"session_manage get INVALID_ARGUMENT \d+\.\dms logid=-", logged[3]), logged[3]
+
+
 def test_the_user_hash_is_keyed_by_log_hash_key_else_by_a_key_derived_from_the_service_token():
     set_key = Settings(log_hash_key=HASH_KEY)
     assert logs.user_hash(logs.hash_key(set_key), "alice") == keyed("alice")
