@@ -158,7 +158,7 @@ def test_with_the_database_stopped_under_load_requests_answer_503_without_hangin
                 # every tool, with the database gone: 503 STORAGE_UNAVAILABLE, promptly
                 for tool in spec.TOOLS:
                     full = {"operation": "update", "user_id": "u", "session_id": "s", "context": "{}"}
-                    full.update(role="user", content="x")
+                    full.update(role="user", content="x", lock_token="a-held-token")  # unlock requires one
                     body = {k: v for k, v in full.items() if k in tool.inputs}
                     t0 = time.monotonic()
                     r = requests.post(base + tool.path, json=body, headers=AUTH, timeout=60)
