@@ -11,7 +11,7 @@ from app.settings import Settings
 
 def create_app(settings: Settings | None = None, clock: Callable[[], int] | None = None) -> Flask:
     """The application factory; `settings` defaults to the environment's."""
-    from app import api, logs
+    from app import admin, api, logs
     from app.core import Limits, LockWaiting
     from app.metrics import Metrics
     from app.storage import Database, epoch_ms
@@ -46,4 +46,5 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
     app.extensions["sessions"] = api.make_service(database, limits, LockWaiting(settings.lock_waiters), metrics.event)
     app.register_blueprint(api.bp)
     api.register_error_handlers(app)
+    app.cli.add_command(admin.cli)
     return app
