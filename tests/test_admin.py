@@ -279,3 +279,26 @@ def test_without_a_database_the_cli_says_how_to_get_one_and_exits_1(settings, ma
     result = admin(make_app(dataclasses.replace(settings, mongodb_uri="")), "stats")
     assert result.exit_code == 1
     assert "set MONGODB_URI, or run `make admin`" in result.stderr
+
+
+def test_an_imported_session_whose_slot_is_taken_here_gets_a_free_one_and_none_free_is_refused(
+    api, app, clock, target, tmp_path
+):
+    populate(api, clock)  # u1 has four active sessions (each holds a slot) and a closed one (none)
+    backup = tmp_path / "u1.jsonl"
+    assert admin(app, "export", "--user", "u1", "--out", str(backup)).exit_code == 0
+    records = [orjson.loads(line) for line in backup.read_bytes().splitlines()[1:-1]]
+    theirs = {r["slot"] for r in records if r["kind"] == "session"} - {None}
+    copy = Api(target.test_client())
+    for i in range(10):  # every slot of u1 taken here...
+        copy.create("u1", session_id=f"here-{i}")
+    slots = {d["sid"]: d["slot"] for d in target.extensions["database"].store().collections.read.find({"k": "s"})}
+    free = next(sid for sid, slot in slots.items() if slot not in theirs)
+    ok(copy.call("close", {"user_id": "u1", "session_id": free}))  # ...but one none of theirs holds
+    result = admin(target, "import", str(backup))
+    assert result.exit_code == 1
+    assert result.stderr.count("its user already holds all 10 active slots (MAX_SESSIONS) here") == 3
+    listed = ok(copy.call("list", {"user_id": "u1", "options": {"limit": 50}}))["sessions"]
+    imported = {s["session_id"] for s in listed} - {f"here-{i}" for i in range(10)}
+    assert "closed" in imported and len(imported) == 2  # the closed one, and one that took the free slot
+    fail(copy.call("create", {"user_id": "u1"}), "SESSION_LIMIT_EXCEEDED")  # the limit holds after the import
