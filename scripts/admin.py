@@ -18,6 +18,7 @@ from scripts.embedded import ROOT, embedded_paths, port_open, start_embedded, st
 def main(argv: list[str]) -> int:
     # The CLI serves no requests: it must not add a file to the running service's metrics.
     env = {name: value for name, value in os.environ.items() if name != "PROMETHEUS_MULTIPROC_DIR"}
+    env.setdefault("LOG_LEVEL", "ERROR")  # the service's start-up warnings are not the command's
     embedded = None
     if not env.get("MONGODB_URI"):
         db_path, port, log_file = embedded_paths(env)
