@@ -158,8 +158,10 @@ def test_with_the_database_stopped_under_load_requests_answer_503_without_hangin
                 # every tool, with the database gone: 503 STORAGE_UNAVAILABLE, promptly
                 for tool in spec.TOOLS:
                     full = {"operation": "update", "user_id": "u", "session_id": "s", "context": "{}"}
-                    full.update(role="user", content="x", lock_token="a-held-token")  # unlock requires one
+                    full.update(role="user", content="x", lock_token="t", summary="s")
                     body = {k: v for k, v in full.items() if k in tool.inputs}
+                    if "upto_seq" in tool.options():
+                        body["options"] = {"upto_seq": 1}
                     t0 = time.monotonic()
                     r = requests.post(base + tool.path, json=body, headers=AUTH, timeout=60)
                     assert time.monotonic() - t0 < HANG_BOUND, tool.name
