@@ -15,6 +15,7 @@ import orjson
 import pytest
 from pymongo import MongoClient
 
+from app.storage import records
 from app.storage.records import SESSION_FIELDS
 from tests.support import Api, fail, fresh_database, ok
 
@@ -302,3 +303,32 @@ def test_an_imported_session_whose_slot_is_taken_here_gets_a_free_one_and_none_f
     imported = {s["session_id"] for s in listed} - {f"here-{i}" for i in range(10)}
     assert "closed" in imported and len(imported) == 2  # the closed one, and one that took the free slot
     fail(copy.call("create", {"user_id": "u1"}), "SESSION_LIMIT_EXCEEDED")  # the limit holds after the import
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"version": "3"}, "version must be int"),
+        ({"auto_clean": 1}, "auto_clean must be bool"),
+        ({"request_ids": "r1"}, "request_ids must be list"),
+        ({"status": "expired"}, "status must be active or closed"),
+        ({"context": "[1]"}, "context must be the JSON text of an object"),
+        ({"session_id": "a b"}, "session_id is missing or not a valid id"),
+        ({"appended": 3}, "messages holds 2, but appended and max_history make 3 visible"),
+        ({"last_seq": 9}, "messages[0].seq must continue to last_seq without a gap"),
+        ({"slot": -1}, "slot must be a non-negative integer"),
+    ],
+)
+def test_a_record_that_cannot_be_imported_exactly_is_refused_with_the_reason(change, reason):
+    record = {
+        "kind": "session", "user_id": "u", "session_id": "s", "incarnation": "ab", "status": "active",
+        "version": 3, "created": 1, "updated": 2, "expires": 3, "timeout_ms": 1000, "max_history": 10,
+        "auto_clean": True, "appended": 2, "last_seq": 2, "chunk_size": 3, "context": "{}", "slot": 0, "purge": 4,
+        "messages": [
+            {"seq": 1, "role": "user", "content": "a", "ts": 1, "request_id": ""},
+            {"seq": 2, "role": "assistant", "content": "b", "ts": 2, "request_id": "r"},
+        ],
+    }  # fmt: skip
+    assert records.check(dict(record)) == record
+    with pytest.raises(records.BadRecord, match=re.escape(reason)):
+        records.check({**record, **change})

@@ -33,8 +33,8 @@ from app.storage.layout import (
 )
 
 FORMAT, VERSION = "coze-session-node", 1
-# record name: (stored field, its value when a document or a record lacks it). A new session field is
-# one line here: exported as stored, imported over new_doc's default.
+# record name: (stored field, its value when a document or a record lacks it, whose type a record's
+# value must have). A new session field is one line here: exported as stored, imported over new_doc's.
 SESSION_FIELDS: dict[str, tuple[str, Any]] = {
     "incarnation": ("r", ""),
     "status": ("st", "active"),
@@ -57,7 +57,6 @@ REQUIRED = frozenset(
     ("incarnation", "status", "version", "created", "updated", "expires", "timeout_ms", "max_history", "auto_clean")
     + ("appended", "last_seq", "chunk_size")
 )
-_TYPES = {"incarnation": str, "status": str, "auto_clean": bool, "lock_token": str, "request_ids": list}
 _SESSION_ID = re.compile(spec.SESSION_ID_PATTERN)
 _USER_ID = re.compile(spec.USER_ID_PATTERN)
 
@@ -174,12 +173,12 @@ def check(record: Any) -> dict:
         if record["kind"] == "receipt" and not _strings(record.get("request_ids")):
             raise BadRecord("request_ids must be a list of strings")
         return record
-    for name in SESSION_FIELDS:
+    for name, (_, default) in SESSION_FIELDS.items():
         if name not in record:
             if name in REQUIRED:
                 raise BadRecord(f"{name} is missing")
             continue
-        want = _TYPES.get(name, int)
+        want = type(default)
         if type(record[name]) is not want:
             raise BadRecord(f"{name} must be {want.__name__}")
     if record["status"] not in ("active", "closed"):
