@@ -133,8 +133,11 @@ def export(user_id: str | None, out: str) -> None:
     click.echo(f"exported to {where} in {progress.seconds:.1f} s: {_counts(counts)}", err=True)
     if transfer.unreadable:
         for user, session in transfer.unreadable[:SHOWN]:
-            click.echo(f"not exported: session {session!r} of {user!r} kept changing while read", err=True)
-        raise click.ClickException(f"{len(transfer.unreadable)} sessions could not be read whole; export again")
+            click.echo(f"not exported: session {session!r} of user {user!r}", err=True)
+        raise click.ClickException(
+            f"{len(transfer.unreadable)} sessions could not be read whole: they kept changing while read "
+            "(export again), or an archive chunk they list is missing"
+        )
 
 
 @cli.command("import")

@@ -17,6 +17,7 @@ from pymongo import MongoClient
 
 from app.storage import records
 from app.storage.records import SESSION_FIELDS
+from app.storage.transfer import Transfer
 from tests.support import Api, fail, fresh_database, ok
 
 USERS = ("u1", "u2", "u3")
@@ -332,3 +333,28 @@ def test_a_record_that_cannot_be_imported_exactly_is_refused_with_the_reason(cha
     assert records.check(dict(record)) == record
     with pytest.raises(records.BadRecord, match=re.escape(reason)):
         records.check({**record, **change})
+
+
+def test_a_session_missing_an_archive_chunk_is_named_and_the_export_exits_1_with_the_rest_written(
+    api, app, clock, collection, tmp_path
+):
+    populate(api, clock)
+    collection.delete_one({"uid": "u1", "sid": "long", "k": "m"})  # a chunk lost
+    out = tmp_path / "backup.jsonl"
+    result = admin(app, "export", "--out", str(out))
+    assert result.exit_code == 1
+    assert "not exported: session 'long' of user 'u1'" in result.stderr
+    assert "1 sessions could not be read whole" in result.stderr
+    exported = [orjson.loads(line) for line in out.read_bytes().splitlines()[1:-1]]
+    assert sorted(r["session_id"] for r in exported if r["kind"] == "session") == sorted(
+        ["dropping", "cleared", "closed", "locked", "kept", "unicode", "purgeable", "tiny"]
+    )
+
+
+def test_a_session_whose_chunks_moved_after_it_was_read_is_read_again(api, app, clock):
+    populate(api, clock)
+    store = app.extensions["database"].store()
+    doc = store.collections.read.find_one({"uid": "u1", "sid": "long", "k": "s"})
+    transfer = Transfer(store)
+    (record,) = transfer._records([doc], wanted=[])  # as if its chunks were gone when the batch read them
+    assert [m["seq"] for m in record["messages"]] == list(range(1, 21)) and not transfer.unreadable

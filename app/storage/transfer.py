@@ -51,7 +51,7 @@ class Transfer:
         self.collections = store.collections
         self.inline = store.archive.inline
         self.max_sessions = store.max_sessions
-        self.unreadable: list[tuple[str, str]] = []  # (user, session) that kept changing while exported
+        self.unreadable: list[tuple[str, str]] = []  # (user, session) never read whole: changing, or a chunk lost
 
     # export
 
