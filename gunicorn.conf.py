@@ -6,6 +6,7 @@ also empties the directory where each worker keeps its metrics (PROMETHEUS_MULTI
 one per instance under var/), so that a scrape, answered by any worker, sums them all.
 """
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -52,6 +53,7 @@ if len(control_socket) > 100:  # a Unix socket path must fit in 108 bytes
 
 _embedded = None
 _metrics_dir = None
+_own_metrics_dir = False
 
 
 def on_starting(server):
@@ -79,7 +81,8 @@ def on_starting(server):
 
 def _prepare_metrics_dir(var: Path) -> None:
     """Workers inherit the variable; counts a previous run left would be added to this one's."""
-    global _metrics_dir
+    global _metrics_dir, _own_metrics_dir
+    _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var / f"metrics-{os.environ.get('PORT', '8080')}")
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
@@ -98,6 +101,9 @@ def on_exit(server):
     if _metrics_dir is not None:
         for counts in _metrics_dir.glob("*.db"):
             counts.unlink()
+        if _own_metrics_dir:
+            with contextlib.suppress(OSError):  # never in the way of stopping the database below
+                _metrics_dir.rmdir()
     if _embedded is not None:
         from scripts.embedded import stop_embedded
 

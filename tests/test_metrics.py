@@ -192,4 +192,4 @@ def test_gunicorn_start_up_creates_and_empties_a_metrics_directory_per_instance(
         assert requests.get(f"{base}/metrics", timeout=30).status_code == 200
         files = list(Path(var / f"metrics-{port}").glob("*.db"))
         assert files, "each worker writes its counts under VAR_DIR"
-    assert not list(Path(var / f"metrics-{port}").glob("*.db"))  # and the exit removes them
+    assert not Path(var / f"metrics-{port}").exists()  # and the exit removes them
