@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick lint format openapi bench register clean
+.PHONY: run admin test test-quick lint format openapi bench register clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(STAMP): requirements.txt
 
 run: $(STAMP)
 	$(BIN)/gunicorn -c gunicorn.conf.py app.wsgi:application
+
+# the admin CLI on the configured database (the embedded one when MONGODB_URI is unset), e.g.
+# make admin ARGS="export --out backup.jsonl"
+admin: $(STAMP)
+	$(BIN)/python -m scripts.admin $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

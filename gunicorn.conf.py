@@ -1,9 +1,12 @@
 """gunicorn settings for coze-session-node, read from the environment (see README).
 
 With no MONGODB_URI the master starts the embedded nx-27017 (data under var/) before forking the
-workers, and in development without SERVICE_TOKEN it generates one and prints it.
+workers, and in development without SERVICE_TOKEN it generates one and prints it. Before the fork it
+also empties the directory where each worker keeps its metrics (PROMETHEUS_MULTIPROC_DIR, by default
+one per instance under var/), so that a scrape, answered by any worker, sums them all.
 """
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -24,6 +27,19 @@ preload_app = False  # each worker builds the app, and its MongoClient, after th
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    # gunicorn's own lines as JSON objects too (the app's formatter): a log pipeline reads one format
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": loglevel.upper(), "handlers": ["json"]},
+        "loggers": {
+            "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+        },
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
+    }
 
 # gunicorn's control socket defaults to one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn): a second
 # instance on the machine took it over and its exit removed the first's. One per instance instead.
@@ -36,11 +52,14 @@ if len(control_socket) > 100:  # a Unix socket path must fit in 108 bytes
     )
 
 _embedded = None
+_metrics_dir = None
+_own_metrics_dir = False
 
 
 def on_starting(server):
     global _embedded
     var = Path(os.environ.get("VAR_DIR", "var"))
+    _prepare_metrics_dir(var)
     if os.environ.get("APP_ENV", "development") != "production" and not os.environ.get("SERVICE_TOKEN"):
         token_file = var / "dev-token"
         var.mkdir(parents=True, exist_ok=True)
@@ -50,18 +69,41 @@ def on_starting(server):
         os.environ["SERVICE_TOKEN"] = token_file.read_text().strip()
         server.log.info("development service token (from %s): %s", token_file, os.environ["SERVICE_TOKEN"])
     if not os.environ.get("MONGODB_URI"):
-        from scripts.embedded import start_embedded
+        from scripts.embedded import embedded_paths, start_embedded
 
-        port = int(os.environ.get("EMBEDDED_DB_PORT", "27017"))
-        db_path = str(var / "sessions.db")
-        _embedded = start_embedded(db_path, port, str(var / "nx.log"))
+        db_path, port, log_file = embedded_paths(os.environ)
+        _embedded = start_embedded(db_path, port, log_file)
         os.environ["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}"
         server.log.info(
             "embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path
         )
 
 
+def _prepare_metrics_dir(var: Path) -> None:
+    """Workers inherit the variable; counts a previous run left would be added to this one's."""
+    global _metrics_dir, _own_metrics_dir
+    _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var / f"metrics-{os.environ.get('PORT', '8080')}")
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    _metrics_dir = path.resolve()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # its counters stay: a counter never goes back
+
+
 def on_exit(server):
+    if _metrics_dir is not None:
+        for counts in _metrics_dir.glob("*.db"):
+            counts.unlink()
+        if _own_metrics_dir:
+            with contextlib.suppress(OSError):  # never in the way of stopping the database below
+                _metrics_dir.rmdir()
     if _embedded is not None:
         from scripts.embedded import stop_embedded
 

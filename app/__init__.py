@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from flask import Flask
@@ -12,12 +11,13 @@ from app.settings import Settings
 
 def create_app(settings: Settings | None = None, clock: Callable[[], int] | None = None) -> Flask:
     """The application factory; `settings` defaults to the environment's."""
-    from app import api
+    from app import admin, api, logs
     from app.core import Limits, LockWaiting
+    from app.metrics import Metrics
     from app.storage import Database, epoch_ms
 
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings)
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -30,6 +30,8 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
     )
     if not settings.service_tokens:
         app.logger.warning("SERVICE_TOKEN is not set: requests are not authenticated (development only)")
+    if settings.env == "production" and not settings.metrics_token:
+        app.logger.warning("METRICS_TOKEN is not set: GET /metrics is open to anyone who can reach the service")
     database = Database(settings, clock or epoch_ms)
     limits = Limits(
         max_sessions=settings.max_sessions,
@@ -39,8 +41,12 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
         max_context_bytes=settings.max_context_bytes,
         context_schema=settings.context_schema,
     )
+    metrics = Metrics(settings)
     app.extensions["database"] = database
-    app.extensions["sessions"] = api.make_service(database, limits, LockWaiting(settings.lock_waiters))
+    app.extensions["metrics"] = metrics
+    app.extensions["request_log"] = logs.RequestLog(settings)
+    app.extensions["sessions"] = api.make_service(database, limits, LockWaiting(settings.lock_waiters), metrics.event)
     app.register_blueprint(api.bp)
     api.register_error_handlers(app)
+    app.cli.add_command(admin.cli)
     return app

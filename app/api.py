@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import errors, jsontext, responses, schemas, spec, validation
 from app.core import Limits, LockWaiting, Sessions
+from app.metrics import Metrics
 from app.storage import Database
 
 log = logging.getLogger("app.api")
@@ -52,7 +53,8 @@ def _handle(tool: spec.Tool) -> Response:
     started = time.perf_counter()
     g.lang = "zh"
     body: Any = None
-    code = ""
+    call: validation.Call | None = None
+    code, status, from_storage = "", 200, False
     try:
         raw = request.get_data(cache=False)
         if not _authorized():
@@ -73,28 +75,39 @@ def _handle(tool: spec.Tool) -> Response:
             typed=current_app.config["CONTEXT_SCHEMA"] is not None,
         )
         service: Sessions = current_app.extensions["sessions"]()
-        out = responses.render(service.execute(call))
-        return _json(responses.project(out, tool, current_app.config["CONTEXT_SCHEMA"]))
+        outcome = service.execute(call)
+        current_app.extensions["metrics"].outcome(call.operation, replayed=outcome.replayed, resumed=outcome.resumed)
+        return _json(responses.project(responses.render(outcome), tool, current_app.config["CONTEXT_SCHEMA"]))
     except RequestEntityTooLarge:
-        code = "PAYLOAD_TOO_LARGE"
+        code, status = "PAYLOAD_TOO_LARGE", 413
         return _error(errors.PayloadTooLarge(limit=current_app.config["MAX_CONTENT_LENGTH"]), tool)
     except errors.ServiceError as exc:
-        code = exc.code
+        code, status = exc.code, exc.http_status
+        from_storage = True  # only the storage raises STORAGE_UNAVAILABLE and INTERNAL as service errors
         session_id = body.get("session_id", "") if isinstance(body, dict) else ""
         return _error(exc, tool, session_id if isinstance(session_id, str) else "")
     except Exception:
-        code = "INTERNAL"
+        code, status = "INTERNAL", 500
         log.exception("unexpected error in %s", tool.name)
         return _error(errors.Internal(), tool)
     finally:
-        log.info(
-            "%s %s %s %.1fms logid=%s",
-            tool.name,
-            body.get("operation", "") if isinstance(body, dict) and isinstance(body.get("operation"), str) else "",
-            code or "OK",
-            (time.perf_counter() - started) * 1000,
-            request.headers.get("X-Tt-Logid", "-"),
+        seconds = time.perf_counter() - started
+        current_app.extensions["metrics"].request(tool.name, code, seconds, from_storage=from_storage)
+        current_app.extensions["request_log"].write(
+            tool=tool.name,
+            operation=call.operation if call else _named_operation(body),
+            code=code,
+            ms=seconds * 1000,
+            logid=request.headers.get("X-Tt-Logid", ""),
+            user_id=call.user_id if call else "",
+            status=status,
         )
+
+
+def _named_operation(body: Any) -> str:
+    """The operation a request that failed validation named, if it is one (never raw input in a log)."""
+    op = body.get("operation") if isinstance(body, dict) else None
+    return op if isinstance(op, str) and op in spec.OPERATIONS else ""
 
 
 def _route(tool: spec.Tool) -> None:
@@ -117,6 +130,18 @@ def readyz() -> Response:
     except errors.ServiceError as exc:
         return _json({"status": "unavailable", "error_code": exc.code}, 503)
     return _json({"status": "ready"})
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text of every worker's counts; with METRICS_TOKEN, only for `Bearer <METRICS_TOKEN>`."""
+    m: Metrics = current_app.extensions["metrics"]
+    if not m.authorized(request.headers.get("Authorization", "")):
+        response = _error(errors.Unauthorized())
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    text, content_type = m.exposition()
+    return Response(text, content_type=content_type)
 
 
 @bp.get("/openapi.json")
@@ -143,6 +168,8 @@ def register_error_handlers(app: Flask) -> None:
         return _error(errors.Internal())
 
 
-def make_service(database: Database, limits: Limits, waiting: LockWaiting) -> Callable[[], Sessions]:
+def make_service(
+    database: Database, limits: Limits, waiting: LockWaiting, events: Callable[[str], None]
+) -> Callable[[], Sessions]:
     """The core on this process's store (created on first use, after gunicorn forks)."""
-    return lambda: Sessions(database.store(), limits, waiting)
+    return lambda: Sessions(database.store(), limits, waiting, events)

@@ -48,6 +48,7 @@ FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5  # seconds between tries while waiting fo
 # A read (get, history) only restarts the timeout: never blocked by the lock, and with w: 1, so a
 # replica set without a majority still answers reads (a lost timeout restart costs nothing).
 READ = Expect(writable=False, guarded=False)
+LOCK_WAIT = "lock_wait"  # event: a `lock` found the session locked and waits for it (once per call)
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,19 @@ class LockWaiting:
 
 
 class Sessions:
-    """Runs a validated Call against the store."""
+    """Runs a validated Call against the store; `events` hears what happened on the way (LOCK_WAIT)."""
 
-    def __init__(self, store: SessionStore, limits: Limits, waiting: LockWaiting | None = None) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        limits: Limits,
+        waiting: LockWaiting | None = None,
+        events: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
         self.limits = limits
         self.waiting = waiting or LockWaiting(0)
+        self.events = events or _ignore
         self.clock: Callable[[], int] = store.clock
 
     def execute(self, call: Call) -> Outcome:
@@ -292,12 +300,18 @@ class Sessions:
                         may_wait = stack.enter_context(self.waiting.slot())
                     if left <= 0 or not may_wait:
                         raise
+                    if pause == FIRST_PAUSE:
+                        self.events(LOCK_WAIT)
                     until_free = (exc.session.locked_until - self.clock()) / 1000
                     time.sleep(max(0.0, min(pause, left, until_free)))
                     pause = min(pause * 2, LONGEST_PAUSE)
 
     def op_unlock(self, call: Call) -> Outcome:
         return self._write(call, Unlock(), self._expect(call, writable=False, live=False))
+
+
+def _ignore(event: str) -> None:
+    pass
 
 
 def new_session_id() -> str:

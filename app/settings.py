@@ -60,6 +60,11 @@ class Settings:
     expired_retention: int = 7 * 24 * 3600
     public_base_url: str = "http://127.0.0.1:8080"
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object a line
+    log_hash_key: str = ""  # keys the user hash in JSON logs; empty: derived from the first SERVICE_TOKEN
+    metrics_token: str = ""  # bearer token GET /metrics requires; empty: open
+    # gunicorn's start-up sets it (see gunicorn.conf.py): each worker writes its counts there, a scrape sums them
+    metrics_dir: str = ""
     context_schema_path: str = ""  # CONTEXT_SCHEMA: a JSON Schema file declaring the context's typed fields
 
     @cached_property
@@ -108,6 +113,11 @@ class Settings:
             public_base_url=env.get("PUBLIC_BASE_URL", "").strip() or "http://127.0.0.1:8080",
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
             context_schema_path=env.get("CONTEXT_SCHEMA", "").strip(),
+            log_format=env.get("LOG_FORMAT", "").strip().lower() or "text",
+            log_hash_key=env.get("LOG_HASH_KEY", "").strip(),
+            metrics_token=env.get("METRICS_TOKEN", "").strip(),
+            # prometheus_client reads this variable itself, at import: the same name keeps both in step
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip(),
         )
         settings.check()
         return settings
@@ -128,6 +138,10 @@ class Settings:
             )
         if self.mongodb_socket_timeout_ms <= self.mongodb_wtimeout_ms:
             raise SettingsError("MONGODB_SOCKET_TIMEOUT_MS must be longer than MONGODB_WTIMEOUT_MS")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"LOG_FORMAT must be text or json, got {self.log_format!r}")
+        if self.metrics_dir and not os.path.isdir(self.metrics_dir):
+            raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR must be an existing directory, got {self.metrics_dir!r}")
         if self.env == "production":
             if not self.service_tokens:
                 raise SettingsError("APP_ENV=production needs SERVICE_TOKEN")
@@ -135,3 +149,7 @@ class Settings:
                 raise SettingsError("APP_ENV=production needs MONGODB_URI")
         if any(len(t) < 16 for t in self.service_tokens) and self.env == "production":
             raise SettingsError("SERVICE_TOKEN values must be at least 16 characters in production")
+        if self.env == "production" and 0 < len(self.metrics_token) < 16:
+            raise SettingsError("METRICS_TOKEN must be at least 16 characters in production")
+        if self.env == "production" and 0 < len(self.log_hash_key) < 16:
+            raise SettingsError("LOG_HASH_KEY must be at least 16 characters in production")

@@ -10,11 +10,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from pymongo import MongoClient
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def embedded_paths(env: Mapping[str, str]) -> tuple[str, int, str]:
+    """The embedded database of `make run`: (SQLite file, port, log file), from VAR_DIR and EMBEDDED_DB_PORT."""
+    var = Path(env.get("VAR_DIR", "var"))
+    return str(var / "sessions.db"), int(env.get("EMBEDDED_DB_PORT", "27017")), str(var / "nx.log")
 
 
 def nx_command() -> list[str]:

@@ -47,3 +47,17 @@ def test_a_bad_value_is_refused_with_the_variable_named():
 
 def test_service_tokens_are_comma_separated_for_rotation():
     assert Settings.from_env({"SERVICE_TOKEN": " a , b,,"}).service_tokens == ("a", "b")
+
+
+def test_operating_settings_are_checked_at_start_up(tmp_path):
+    with pytest.raises(SettingsError, match="LOG_FORMAT"):
+        Settings.from_env({"LOG_FORMAT": "xml"})
+    with pytest.raises(SettingsError, match="PROMETHEUS_MULTIPROC_DIR"):
+        Settings.from_env({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")})
+    production = {"APP_ENV": "production", "SERVICE_TOKEN": "x" * 32, "MONGODB_URI": "mongodb://db"}
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        Settings.from_env({**production, "METRICS_TOKEN": "short"})
+    with pytest.raises(SettingsError, match="LOG_HASH_KEY"):
+        Settings.from_env({**production, "LOG_HASH_KEY": "short"})
+    s = Settings.from_env({"LOG_FORMAT": "JSON", "METRICS_TOKEN": " m ", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    assert (s.log_format, s.metrics_token, s.metrics_dir) == ("json", "m", str(tmp_path))

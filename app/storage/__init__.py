@@ -1,7 +1,8 @@
 """Session storage on MongoDB: the only package that imports pymongo or spells a stored field name.
 
 `Database` owns the client of one process; its `store()` is the SessionStore the core asks for
-typed changes (app.model) under typed conditions.
+typed changes (app.model) under typed conditions. The admin CLI reads and writes whole sessions
+as export records through `transfer` and `records`, and counts and erases through `census`.
 """
 
 from __future__ import annotations

@@ -23,10 +23,12 @@ from app.storage.layout import (
     chunk_key,
     chunk_ranges,
     chunk_seq,
+    chunk_texts,
     decode_message,
     from_doc,
     from_ms,
     inline_first,
+    inline_texts,
     new_chunk,
     text_bytes,
 )
@@ -162,7 +164,7 @@ class Archive:
         if first > last:
             return []
         start = inline_first(s)
-        texts = {start + i: text for i, text in enumerate(s.stored.texts or ()) if first <= start + i <= last}
+        texts = {seq: text for seq, text in inline_texts(s) if first <= seq <= last}
         if first < start:
             texts.update(self._archived(s, first, min(last, start - 1)))
         out = []
@@ -176,7 +178,7 @@ class Archive:
         """The visible seqs of the messages an append under `request_id` stored (inline or archived:
         archiving may have split one append between a chunk and the session document)."""
         start = inline_first(s)
-        texts = {start + i: text for i, text in enumerate(s.stored.texts or ()) if start + i >= s.first_seq}
+        texts = {seq: text for seq, text in inline_texts(s) if seq >= s.first_seq}
         if s.first_seq < start:
             texts.update(self._archived(s, s.first_seq, start - 1))  # rare: only a repeat asks
         return sorted(seq for seq, text in texts.items() if decode_message(text)[3] == request_id)
@@ -190,6 +192,5 @@ class Archive:
             docs = list(self.collections.read.find({"_id": {"$in": ids}, "uid": s.user_id}))
         out: dict[int, str] = {}
         for doc in docs:
-            start = doc["seq"]
-            out.update((start + i, text) for i, text in enumerate(doc["msgs"]) if first <= start + i <= last)
+            out.update((seq, text) for seq, text in chunk_texts(doc) if first <= seq <= last)
         return out

@@ -143,6 +143,12 @@ class Database:
         with storage_errors(writing=False):
             self._client.admin.command("ping")
 
+    def describe(self) -> str:
+        """Where the sessions are, without credentials: hosts, database and collection."""
+        s = self.settings
+        hosts = s.mongodb_uri.partition("://")[2].rpartition("@")[2].partition("/")[0] or "(no MONGODB_URI)"
+        return f"{hosts}/{s.mongodb_db}.{s.mongodb_collection}"
+
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():
             self._client.close()

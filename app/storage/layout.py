@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from app import jsontext
@@ -54,6 +55,7 @@ FIELDS: dict[str, str] = {
     # archive chunks
     "seq": "the chunk's first seq",
 }
+KINDS: dict[str, str] = {"s": "sessions", "t": "tombstones", "m": "archive chunks", "d": "delete receipts"}  # `k`
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ESCAPED = re.compile("[\x00\x01]")
@@ -146,6 +148,17 @@ def inline_first(s: Session) -> int:
     return s.last_seq - s.stored.inline + 1
 
 
+def inline_texts(s: Session) -> Iterator[tuple[int, str]]:
+    """(seq, message text) of the messages kept in the session document (`s` read with them), oldest first."""
+    start = inline_first(s)
+    return ((start + i, text) for i, text in enumerate(s.stored.texts or ()))
+
+
+def chunk_texts(chunk: dict) -> Iterator[tuple[int, str]]:
+    """(seq, message text) of an archive chunk's messages, oldest first."""
+    return ((chunk["seq"] + i, text) for i, text in enumerate(chunk["msgs"]))
+
+
 def chunk_ranges(s: Session) -> list[tuple[int, int]]:
     """The archive chunks as (first seq, last seq), oldest first."""
     chunks = s.stored.chunks
@@ -223,6 +236,8 @@ def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: 
         "lk": "",
         "lu": 0,
         "rq": [request_id] if request_id else [],
+        "sm": "",
+        "su": 0,
     }
     if new.auto_clean:
         doc["pa"] = from_ms(purge_ms)
@@ -232,22 +247,27 @@ def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: 
 
 def new_tomb(session_doc: dict, purge_ms: int) -> dict:
     """The tombstone of an auto-clean session: it answers "expired" after the session is purged."""
-    tid = tomb_key(session_doc["_id"])
-    return {
-        "_id": tid,
-        "k": "t",
-        "uid": session_doc["uid"],
-        "sid": session_doc["sid"],
-        "slot": tid,
-        "pa": from_ms(purge_ms),
-        "pms": purge_ms,
-    }
+    return tomb_doc(session_doc["uid"], session_doc["sid"], purge_ms)
+
+
+def tomb_doc(user_id: str, session_id: str, purge_ms: int) -> dict:
+    tid = tomb_key(key(user_id, session_id))
+    return {"_id": tid, "k": "t", "uid": user_id, "sid": session_id, "slot": tid, **_purge(purge_ms)}
 
 
 def receipt_fields(user_id: str, session_id: str, purge_ms: int) -> dict:
     """A receipt's fields besides its request ids: what a delete under a request_id leaves for its repeats."""
     rid = receipt_key(key(user_id, session_id))
-    return {"k": "d", "uid": user_id, "sid": session_id, "slot": rid, "pa": from_ms(purge_ms), "pms": purge_ms}
+    return {"k": "d", "uid": user_id, "sid": session_id, "slot": rid, **_purge(purge_ms)}
+
+
+def receipt_doc(user_id: str, session_id: str, purge_ms: int, request_ids: list[str]) -> dict:
+    rid = receipt_key(key(user_id, session_id))
+    return {"_id": rid, **receipt_fields(user_id, session_id, purge_ms), "rq": request_ids}
+
+
+def _purge(purge_ms: int) -> dict:
+    return {"pa": from_ms(purge_ms), "pms": purge_ms}
 
 
 def new_chunk(s: Session, first_seq: int, texts: list[str]) -> dict:

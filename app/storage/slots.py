@@ -22,7 +22,7 @@ from app.storage.updates import in_slot
 SLOT_TAKEN, ID_TAKEN = "slot taken", "id taken"  # lost races: the caller tries again
 
 
-def _is_id_conflict(write_error: dict) -> bool:
+def is_id_conflict(write_error: dict) -> bool:
     """Whether a duplicate-key error is on _id (MongoDB names the key; nx-27017 the column)."""
     pattern = write_error.get("keyPattern")
     if pattern:
@@ -80,7 +80,7 @@ class Slots:
                     raise
                 first = (details.get("writeErrors") or [{}])[0]
                 if details.get("nInserted", 0) == 0 and first.get("code") == 11000:
-                    return ID_TAKEN if _is_id_conflict(first) else SLOT_TAKEN
+                    return ID_TAKEN if is_id_conflict(first) else SLOT_TAKEN
                 if first.get("code") != 11000 or first.get("index") != 1:
                     raise
                 coll.replace_one(

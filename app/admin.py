@@ -1,0 +1,225 @@
+"""The admin CLI on Flask's CLI: stats, export, import, wipe-user. click and Flask only.
+
+`flask --app app.wsgi admin ...` (or `make admin ARGS="..."`, which also starts the embedded database
+when no MONGODB_URI is set) works on the database the service is configured with; the storage side
+is app.storage's transfer, records and census. Exit codes: 0 done, 1 failed, 2 bad usage. Reports go
+to standard output (an export's to standard error, its records may be on standard output), progress
+to standard error when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from itertools import chain
+
+import click
+import orjson
+from flask import current_app
+from flask.cli import AppGroup
+
+from app import errors
+from app.responses import iso
+from app.storage.census import census, wipe_user
+from app.storage.client import Database
+from app.storage.records import FORMAT, VERSION, BadRecord, check
+from app.storage.transfer import NAMES, Restored, Transfer
+
+cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user.")
+BATCH, BATCH_BYTES = 200, 8 * 1024 * 1024  # records written to the database at once
+SHOWN = 50  # problem lines printed; the rest are counted
+
+
+class Progress:
+    """A running count on standard error, rewritten in place, only when it is a terminal."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.count = what, 0
+        self.started = self.shown = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, n: int = 1) -> None:
+        self.count += n
+        if self.tty and time.monotonic() - self.shown >= 0.2:
+            self.shown = time.monotonic()
+            click.echo(f"\r{self.what} {self.count:,} ({self.count / self.seconds:,.0f}/s)", err=True, nl=False)
+
+    @property
+    def seconds(self) -> float:
+        return max(time.monotonic() - self.started, 1e-6)
+
+    def done(self) -> None:
+        if self.tty and self.count:
+            click.echo("\r\033[K", err=True, nl=False)
+
+
+def _database() -> Database:
+    return current_app.extensions["database"]
+
+
+@contextlib.contextmanager
+def _failures() -> Iterator[None]:
+    """The service's errors and file errors as a message and exit code 1."""
+    try:
+        yield
+    except errors.ServiceError as exc:
+        if not _database().settings.mongodb_uri:
+            raise click.ClickException(
+                "no database: set MONGODB_URI, or run `make admin`, which starts the embedded one"
+            ) from None
+        raise click.ClickException(f"{exc.code}: {exc.message('en')} ({_database().describe()})") from None
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _line(record: dict) -> bytes:
+    return orjson.dumps(record) + b"\n"
+
+
+def _counts(counter: Counter) -> str:
+    return ", ".join(f"{name}: {counter[kind]:,}" for kind, name in NAMES.items())
+
+
+@cli.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def stats(as_json: bool) -> None:
+    """Counts of documents, sessions by status, users, messages and context bytes."""
+    db = _database()
+    with _failures():
+        counts = census(db.store(), db.clock())
+    if as_json:
+        click.echo(orjson.dumps({"database": db.describe(), **counts}).decode())
+        return
+    click.echo(f"database: {db.describe()}")
+    for group, values in counts.items():
+        rest = ", ".join(f"{n:,} {name}" for name, n in values.items() if name != "total")
+        click.echo(f"{group}: {values['total']:,} ({rest})" if "total" in values else f"{group}: {rest}")
+
+
+@cli.command("export")
+@click.option("--user", "user_id", metavar="USER_ID", help="Only this user's sessions, tombstones and receipts.")
+@click.option("--out", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="File (default: stdout).")
+def export(user_id: str | None, out: str) -> None:
+    """Write every session (its context, whole history and settings) as JSON Lines."""
+    if user_id == "":
+        raise click.BadParameter("must not be empty", param_hint="--user")
+    db = _database()
+    partial = f"{out}.partial" if out != "-" else ""  # a file only appears once it is whole
+    progress, counts = Progress("exported"), Counter()
+    with _failures():
+        transfer = Transfer(db.store())
+        try:
+            with click.open_file(partial or "-", "wb") as stream:
+                header = {"format": FORMAT, "version": VERSION, "exported_at": iso(db.clock())}
+                stream.write(_line({**header, "user": user_id, "database": db.describe()}))
+                for record in chain(transfer.sessions(user_id), transfer.markers(user_id)):
+                    stream.write(_line(record))
+                    counts[record["kind"]] += 1
+                    progress.step()
+                stream.write(_line({"kind": "end", "records": {kind: counts[kind] for kind in NAMES}}))
+        except BaseException:
+            if partial:
+                with contextlib.suppress(OSError):
+                    os.remove(partial)
+            raise
+        if partial:
+            os.replace(partial, out)
+    progress.done()
+    where = "standard output" if out == "-" else out
+    click.echo(f"exported to {where} in {progress.seconds:.1f} s: {_counts(counts)}", err=True)
+    if transfer.unreadable:
+        for user, session in transfer.unreadable[:SHOWN]:
+            click.echo(f"not exported: session {session!r} of user {user!r}", err=True)
+        raise click.ClickException(
+            f"{len(transfer.unreadable)} sessions could not be read whole: they kept changing while read "
+            "(export again), or an archive chunk they list is missing"
+        )
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--replace", is_flag=True, help="Overwrite a different session stored under the same id.")
+def import_(file: str, replace: bool) -> None:
+    """Restore an export exactly; what is already stored as the file has it is left alone."""
+    db = _database()
+    done, failed, seen, progress = Restored(), [], Counter(), Progress("imported")
+    end = None
+    with _failures(), click.open_file(file, "rb") as stream:
+        _header(next(stream, b""))
+        transfer = Transfer(db.store())
+        batch: list[tuple[int, dict]] = []
+        size = 0
+        for n, raw in enumerate(stream, start=2):
+            if not raw.strip():
+                continue
+            try:
+                record = orjson.loads(raw)
+                if end is not None:
+                    raise BadRecord("a record after the end record")
+                if isinstance(record, dict) and record.get("kind") == "end":
+                    end = record
+                    continue
+                batch.append((n, check(record)))
+            except (orjson.JSONDecodeError, BadRecord) as exc:
+                failed.append((n, str(exc) if isinstance(exc, BadRecord) else "not a JSON object"))
+                continue
+            seen[record["kind"]] += 1
+            size += len(raw)
+            if len(batch) >= BATCH or size >= BATCH_BYTES:
+                done.add(transfer.restore(batch, replace=replace))
+                progress.step(len(batch))
+                batch, size = [], 0
+        done.add(transfer.restore(batch, replace=replace))
+        progress.step(len(batch))
+    progress.done()
+    _report(done, failed, seen, end, progress.seconds)
+
+
+def _header(raw: bytes) -> None:
+    try:
+        header = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise click.ClickException(f"line 1: not an export of {FORMAT} (its first line names the format)")
+    if header.get("version") != VERSION:
+        raise click.ClickException(f"line 1: export format version {header.get('version')!r}; this reads {VERSION}")
+
+
+def _report(done: Restored, failed: list, seen: Counter, end: dict | None, seconds: float) -> None:
+    click.echo(f"imported in {seconds:.1f} s: {_counts(done.imported)}")
+    if sum(done.replaced.values()):
+        click.echo(f"of which replaced a stored one (--replace): {_counts(done.replaced)}")
+    click.echo(f"already there, left alone: {_counts(done.unchanged)}")
+    problems = sorted(failed + done.refused)
+    for n, reason in problems[:SHOWN]:
+        click.echo(f"line {n}: {reason}", err=True)
+    if len(problems) > SHOWN:
+        click.echo(f"... and {len(problems) - SHOWN} more lines", err=True)
+    trouble = []
+    if problems:
+        trouble.append(f"{len(problems)} lines not imported")
+    if end is None:
+        trouble.append("the file has no end record: it may be cut short")
+    elif not failed and end.get("records") != {kind: seen[kind] for kind in NAMES}:
+        trouble.append(f"the end record counts {end.get('records')}, the file holds {dict(seen)}")
+    if trouble:
+        raise click.ClickException("; ".join(trouble))
+
+
+@cli.command("wipe-user")
+@click.argument("user_id")
+def wipe(user_id: str) -> None:
+    """Erase every document of USER_ID (sessions, archive chunks, tombstones, receipts) and say what went."""
+    if not user_id:
+        raise click.BadParameter("must not be empty", param_hint="USER_ID")
+    with _failures():
+        removed, clean = wipe_user(_database().store(), user_id)
+    listing = ", ".join(f"{name}: {n:,}" for name, n in removed.items())
+    click.echo(f"removed {sum(removed.values()):,} documents of user {user_id!r} ({listing})")
+    if not clean:
+        raise click.ClickException("documents of this user were written meanwhile: stop their traffic and wipe again")

@@ -1,0 +1,114 @@
+"""Prometheus metrics: the only module that imports prometheus_client. No Flask, no I/O of its own.
+
+Under gunicorn (PROMETHEUS_MULTIPROC_DIR, set up by gunicorn.conf.py) every worker writes its counts
+to its own files in that directory and a scrape, answered by any one worker, sums them all; a dead
+worker's counts stay, as a counter's must. Without it (one process: tests, `flask run`) the counts
+live in this process's registry. No label ever carries a user or session id: labels are tool names,
+operation names and error codes, all from the spec.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from app import spec
+from app.core import LOCK_WAIT
+from app.settings import Settings, SettingsError
+
+# lock waits take up to 25 s (MAX_WAIT): the top buckets tell a waiting lock from a slow database
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0)
+DATABASE_ERRORS = ("STORAGE_UNAVAILABLE", "INTERNAL")  # INTERNAL counts here only when storage raised it
+LOCK_CONFLICTS = ("SESSION_LOCKED", "LOCK_NOT_HELD")
+disable_created_metrics()  # no `_created` twin of every series: the multiprocess scrape has none either
+
+
+class Metrics:
+    """The service's counters and histogram, and their exposition."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.token = settings.metrics_token
+        self.directory = settings.metrics_dir
+        if self.directory and not getattr(values.ValueClass, "_multiprocess", False):
+            # prometheus_client chose its storage at import, from the environment: it missed the variable
+            raise SettingsError("PROMETHEUS_MULTIPROC_DIR must be set before the service starts")
+        # multiprocess: the metrics write to files and a scrape reads the files, not a registry
+        self.registry = None if self.directory else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "session_requests",
+            "Requests answered, by tool and error code (OK: success)",
+            ["tool", "error_code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "session_request_duration_seconds",
+            "Time to answer a request, by tool",
+            ["tool"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.database_errors = Counter(
+            "session_database_errors", "Requests failed by the database, by error code", ["error_code"], registry=r
+        )
+        self.lock_conflicts = Counter(
+            "session_lock_conflicts", "Writes refused by the session lock, by error code", ["error_code"], registry=r
+        )
+        self.lock_waits = Counter("session_lock_waits", "lock calls that waited for a held session lock", registry=r)
+        self.replays = Counter(
+            "session_replays", "Writes answered as repeats of a request_id, by operation", ["operation"], registry=r
+        )
+        self.resumes = Counter(
+            "session_resumes", "Expired sessions revived by options.resume, by operation", ["operation"], registry=r
+        )
+        for code in DATABASE_ERRORS:  # present at zero from the start, so rate() and alerts see them
+            self.database_errors.labels(code)
+        for code in LOCK_CONFLICTS:
+            self.lock_conflicts.labels(code)
+
+    def request(self, tool: str, code: str, seconds: float, *, from_storage: bool) -> None:
+        """One answered request; `code` "" for success; `from_storage`: the error came from the database layer."""
+        self.requests.labels(tool, code or "OK").inc()
+        self.duration.labels(tool).observe(seconds)
+        if code in DATABASE_ERRORS and from_storage:
+            self.database_errors.labels(code).inc()
+        elif code in LOCK_CONFLICTS:
+            self.lock_conflicts.labels(code).inc()
+
+    def outcome(self, operation: str, *, replayed: bool, resumed: bool) -> None:
+        if operation not in spec.OPERATIONS:
+            return
+        if replayed:
+            self.replays.labels(operation).inc()
+        if resumed:
+            self.resumes.labels(operation).inc()
+
+    def event(self, name: str) -> None:
+        """What the core reports while it works (core.Sessions' `events`)."""
+        if name == LOCK_WAIT:
+            self.lock_waits.inc()
+
+    def authorized(self, header: str) -> bool:
+        """Without METRICS_TOKEN the endpoint is open; with it, `Bearer <token>`, compared in constant time."""
+        if not self.token:
+            return True
+        presented = header[7:] if header[:7].lower() == "bearer " else ""
+        return hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), self.token.encode())
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text of every worker's counts, and its content type."""
+        registry = self.registry
+        if registry is None:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.directory)
+        return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,235 @@
+"""The export format's records <-> stored documents, both ways. Pure: no I/O.
+
+A session record holds what every answer about the session is made of: ids, incarnation, status,
+context, version, times as stored (epoch ms), settings, counters, lock, request ids and its whole
+visible history, archived messages included. A document is rebuilt from a record by `new_doc` (its
+defaults) and SESSION_FIELDS (the record's values), its messages cut into archive chunks as the
+store cuts them: an imported session answers exactly as the original and goes on from there.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from app import jsontext, spec
+from app.model import NewSession, Session
+from app.storage.archive import INLINE_BYTES
+from app.storage.layout import (
+    chunk_key,
+    chunk_ranges,
+    chunk_texts,
+    decode_message,
+    encode_message,
+    from_doc,
+    from_ms,
+    inline_texts,
+    key,
+    new_chunk,
+    new_doc,
+    receipt_doc,
+    text_bytes,
+    tomb_doc,
+)
+
+FORMAT, VERSION = "coze-session-node", 1
+# record name: (stored field, its value when a document or a record lacks it, whose type a record's
+# value must have). A new session field is one line here: exported as stored, imported over new_doc's.
+SESSION_FIELDS: dict[str, tuple[str, Any]] = {
+    "incarnation": ("r", ""),
+    "status": ("st", "active"),
+    "version": ("v", 1),
+    "created": ("c", 0),
+    "updated": ("u", 0),
+    "expires": ("exp", 0),
+    "timeout_ms": ("tmo", 0),
+    "max_history": ("mh", 1),
+    "auto_clean": ("ac", True),
+    "appended": ("n", 0),
+    "last_seq": ("tot", 0),
+    "chunk_size": ("cs", 0),
+    "lock_token": ("lk", ""),
+    "locked_until": ("lu", 0),
+    "request_ids": ("rq", []),
+    "summary": ("sm", ""),
+    "summary_upto": ("su", 0),
+}
+# what no record can do without; the others (and any field added later) import at their default
+REQUIRED = frozenset(
+    ("incarnation", "status", "version", "created", "updated", "expires", "timeout_ms", "max_history", "auto_clean")
+    + ("appended", "last_seq", "chunk_size")
+)
+_SESSION_ID = re.compile(spec.SESSION_ID_PATTERN)
+_USER_ID = re.compile(spec.USER_ID_PATTERN)
+
+
+class BadRecord(ValueError):
+    """A record that cannot be imported; the message says why."""
+
+
+def chunk_ids(s: Session) -> list[str]:
+    """The ids of the archive chunks that hold some of the session's visible messages."""
+    return [chunk_key(s.stored.key, s.stored.nonce, first) for first, last in chunk_ranges(s) if last >= s.first_seq]
+
+
+def session_record(doc: dict, chunks: dict[str, dict]) -> dict | None:
+    """The record of a session document read with its messages; None if `chunks` misses one it needs."""
+    s = from_doc(doc)
+    texts = dict(inline_texts(s))
+    for cid in chunk_ids(s):
+        if cid not in chunks:
+            return None
+        texts.update(chunk_texts(chunks[cid]))
+    seqs = range(s.first_seq, s.last_seq + 1)
+    if any(seq not in texts for seq in seqs):
+        return None
+    record: dict[str, Any] = {"kind": "session", "user_id": s.user_id, "session_id": s.session_id}
+    record.update((name, doc.get(field, default)) for name, (field, default) in SESSION_FIELDS.items())
+    record.update(
+        context=s.context,  # the patch log folded in: the text every answer shows
+        slot=s.stored.slot if s.stored.holds_slot else None,
+        purge=s.stored.purge_ms if "pms" in doc else None,
+        messages=[_message(seq, texts[seq]) for seq in seqs],
+    )
+    return record
+
+
+def _message(seq: int, text: str) -> dict:
+    role, content, ts, request_id = decode_message(text)
+    return {"seq": seq, "role": role, "content": content, "ts": ts, "request_id": request_id}
+
+
+def marker_record(doc: dict) -> dict:
+    """The record of a tombstone or a delete receipt."""
+    record = {"user_id": doc["uid"], "session_id": doc["sid"], "purge": doc.get("pms", 0)}
+    if doc["k"] == "t":
+        return {"kind": "tombstone", **record}
+    return {"kind": "receipt", **record, "request_ids": list(doc.get("rq", ()))}
+
+
+def session_docs(record: dict, inline: int) -> tuple[dict, list[dict]]:
+    """The session document and its archive chunks, rebuilt from a checked record (see `check`)."""
+    context = record["context"]
+    new = NewSession(
+        user_id=record["user_id"],
+        session_id=record["session_id"],
+        context=context,
+        timeout_ms=record["timeout_ms"],
+        max_history=record["max_history"],
+        auto_clean=record["auto_clean"],
+    )
+    size = record["chunk_size"] or inline
+    doc = new_doc(new, now=record["created"], slot=0, purge_ms=record["purge"] or 0, chunk_size=size)
+    doc.update((field, record[name]) for name, (field, _) in SESSION_FIELDS.items() if name in record)
+    doc["cs"] = size
+    doc["slot"] = record["slot"] if record["slot"] is not None else doc["_id"]
+    if record["purge"] is None:
+        doc.pop("pa", None)
+        doc.pop("pms", None)
+    else:
+        doc.update(pa=from_ms(record["purge"]), pms=record["purge"])
+    texts = [encode_message(m["role"], m["content"], m["ts"], m["request_id"]) for m in record["messages"]]
+    first = record["last_seq"] - len(texts) + 1
+    whole = _whole_chunks(texts, size, record["max_history"])
+    inline_part = texts[whole * size :]
+    doc.update(
+        msgs=inline_part,
+        pl=len(inline_part),
+        sb=text_bytes(inline_part),
+        bk=[first + j * size for j in range(whole)],
+    )
+    s = from_doc(doc)
+    chunks = [new_chunk(s, first + j * size, texts[j * size : (j + 1) * size]) for j in range(whole)]
+    return doc, chunks
+
+
+def _whole_chunks(texts: list[str], size: int, max_history: int) -> int:
+    """How many whole chunks of the oldest messages are archived, as the store's archiver leaves them."""
+    if max_history <= size:
+        return 0  # the store trims such a history inline and never archives it
+    whole = max(0, (len(texts) - size) // size)
+    if text_bytes(texts[whole * size :]) >= INLINE_BYTES:
+        whole = len(texts) // size
+    return whole
+
+
+def marker_doc(record: dict) -> dict:
+    if record["kind"] == "tombstone":
+        return tomb_doc(record["user_id"], record["session_id"], record["purge"])
+    return receipt_doc(record["user_id"], record["session_id"], record["purge"], record["request_ids"])
+
+
+def record_key(record: dict) -> str:
+    """The stored _id of the session a record describes."""
+    return key(record["user_id"], record["session_id"])
+
+
+def check(record: Any) -> dict:
+    """The record, if it is one this version can import exactly; else BadRecord naming what is wrong."""
+    if not isinstance(record, dict) or record.get("kind") not in ("session", "tombstone", "receipt"):
+        raise BadRecord("not a session, tombstone or receipt record")
+    _string(record, "user_id", _USER_ID)
+    _string(record, "session_id", _SESSION_ID)
+    if record["kind"] != "session":
+        _integer(record, "purge")
+        if record["kind"] == "receipt" and not _strings(record.get("request_ids")):
+            raise BadRecord("request_ids must be a list of strings")
+        return record
+    for name, (_, default) in SESSION_FIELDS.items():
+        if name not in record:
+            if name in REQUIRED:
+                raise BadRecord(f"{name} is missing")
+            continue
+        want = type(default)
+        if type(record[name]) is not want:
+            raise BadRecord(f"{name} must be {want.__name__}")
+    if record["status"] not in ("active", "closed"):
+        raise BadRecord("status must be active or closed")
+    if not _strings(record.get("request_ids", [])):
+        raise BadRecord("request_ids must be a list of strings")
+    if not isinstance(record.get("context"), str) or not _object_text(record["context"]):
+        raise BadRecord("context must be the JSON text of an object")
+    for name in ("slot", "purge"):
+        if record.get(name) is not None:
+            _integer(record, name)
+    if "slot" not in record or "purge" not in record:
+        raise BadRecord("slot and purge must be given (null when none)")
+    _check_messages(record)
+    return record
+
+
+def _check_messages(record: dict) -> None:
+    messages = record.get("messages")
+    if not isinstance(messages, list):
+        raise BadRecord("messages must be a list")
+    visible = min(record["appended"], record["max_history"])
+    if len(messages) != visible:
+        raise BadRecord(f"messages holds {len(messages)}, but appended and max_history make {visible} visible")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in spec.ROLES:
+            raise BadRecord(f"messages[{i}] must have a role of {', '.join(spec.ROLES)}")
+        if type(m.get("seq")) is not int or m["seq"] != record["last_seq"] - len(messages) + 1 + i:
+            raise BadRecord(f"messages[{i}].seq must continue to last_seq without a gap")
+        if type(m.get("ts")) is not int or type(m.get("content")) is not str or type(m.get("request_id")) is not str:
+            raise BadRecord(f"messages[{i}] needs ts (integer), content and request_id (strings)")
+
+
+def _string(record: dict, name: str, pattern: re.Pattern) -> None:
+    if not isinstance(record.get(name), str) or not pattern.match(record[name]):
+        raise BadRecord(f"{name} is missing or not a valid id")
+
+
+def _integer(record: dict, name: str) -> None:
+    if type(record.get(name)) is not int or record[name] < 0:
+        raise BadRecord(f"{name} must be a non-negative integer")
+
+
+def _object_text(text: str) -> bool:
+    try:
+        return isinstance(jsontext.loads(text), dict)
+    except jsontext.JSONTextError:
+        return False
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
