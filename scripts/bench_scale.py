@@ -38,6 +38,7 @@ LONG_TIMEOUT = 86_400  # populated sessions' timeout: only the expiring ones bec
 LIST_EVERY = 10  # housekeeping loop: one list in this many requests
 CONTEXT = json.dumps({"topic": "scale", "lang": "en", "step": 0}, separators=(",", ":"))
 SEED = 20261201
+OWN_SESSIONS = 1_000  # the fewest sessions the phase creates itself, whatever is stored already
 
 
 def _req(op: str, **body: Any) -> tuple[str, str]:
@@ -61,6 +62,8 @@ class Scale(Rig):
         known: list[tuple[str, str]] = []
         for target in sizes:
             missing = target - self.sessions_stored()
+            if made == 0:  # its own users to sample: earlier phases may have stored more than the first size
+                missing = max(missing, OWN_SESSIONS)
             populate = None
             if missing > 0:
                 self.log(f"scale: creating {missing:,} sessions (to {target:,} stored), {self.concurrency} connections")
