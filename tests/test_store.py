@@ -45,7 +45,7 @@ def round_trips(log: CommandLog, core: Sessions, op: str, **body) -> int:
     return len(log.commands)
 
 
-def test_each_operation_costs_the_expected_database_round_trips(core, log):
+def test_each_operation_costs_the_expected_database_round_trips(core, store, log):
     assert round_trips(log, core, "create", session_id="s1") == 2  # is the id taken? insert
     assert round_trips(log, core, "get", session_id="s1") == 1
     assert round_trips(log, core, "append_messages", session_id="s1", role="user", content="hi") == 1
@@ -54,6 +54,11 @@ def test_each_operation_costs_the_expected_database_round_trips(core, log):
     assert round_trips(log, core, "update", session_id="s1", context='{"a":1}') == 1  # onto the patch log
     assert round_trips(log, core, "clear_history", session_id="s1") == 1
     assert round_trips(log, core, "list") == 1
+    assert round_trips(log, core, "lock", session_id="s1") == 1
+    token = run(core, "get", session_id="s1")["locked_until"] and store.read("u1", "s1").stored.lock_token
+    assert round_trips(log, core, "unlock", session_id="s1", lock_token=token) == 1
+    run(core, "append_messages", session_id="s1", role="user", content="again")
+    assert round_trips(log, core, "compact", session_id="s1", summary="s", options={"upto_seq": 1}) == 2  # read, write
     assert round_trips(log, core, "close", session_id="s1") == 1
     assert round_trips(log, core, "delete", session_id="s1") == 3  # mark it (if the lock allows), the rest, the session
 
