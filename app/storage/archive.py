@@ -26,10 +26,10 @@ from app.storage.layout import (
     chunk_texts,
     decode_message,
     from_doc,
-    from_ms,
     inline_first,
     inline_texts,
     new_chunk,
+    purge_fields,
     text_bytes,
 )
 
@@ -117,7 +117,7 @@ class Archive:
                 coll.delete_many({"_id": {"$in": garbage}, "uid": cur.user_id})
             if new and cur.auto_clean and (reused or after.get("pms", 0) > st.purge_ms):
                 # the purge date moved while we archived, or a chunk written earlier carries an older one
-                fresh = {"$set": {"pa": from_ms(after["pms"]), "pms": after["pms"]}}
+                fresh = {"$set": purge_fields(after["pms"])}
                 ids = [d["_id"] for d in new]
                 coll.update_many({"_id": {"$in": ids}, "uid": cur.user_id, "pms": {"$lt": after["pms"]}}, fresh)
 

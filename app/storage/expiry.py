@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from app.model import Session
 from app.storage.client import Collections, storage_errors
-from app.storage.layout import chunk_key, from_ms, tomb_key
+from app.storage.layout import chunk_key, purge_fields, tomb_doc
 
 
 class Expiry:
@@ -33,7 +33,7 @@ class Expiry:
             return True
         pms = self.purge_for(s.expires, s.timeout_ms)
         tomb_ms = pms + self.retention_ms
-        purge = {"$set": {"pa": from_ms(pms), "pms": pms}}
+        purge = {"$set": purge_fields(pms)}
         coll = self.collections.write(persist)
         mine = {"_id": s.stored.key, "uid": s.user_id}
         with storage_errors():
@@ -45,9 +45,9 @@ class Expiry:
             if moved and moved.get("bk"):  # the chunks as stored now: one archived since `s` is included
                 ids = [chunk_key(s.stored.key, moved["r"], first) for first in moved["bk"]]
                 coll.update_many({"_id": {"$in": ids}, "uid": s.user_id}, purge)
-            tomb = tomb_key(s.stored.key)
-            tomb_fields = {"k": "t", "sid": s.session_id, "slot": tomb, "pa": from_ms(tomb_ms), "pms": tomb_ms}
-            coll.update_one({"_id": tomb, "uid": s.user_id}, {"$set": tomb_fields}, upsert=True)
+            tomb = tomb_doc(s.user_id, s.session_id, tomb_ms)
+            tomb_id = {"_id": tomb.pop("_id"), "uid": tomb.pop("uid")}
+            coll.update_one(tomb_id, {"$set": tomb}, upsert=True)
         return True
 
     def delete_expired(self, key: str, user_id: str, session_id: str, now: int, *, persist: bool) -> None:

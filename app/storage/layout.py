@@ -240,8 +240,7 @@ def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: 
         "su": 0,
     }
     if new.auto_clean:
-        doc["pa"] = from_ms(purge_ms)
-        doc["pms"] = purge_ms
+        doc.update(purge_fields(purge_ms))
     return doc
 
 
@@ -252,13 +251,13 @@ def new_tomb(session_doc: dict, purge_ms: int) -> dict:
 
 def tomb_doc(user_id: str, session_id: str, purge_ms: int) -> dict:
     tid = tomb_key(key(user_id, session_id))
-    return {"_id": tid, "k": "t", "uid": user_id, "sid": session_id, "slot": tid, **_purge(purge_ms)}
+    return {"_id": tid, "k": "t", "uid": user_id, "sid": session_id, "slot": tid, **purge_fields(purge_ms)}
 
 
 def receipt_fields(user_id: str, session_id: str, purge_ms: int) -> dict:
     """A receipt's fields besides its request ids: what a delete under a request_id leaves for its repeats."""
     rid = receipt_key(key(user_id, session_id))
-    return {"k": "d", "uid": user_id, "sid": session_id, "slot": rid, **_purge(purge_ms)}
+    return {"k": "d", "uid": user_id, "sid": session_id, "slot": rid, **purge_fields(purge_ms)}
 
 
 def receipt_doc(user_id: str, session_id: str, purge_ms: int, request_ids: list[str]) -> dict:
@@ -266,7 +265,8 @@ def receipt_doc(user_id: str, session_id: str, purge_ms: int, request_ids: list[
     return {"_id": rid, **receipt_fields(user_id, session_id, purge_ms), "rq": request_ids}
 
 
-def _purge(purge_ms: int) -> dict:
+def purge_fields(purge_ms: int) -> dict:
+    """When the TTL index may remove a document: `pa` (a BSON date, what the index reads) and its ms mirror."""
     return {"pa": from_ms(purge_ms), "pms": purge_ms}
 
 
@@ -275,6 +275,5 @@ def new_chunk(s: Session, first_seq: int, texts: list[str]) -> dict:
     cid = chunk_key(s.stored.key, s.stored.nonce, first_seq)
     doc = {"_id": cid, "k": "m", "uid": s.user_id, "sid": s.session_id, "slot": cid, "seq": first_seq, "msgs": texts}
     if s.auto_clean:
-        doc["pa"] = from_ms(s.stored.purge_ms)
-        doc["pms"] = s.stored.purge_ms
+        doc.update(purge_fields(s.stored.purge_ms))
     return doc

@@ -22,11 +22,11 @@ from app.storage.layout import (
     decode_message,
     encode_message,
     from_doc,
-    from_ms,
     inline_texts,
     key,
     new_chunk,
     new_doc,
+    purge_fields,
     receipt_doc,
     text_bytes,
     tomb_doc,
@@ -127,7 +127,7 @@ def session_docs(record: dict, inline: int) -> tuple[dict, list[dict]]:
         doc.pop("pa", None)
         doc.pop("pms", None)
     else:
-        doc.update(pa=from_ms(record["purge"]), pms=record["purge"])
+        doc.update(purge_fields(record["purge"]))
     texts = [encode_message(m["role"], m["content"], m["ts"], m["request_id"]) for m in record["messages"]]
     first = record["last_seq"] - len(texts) + 1
     whole = _whole_chunks(texts, size, record["max_history"])
