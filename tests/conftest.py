@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -15,6 +16,7 @@ from app import create_app
 from app.settings import Settings
 from scripts.embedded import free_port, start_embedded, stop_embedded
 from tests.support import HISTORY_INLINE, TOKEN, Api, FakeClock, fresh_database
+from tests.wire_faults import WireProxy
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +32,14 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"mongodb://127.0.0.1:{port}"
     finally:
         stop_embedded(proc)
+
+
+@pytest.fixture
+def wire_proxy(mongo_uri: str) -> Iterator[WireProxy]:
+    """A fault-injecting proxy in front of the test database (tests/wire_faults.py); its `.uri` to connect."""
+    target = urlsplit(mongo_uri)
+    with WireProxy((target.hostname, target.port or 27017)) as proxy:
+        yield proxy
 
 
 @pytest.fixture

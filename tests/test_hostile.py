@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,7 +17,7 @@ from app import api as api_module
 from app import spec
 from app.settings import Settings
 from tests.support import AUTH, LEAKS, TOKEN, Api, assert_no_leak, check_response, ctx
-from tests.wire_faults import CommandFailure, DropConnection, Rule, WireProxy
+from tests.wire_faults import CommandFailure, DropConnection, Rule
 
 ID_TOOLS = (
     "session_get",
@@ -599,23 +598,22 @@ def test_no_request_of_another_user_can_read_or_change_a_session(api):
     ids=["connection-lost", "operation-failure", "unauthorized"],
 )
 def test_storage_failures_answer_without_any_stack_trace_query_or_database_detail(
-    api, settings, make_app, mongo_uri, action, status, code
+    api, settings, make_app, wire_proxy, action, status, code
 ):
     _session(api)
-    target = urlsplit(mongo_uri)
-    with WireProxy((target.hostname, target.port or 27017)) as proxy:
-        through = dataclasses.replace(settings, mongodb_uri=proxy.uri, mongodb_server_selection_timeout_ms=500)
-        broken = LeakCheckedApi(make_app(through).test_client())
-        broken.call("list", {"user_id": "u1"})  # connected, indexes ensured: from now on every command fails
-        proxy.inject(Rule(lambda command: True, action))
-        bodies = {**_bodies("victim"), "session_create": {"user_id": "u1"}, "session_list": {"user_id": "u1"}}
-        for tool, body in bodies.items():
-            got_status, data = broken.post(tool, body)
-            assert got_status == status, (tool, data)
-            assert data["error_code"] == code, (tool, data)
-            text = json.dumps(data, ensure_ascii=False)
-            for leak in (*LEAKS, "victim@u1", "Errno", "OperationFailure", "authorized", "quiesce"):
-                assert leak not in text, (tool, leak, text)
+    proxy = wire_proxy
+    through = dataclasses.replace(settings, mongodb_uri=proxy.uri, mongodb_server_selection_timeout_ms=500)
+    broken = LeakCheckedApi(make_app(through).test_client())
+    broken.call("list", {"user_id": "u1"})  # connected, indexes ensured: from now on every command fails
+    proxy.inject(Rule(lambda command: True, action))
+    bodies = {**_bodies("victim"), "session_create": {"user_id": "u1"}, "session_list": {"user_id": "u1"}}
+    for tool, body in bodies.items():
+        got_status, data = broken.post(tool, body)
+        assert got_status == status, (tool, data)
+        assert data["error_code"] == code, (tool, data)
+        text = json.dumps(data, ensure_ascii=False)
+        for leak in (*LEAKS, "victim@u1", "Errno", "OperationFailure", "authorized", "quiesce"):
+            assert leak not in text, (tool, leak, text)
 
 
 def test_validation_errors_name_the_field_but_echo_no_internals(api):

@@ -23,7 +23,7 @@ from app import errors, spec
 from app.core import LOCK_WAIT, Limits, LockWaiting, Sessions
 from tests.servers import gunicorn, service_env
 from tests.support import AUTH, Api, fail, ok, open_store, run
-from tests.wire_faults import CommandFailure, DropConnection, Rule, WireProxy, command_named
+from tests.wire_faults import CommandFailure, DropConnection, Rule, command_named
 
 ALLOWED_LABELS = {
     "tool": {t.name for t in spec.TOOLS},
@@ -150,19 +150,18 @@ def test_lock_conflicts_waits_replays_and_resumes_are_counted(api, app, clock):
     assert total(text, "session_requests_total", tool="session_get", error_code="SESSION_EXPIRED") == 1
 
 
-def test_database_errors_are_counted_by_code_and_a_business_error_is_not(mongo_uri, settings, make_app):
-    target = urlsplit(mongo_uri)
-    with WireProxy((target.hostname, target.port or 27017)) as proxy:
-        through = dataclasses.replace(settings, mongodb_uri=proxy.uri, mongodb_server_selection_timeout_ms=1000)
-        app = make_app(through)
-        api = Api(app.test_client())
-        sid = api.create("u1")["session_id"]
-        proxy.inject(Rule(command_named("findAndModify"), DropConnection(), times=1))
-        assert api.post("session_get", {"user_id": "u1", "session_id": sid})[0] == 503
-        proxy.inject(Rule(command_named("findAndModify"), CommandFailure(2, "bad value"), times=1))
-        assert api.post("session_get", {"user_id": "u1", "session_id": sid})[0] == 500
-        fail(api.call("get", {"user_id": "u1", "session_id": "missing"}), "SESSION_NOT_FOUND")
-        text = app.test_client().get("/metrics").data.decode()
+def test_database_errors_are_counted_by_code_and_a_business_error_is_not(wire_proxy, settings, make_app):
+    proxy = wire_proxy
+    through = dataclasses.replace(settings, mongodb_uri=proxy.uri, mongodb_server_selection_timeout_ms=1000)
+    app = make_app(through)
+    api = Api(app.test_client())
+    sid = api.create("u1")["session_id"]
+    proxy.inject(Rule(command_named("findAndModify"), DropConnection(), times=1))
+    assert api.post("session_get", {"user_id": "u1", "session_id": sid})[0] == 503
+    proxy.inject(Rule(command_named("findAndModify"), CommandFailure(2, "bad value"), times=1))
+    assert api.post("session_get", {"user_id": "u1", "session_id": sid})[0] == 500
+    fail(api.call("get", {"user_id": "u1", "session_id": "missing"}), "SESSION_NOT_FOUND")
+    text = app.test_client().get("/metrics").data.decode()
     assert total(text, "session_database_errors_total", error_code="STORAGE_UNAVAILABLE") == 1
     assert total(text, "session_database_errors_total", error_code="INTERNAL") == 1
     assert total(text, "session_database_errors_total") == 2

@@ -9,7 +9,6 @@ and changes nothing. Every answer is the tool's output shape and leaks nothing.
 from __future__ import annotations
 
 import dataclasses
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -31,10 +30,8 @@ MAYBE_APPLIED = spec.UNKNOWN_OUTCOME
 
 
 @pytest.fixture
-def proxy(mongo_uri):
-    target = urlsplit(mongo_uri)
-    with WireProxy((target.hostname, target.port or 27017)) as p:
-        yield p
+def proxy(wire_proxy):
+    return wire_proxy
 
 
 @pytest.fixture
