@@ -21,26 +21,19 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        SERVICE_TOKENS=settings.service_tokens,
+        TENANTS=settings.tenants,
         AUTH_HEADER=settings.auth_header,
         PUBLIC_BASE_URL=settings.public_base_url,
         SETTINGS=settings,
-        OPTION_DEFAULTS={"timeout": settings.session_timeout, "max_history": settings.max_history},
+        OPTION_DEFAULTS={t.name: {"timeout": t.timeout, "max_history": t.max_history} for t in settings.tenants.all},
         CONTEXT_SCHEMA=settings.context_schema,
     )
-    if not settings.service_tokens:
+    if settings.tenants.open:
         app.logger.warning("SERVICE_TOKEN is not set: requests are not authenticated (development only)")
     if settings.env == "production" and not settings.metrics_token:
         app.logger.warning("METRICS_TOKEN is not set: GET /metrics is open to anyone who can reach the service")
     database = Database(settings, clock or epoch_ms)
-    limits = Limits(
-        max_sessions=settings.max_sessions,
-        timeout=settings.session_timeout,
-        max_timeout=settings.max_timeout,
-        max_history=settings.max_history,
-        max_context_bytes=settings.max_context_bytes,
-        context_schema=settings.context_schema,
-    )
+    limits = {t.name: Limits(**t.limits(), context_schema=settings.context_schema) for t in settings.tenants.all}
     metrics = Metrics(settings)
     app.extensions["database"] = database
     app.extensions["metrics"] = metrics

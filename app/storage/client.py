@@ -93,12 +93,11 @@ class Database:
         self._pid = 0
         self._client: MongoClient | None = None
         self._store: SessionStore | None = None
+        self._stores: dict[int, SessionStore] = {}  # by MAX_SESSIONS: a tenant's own limit, on the same client
         self._indexed = False
         self._lock = threading.Lock()
 
     def _connect(self) -> SessionStore:
-        from app.storage.store import SessionStore
-
         s = self.settings
         if not s.mongodb_uri:
             raise errors.StorageUnavailable()
@@ -113,11 +112,18 @@ class Database:
             tz_aware=True,
         )
         self._pid = os.getpid()
-        collections = Collections(self._client[s.mongodb_db][s.mongodb_collection], s.mongodb_wtimeout_ms)
+        self._collections = Collections(self._client[s.mongodb_db][s.mongodb_collection], s.mongodb_wtimeout_ms)
+        self._stores = {}
+        return self._on_collections(s.max_sessions)
+
+    def _on_collections(self, max_sessions: int) -> SessionStore:
+        from app.storage.store import SessionStore
+
+        s = self.settings
         return SessionStore(
-            collections,
+            self._collections,
             self.clock,
-            max_sessions=s.max_sessions,
+            max_sessions=max_sessions,
             purge_grace_ms=s.purge_grace * 1000,
             retention_ms=s.expired_retention * 1000,
             default_timeout_ms=s.session_timeout * 1000,
@@ -125,8 +131,8 @@ class Database:
             inline=s.history_inline,
         )
 
-    def store(self) -> SessionStore:
-        """This process's store; indexes are ensured before the first use."""
+    def store(self, max_sessions: int | None = None) -> SessionStore:
+        """This process's store (with another MAX_SESSIONS: a tenant's); indexes are ensured before the first use."""
         if self._store is None or self._pid != os.getpid():
             with self._lock:
                 if self._store is None or self._pid != os.getpid():
@@ -136,7 +142,13 @@ class Database:
                 if not self._indexed:
                     self._store.ensure_indexes()
                     self._indexed = True
-        return self._store
+        if max_sessions is None or max_sessions == self._store.max_sessions:
+            return self._store
+        store = self._stores.get(max_sessions)
+        if store is None:
+            with self._lock:
+                store = self._stores.setdefault(max_sessions, self._on_collections(max_sessions))
+        return store
 
     def ping(self) -> None:
         self.store()
@@ -153,3 +165,4 @@ class Database:
         if self._client is not None and self._pid == os.getpid():
             self._client.close()
         self._client = self._store = None
+        self._stores = {}
