@@ -17,10 +17,19 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.storage.client import storage_errors
 from app.storage.layout import from_doc
-from app.storage.records import chunk_ids, marker_doc, marker_record, record_key, session_docs, session_record
+from app.storage.records import (
+    chunk_ids,
+    marker_doc,
+    marker_record,
+    record_key,
+    session_docs,
+    session_record,
+    stored_user,
+)
 from app.storage.slots import is_id_conflict
 from app.storage.store import SessionStore
 from app.storage.updates import in_slot
+from app.tenants import split_user_key
 
 BATCH = 100  # sessions read at once
 CHUNKS = 256  # archive chunks read at once (each at most 64 messages)
@@ -55,26 +64,31 @@ class Transfer:
 
     # export
 
-    def sessions(self, user: str | None = None) -> Iterator[dict]:
-        """Every session's record (of one user, if given), in batches; one a delete is removing is gone."""
+    def sessions(self, user: str | None = None, tenant: str | None = None) -> Iterator[dict]:
+        """Every session's record (of one stored user key, or of one tenant, if given), in batches; one a
+        delete is removing is gone."""
         where: dict = {"k": "s", "st": {"$ne": "deleted"}}
         if user is not None:
             where["uid"] = user
         ids: list[str] = []
         with storage_errors(writing=False):
-            for doc in self.collections.read.find(where, {"_id": 1}).batch_size(1000):
+            for doc in self.collections.read.find(where, {"_id": 1, "uid": 1}).batch_size(1000):
+                if tenant is not None and split_user_key(doc["uid"])[0] != tenant:
+                    continue
                 ids.append(doc["_id"])
                 if len(ids) == BATCH:
                     yield from self._read(ids)
                     ids = []
         yield from self._read(ids)
 
-    def markers(self, user: str | None = None) -> Iterator[dict]:
-        """Every tombstone's and delete receipt's record (of one user, if given)."""
+    def markers(self, user: str | None = None, tenant: str | None = None) -> Iterator[dict]:
+        """Every tombstone's and delete receipt's record (of one stored user key, or of one tenant, if given)."""
         for kind in ("t", "d"):
             where = {"k": kind} if user is None else {"uid": user, "k": kind}
             with storage_errors(writing=False):
-                yield from (marker_record(doc) for doc in self.collections.read.find(where).batch_size(1000))
+                for doc in self.collections.read.find(where).batch_size(1000):
+                    if tenant is None or split_user_key(doc["uid"])[0] == tenant:
+                        yield marker_record(doc)
 
     def _read(self, ids: list[str]) -> Iterator[dict]:
         if not ids:
@@ -206,7 +220,7 @@ class Transfer:
 
     def _remove(self, record: dict) -> None:
         """The stored session a record replaces, and its archive chunks."""
-        user, sid = record["user_id"], record["session_id"]
+        user, sid = stored_user(record), record["session_id"]
         with storage_errors():
             coll = self.collections.write(True)
             coll.delete_many({"uid": user, "sid": sid, "k": "m"})
