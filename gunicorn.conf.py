@@ -4,11 +4,17 @@ With no MONGODB_URI the master starts the embedded nx-27017 (data under var/) be
 workers, and in development without SERVICE_TOKEN it generates one and prints it. Before the fork it
 also empties the directory where each worker keeps its metrics (PROMETHEUS_MULTIPROC_DIR, by default
 one per instance under var/), so that a scrape, answered by any worker, sums them all.
+
+TENANTS: the master checks the tenants file at start (a bad one stops it, saying why) and again on
+`kill -HUP <master>` (gunicorn then starts new workers and lets the old ones finish their requests);
+the workers read the copy the master last accepted, so a file that does not parse is refused with
+its reason in the log and the service goes on with the tenants it had.
 """
 
 import contextlib
 import os
 import secrets
+import sys
 import tempfile
 from pathlib import Path
 
@@ -51,16 +57,16 @@ if len(control_socket) > 100:  # a Unix socket path must fit in 108 bytes
         Path(tempfile.gettempdir()) / f"coze-session-{os.getuid()}-{os.environ.get('PORT', '8080')}.ctl"
     )
 
-_embedded = None
-_metrics_dir = None
-_own_metrics_dir = False
-
 
 def on_starting(server):
-    global _embedded
+    # this module is executed again on every reload (kill -HUP): what on_exit needs is kept on the master
+    server.coze_state = state = {}
     var = Path(os.environ.get("VAR_DIR", "var"))
-    _prepare_metrics_dir(var)
-    if os.environ.get("APP_ENV", "development") != "production" and not os.environ.get("SERVICE_TOKEN"):
+    state["metrics_dir"], state["own_metrics_dir"] = _prepare_metrics_dir(var)
+    if not _accept_tenants(server, starting=True):
+        sys.exit(1)
+    no_token = not os.environ.get("SERVICE_TOKEN") and not os.environ.get("TENANTS")
+    if os.environ.get("APP_ENV", "development") != "production" and no_token:
         token_file = var / "dev-token"
         var.mkdir(parents=True, exist_ok=True)
         if not token_file.exists():
@@ -72,23 +78,56 @@ def on_starting(server):
         from scripts.embedded import embedded_paths, start_embedded
 
         db_path, port, log_file = embedded_paths(os.environ)
-        _embedded = start_embedded(db_path, port, log_file)
+        state["embedded"] = start_embedded(db_path, port, log_file)
         os.environ["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}"
         server.log.info(
             "embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path
         )
 
 
-def _prepare_metrics_dir(var: Path) -> None:
-    """Workers inherit the variable; counts a previous run left would be added to this one's."""
-    global _metrics_dir, _own_metrics_dir
-    _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+def on_reload(server):
+    _accept_tenants(server, starting=False)
+
+
+def _accept_tenants(server, *, starting: bool) -> bool:
+    """Check the TENANTS file as the workers will read it; keep a copy of it for them if it is good."""
+    path = os.environ.get("TENANTS", "").strip()
+    if not path:
+        return True
+    from app.settings import Settings, SettingsError
+
+    var = Path(os.environ.get("VAR_DIR", "var")).resolve()
+    accepted = var / f"tenants-{os.environ.get('PORT', '8080')}.accepted"
+    candidate = accepted.with_suffix(".candidate")
+    try:
+        var.mkdir(parents=True, exist_ok=True)
+        candidate.write_bytes(Path(path).read_bytes())  # read once: what is checked is what the workers get
+        candidate.chmod(0o600)
+        Settings.from_env({**os.environ, "TENANTS_ACCEPTED": str(candidate)}).tenants  # noqa: B018
+    except (OSError, SettingsError) as exc:
+        reason = f"TENANTS ({path}): {exc}" if isinstance(exc, OSError) else str(exc)
+        if starting:
+            server.log.error("%s; not starting", reason)
+        else:
+            server.log.error("%s; the workers keep the tenants of the last good file", reason)
+        return False
+    os.replace(candidate, accepted)
+    os.environ["TENANTS_ACCEPTED"] = str(accepted)
+    names = ", ".join(Settings.from_env().tenants.names)
+    server.log.info("tenants from %s: %s", path, names)
+    return True
+
+
+def _prepare_metrics_dir(var: Path) -> tuple[Path, bool]:
+    """Workers inherit the variable; counts a previous run left would be added to this one's.
+    The directory, and whether it is this instance's own (removed at exit)."""
+    own = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var / f"metrics-{os.environ.get('PORT', '8080')}")
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()
-    _metrics_dir = path.resolve()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path.resolve())
+    return path.resolve(), own
 
 
 def child_exit(server, worker):
@@ -98,14 +137,16 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if _metrics_dir is not None:
-        for counts in _metrics_dir.glob("*.db"):
+    state = getattr(server, "coze_state", {})
+    metrics_dir = state.get("metrics_dir")
+    if metrics_dir is not None:
+        for counts in metrics_dir.glob("*.db"):
             counts.unlink()
-        if _own_metrics_dir:
+        if state.get("own_metrics_dir"):
             with contextlib.suppress(OSError):  # never in the way of stopping the database below
-                _metrics_dir.rmdir()
-    if _embedded is not None:
+                metrics_dir.rmdir()
+    if state.get("embedded") is not None:
         from scripts.embedded import stop_embedded
 
-        stop_embedded(_embedded)
+        stop_embedded(state["embedded"])
         server.log.info("embedded database stopped")
