@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,39 @@ def test_without_tenants_service_token_is_the_single_default_tenant(api, collect
     api.create("u1", session_id="s1")
     assert {(d["_id"], d["uid"]) for d in collection.find({"k": "s"})} == {("s1@u1", "u1")}
     assert AUTH["Authorization"] == f"Bearer {TOKEN}"
+
+
+# metrics and logs
+
+
+def test_metrics_count_each_tenants_requests_under_its_name_and_nothing_else(tenant_app, apis):
+    from tests.test_metrics import assert_only_spec_labels, total
+
+    for name in ("acme", "acme", "globex"):
+        apis[name].create("u1")
+    tenant_app.test_client().post("/v1/session/get", json={"user_id": "u1", "session_id": "s"})  # no token
+    text = tenant_app.test_client().get("/metrics").data.decode()
+    for tenant, n in (("acme", 2), ("globex", 1), (DEFAULT, 0)):
+        assert total(text, "session_requests_total", tenant=tenant, tool="session_create", error_code="OK") == n
+    assert total(text, "session_requests_total", tenant="", error_code="UNAUTHORIZED") == 1
+    assert total(text, "session_database_errors_total", tenant="globex", error_code="STORAGE_UNAVAILABLE") == 0
+    assert_only_spec_labels(text.replace('tenant="acme"', 'tenant="default"').replace('tenant="globex"', 'tenant=""'))
+    assert "u1" not in text
+
+
+def test_json_logs_carry_the_tenant_and_one_user_id_in_two_tenants_hashes_as_two_users(
+    make_app, settings, tenants_file, caplog
+):
+    from app import logs
+
+    tenant_app = make_app(dataclasses.replace(settings, tenants_path=str(tenants_file), log_format="json"))
+    apis = {name: TenantApi(tenant_app.test_client(), token) for name, token in BEARER.items()}
+    with caplog.at_level(logging.INFO, logger="app.api"):
+        for name in (DEFAULT, "acme", "globex"):
+            apis[name].create("bob")
+    lines = [json.loads(logs.JsonFormatter().format(r)) for r in caplog.records if r.name == "app.api"]
+    assert [line["tenant"] for line in lines] == [DEFAULT, "acme", "globex"]
+    key = logs.hash_key(tenant_app.config["SETTINGS"])
+    assert lines[0]["user"] == logs.user_hash(key, "bob")  # the default tenant's hashes are those of before
+    assert len({line["user"] for line in lines}) == 3
+    assert "bob" not in json.dumps(lines)
