@@ -1,4 +1,4 @@
-"""The HTTP edge: one route per tool, service-token auth, JSON answers of the one shape. Flask only.
+"""The HTTP edge: one route per tool, the token that picks the tenant, JSON answers of the one shape. Flask only.
 
 Coze treats any status but 200 as a failed node, so everything a workflow can branch on is a 200
 with `error_code`; 401, 413, 503 and 500 are kept for a node that really should fail.

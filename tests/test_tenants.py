@@ -392,3 +392,19 @@ def test_json_logs_carry_the_tenant_and_one_user_id_in_two_tenants_hashes_as_two
     assert lines[0]["user"] == logs.user_hash(key, "bob")  # the default tenant's hashes are those of before
     assert len({line["user"] for line in lines}) == 3
     assert "bob" not in json.dumps(lines)
+
+
+def test_every_token_of_every_tenant_is_compared_in_constant_time_whichever_matches(tenant_app, monkeypatch):
+    from app import tenants as tenants_module
+
+    calls = []
+    real = tenants_module.hmac.compare_digest
+    monkeypatch.setattr(tenants_module.hmac, "compare_digest", lambda a, b: calls.append(b) or real(a, b))
+    stored_tokens = {TOKEN.encode(), ACME_OLD.encode(), ACME.encode(), hashlib.sha256(GLOBEX.encode()).digest()}
+    for token, expected in ((TOKEN, 200), (ACME_OLD, 200), (GLOBEX, 200), ("nope", 401)):
+        calls.clear()
+        response = tenant_app.test_client().post(
+            "/v1/session/list", json={"user_id": "u"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == expected, token
+        assert len(calls) == 4 and set(calls) == stored_tokens, token  # the first match does not stop the loop
