@@ -73,6 +73,7 @@ def _handle(tool: spec.Tool) -> Response:
             request.headers.get("X-Aiplugin-Connector-Identifier", ""),
             current_app.config["OPTION_DEFAULTS"],
             typed=current_app.config["CONTEXT_SCHEMA"] is not None,
+            maxima=current_app.config["OPTION_MAXIMA"],
         )
         service: Sessions = current_app.extensions["sessions"]()
         outcome = service.execute(call)

@@ -106,7 +106,7 @@ def documents(uri: str, db: str) -> dict[str, list[dict]]:
 def stored(uri: str, app) -> list[dict]:
     """Sessions, tombstones and receipts as stored: every field but how the messages are laid out in chunks."""
     kept = {field for field, _ in SESSION_FIELDS.values()} | {"_id", "k", "uid", "sid", "slot", "pa", "pms"}
-    docs = documents(uri, app.config["SETTINGS"].mongodb_db)["sessions"]
+    docs = documents(uri, app.extensions["database"].settings.mongodb_db)["sessions"]
     return [{f: v for f, v in d.items() if f in kept} for d in docs if d["k"] != "m"]
 
 
@@ -169,7 +169,7 @@ def test_importing_twice_changes_nothing(api, app, clock, target, tmp_path, mong
     backup = tmp_path / "backup.jsonl"
     assert admin(app, "export", "--out", str(backup)).exit_code == 0
     assert admin(target, "import", str(backup)).exit_code == 0
-    db = target.config["SETTINGS"].mongodb_db
+    db = target.extensions["database"].settings.mongodb_db
     before = documents(mongo_uri, db)
     again = admin(target, "import", str(backup))
     assert again.exit_code == 0, again.output
@@ -207,7 +207,7 @@ def test_after_wipe_user_no_document_in_any_collection_holds_that_user_id_and_th
     ok(api.call("delete", {"user_id": victim, "session_id": "second", "request_id": "erase-me"}))  # a receipt
     later = {"_id": "later-kind", "k": "z", "uid": victim, "slot": "later-kind"}  # what a later issue may add
     collection.insert_one(later)
-    db = app.config["SETTINGS"].mongodb_db
+    db = app.extensions["database"].settings.mongodb_db
     before = documents(mongo_uri, db)
     others = {name: [d for d in docs if d["uid"] != victim] for name, docs in before.items()}
     wiped = admin(app, "wipe-user", victim)

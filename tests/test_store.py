@@ -14,7 +14,7 @@ from app.storage.store import FOLD_AFTER, LIST_INDEX
 from app.storage.updates import PATCH_LOG_BYTES
 from tests.support import CommandLog, open_store, run, stored_context
 
-LIMITS = Limits(max_sessions=10, timeout=1800, max_timeout=86400, max_history=1000, max_context_bytes=1 << 20)
+LIMITS = Limits(max_context_bytes=1 << 20)
 KEY = layout.key
 
 

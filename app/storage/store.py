@@ -196,7 +196,7 @@ class SessionStore:
         for _ in LOST_RACES.rounds():
             try:
                 where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions)
-            except (errors.ContextTooLarge, errors.InvalidArgument):
+            except errors.ServiceError:  # the change refused by the state it was computed from
                 if not guess.cached:
                     raise
                 stored, tomb = self._inspect(key, user_id)  # the remembered state may be stale: judge what is stored
