@@ -54,6 +54,13 @@ FIELDS: dict[str, str] = {
     # archive chunks
     "seq": "the chunk's first seq",
 }
+LIST_SORT = [("c", -1), ("sid", -1)]  # list: newest first
+# (keys, options) of every index: the unique slot per user, the list's equality then its sort (ESR), the TTL
+INDEXES: list[tuple[list[tuple[str, int]], dict]] = [
+    ([("uid", 1), ("slot", 1)], {"unique": True}),
+    ([("uid", 1), ("k", 1), *LIST_SORT], {}),
+    ([("pa", 1)], {"expireAfterSeconds": 0}),
+]
 KINDS: dict[str, str] = {"s": "sessions", "t": "tombstones", "m": "archive chunks", "d": "delete receipts"}  # `k`
 
 ACTIVE, CLOSED, DELETED = "active", "closed", "deleted"  # `st`; deleted: marked by a delete removing it
