@@ -12,9 +12,10 @@ from app.settings import Settings
 def create_app(settings: Settings | None = None, clock: Callable[[], int] | None = None) -> Flask:
     """The application factory; `settings` defaults to the environment's."""
     from app import admin, api, logs
-    from app.core import Limits, LockWaiting
+    from app.core import Limits
     from app.metrics import Metrics
     from app.storage.database import Database, epoch_ms
+    from app.waiting import LockWaiting
 
     settings = settings or Settings.from_env()
     logs.configure(settings)

@@ -11,13 +11,12 @@ import contextlib
 import dataclasses
 import hashlib
 import secrets
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from app import errors, prompt
+from app import errors, options, prompt
 from app.context_schema import ContextSchema
 from app.jsontext import merge_patch
 from app.model import (
@@ -38,26 +37,13 @@ from app.model import (
     Unlock,
     context_text,
 )
-from app.options import (
-    AppendOptions,
-    ClearHistoryOptions,
-    CloseOptions,
-    CompactOptions,
-    CreateOptions,
-    DeleteOptions,
-    GetOptions,
-    HistoryOptions,
-    ListOptions,
-    LockOptions,
-    TouchOptions,
-    UnlockOptions,
-    UpdateOptions,
-)
 from app.validation import Call, field_error
+from app.waiting import LockWaiting
 
 if TYPE_CHECKING:
     from app.storage.store import SessionStore
 
+OptionsT = TypeVar("OptionsT", bound=options.Options)
 FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5  # seconds between tries while waiting for a lock
 # A read (get, history) only restarts the timeout: never blocked by the lock, and with w: 1, so a
 # replica set without a majority still answers reads (a lost timeout restart costs nothing).
@@ -72,27 +58,6 @@ class Limits:
 
     max_context_bytes: int
     context_schema: ContextSchema | None = None  # CONTEXT_SCHEMA: every write's context must satisfy it
-
-
-class LockWaiting:
-    """How many of a process's threads may wait for a session lock at once.
-
-    A waiting `lock` holds its worker thread (gthread: one request, one thread) for up to
-    `options.wait` seconds, trying again with growing pauses; past `slots` waiters a lock that is
-    held is answered SESSION_LOCKED at once, so waiting can never take every thread of a worker.
-    """
-
-    def __init__(self, slots: int) -> None:
-        self._slots = threading.BoundedSemaphore(slots) if slots > 0 else None
-
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[bool]:
-        got = self._slots is not None and self._slots.acquire(blocking=False)
-        try:
-            yield got
-        finally:
-            if got:
-                self._slots.release()
 
 
 class Sessions:
@@ -149,8 +114,7 @@ class Sessions:
     # operations
 
     def op_create(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, CreateOptions)
+        opts = _options(call, options.CreateOptions)
         session_id = call.session_id
         if not session_id:  # a request's own id: its repeats find the session it created
             session_id = derived_session_id(call.user_id, call.request_id) if call.request_id else new_session_id()
@@ -173,8 +137,7 @@ class Sessions:
         return Outcome(at=now, session=done.session, created=done.created or done.replayed, replayed=done.replayed)
 
     def op_get(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, GetOptions)
+        opts = _options(call, options.GetOptions)
 
         def get(now: int) -> Outcome:
             return Outcome(at=now, session=self._apply(call, Slide(), READ, now, persist=False).session)
@@ -182,8 +145,7 @@ class Sessions:
         return self._resuming(call, get, resume=opts.resume, guarded=False)
 
     def op_update(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, UpdateOptions)
+        opts = _options(call, options.UpdateOptions)
         if opts.merge:
             check = self.limits.context_schema.check if self.limits.context_schema else None
             change: Change = MergeContext(call.context or {}, self.limits.max_context_bytes, call.fields, check)
@@ -197,13 +159,12 @@ class Sessions:
         return self._resuming(call, update, resume=opts.resume, guarded=True, persist=opts.persist)
 
     def op_append_messages(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, AppendOptions)
+        opts = _options(call, options.AppendOptions)
         return self._resuming(
             call, lambda now: self._append(call, opts, now), resume=opts.resume, guarded=True, persist=opts.persist
         )
 
-    def _append(self, call: Call, opts: AppendOptions, now: int) -> Outcome:
+    def _append(self, call: Call, opts: options.AppendOptions, now: int) -> Outcome:
         k = len(call.messages)
         append = Append(call.messages, at=now, reject_overflow=opts.on_overflow == "reject")
         done = self._apply(call, append, self._expect(call, opts.expected_version), now, opts.persist)
@@ -219,8 +180,7 @@ class Sessions:
         return Outcome(at=now, session=s, dropped=before + k - s.message_count, messages=kept)
 
     def op_history(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, HistoryOptions)
+        opts = _options(call, options.HistoryOptions)
 
         def history(now: int) -> Outcome:
             s = self._apply(call, Slide(), READ, now, persist=False, with_messages=True).session
@@ -239,8 +199,7 @@ class Sessions:
         return self._resuming(call, history, resume=opts.resume, guarded=False)
 
     def op_compact(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, CompactOptions)
+        opts = _options(call, options.CompactOptions)
         return self._write(
             call, Compact(call.summary, opts.upto_seq), self._expect(call, opts.expected_version), opts.persist
         )
@@ -251,20 +210,17 @@ class Sessions:
         return Outcome(at=now, session=done.session, replayed=done.replayed, lock_token=done.lock_token)
 
     def op_clear_history(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, ClearHistoryOptions)
+        opts = _options(call, options.ClearHistoryOptions)
         return self._write(call, ClearHistory(), self._expect(call, opts.expected_version), opts.persist)
 
     def op_touch(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, TouchOptions)
+        opts = _options(call, options.TouchOptions)
         # No expiry condition: touch revives an expired session that is still stored.
         revive = Slide(timeout_ms=opts.timeout * 1000 if opts.timeout is not None else None, revive=True)
         return self._write(call, revive, self._expect(call, live=False), opts.persist)
 
     def op_list(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, ListOptions)
+        opts = _options(call, options.ListOptions)
         now = self.clock()
         limit = opts.limit
         found = self.store.list(call.user_id, now, opts.status, limit + 1, opts.cursor)
@@ -273,8 +229,7 @@ class Sessions:
         return Outcome(at=now, sessions=page, next_cursor=f"{page[-1].created}:{page[-1].session_id}" if more else "")
 
     def op_close(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, CloseOptions)
+        opts = _options(call, options.CloseOptions)
         try:
             return self._write(call, Close(), self._expect(call, opts.expected_version), opts.persist)
         except errors.SessionClosed as exc:
@@ -283,8 +238,7 @@ class Sessions:
     def op_delete(self, call: Call) -> Outcome:
         now = self.clock()
         expect = self._expect(call, writable=False, live=False)
-        opts = call.options
-        assert isinstance(opts, DeleteOptions)
+        opts = _options(call, options.DeleteOptions)
         found, replayed = self.store.delete(call.user_id, call.session_id, expect, now=now, persist=opts.persist)
         if not found:
             raise errors.SessionNotFound()
@@ -292,8 +246,7 @@ class Sessions:
 
     def op_lock(self, call: Call) -> Outcome:
         """Take (or with the current token, renew) the lock; wait up to options.wait for a holder."""
-        opts = call.options
-        assert isinstance(opts, LockOptions)
+        opts = _options(call, options.LockOptions)
         change = Lock(lease_ms=opts.lease * 1000)
         deadline = time.monotonic() + opts.wait
         pause = FIRST_PAUSE
@@ -315,13 +268,18 @@ class Sessions:
                     pause = min(pause * 2, LONGEST_PAUSE)
 
     def op_unlock(self, call: Call) -> Outcome:
-        opts = call.options
-        assert isinstance(opts, UnlockOptions)
+        opts = _options(call, options.UnlockOptions)
         return self._write(call, Unlock(), self._expect(call, writable=False, live=False), opts.persist)
 
 
 def _ignore(event: str) -> None:
     pass
+
+
+def _options(call: Call, kind: type[OptionsT]) -> OptionsT:
+    """The call's options as its operation's class (validation.parse built them so)."""
+    assert isinstance(call.options, kind)
+    return call.options
 
 
 def new_session_id() -> str:

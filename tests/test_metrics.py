@@ -20,7 +20,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import errors, spec
-from app.core import LOCK_WAIT, Limits, LockWaiting, Sessions
+from app.core import LOCK_WAIT, Limits, Sessions
+from app.waiting import LockWaiting
 from tests.servers import gunicorn, service_env
 from tests.support import AUTH, Api, fail, ok, open_store, run
 from tests.wire_faults import CommandFailure, DropConnection, Rule, command_named
