@@ -1,4 +1,4 @@
-"""The stored documents: one table of field names, the ids, the message codec, documents <-> values. Pure.
+"""The stored documents: field names, indexes, ids, filter guards, the message codec, documents <-> values. Pure.
 
 Times are integer epoch milliseconds (nx-27017 turns `$set` datetimes into strings, and integers
 compare the same everywhere); only `pa`, the TTL field, is a BSON date. `exp` is always exactly the
