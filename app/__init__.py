@@ -12,9 +12,10 @@ from app.settings import Settings
 def create_app(settings: Settings | None = None, clock: Callable[[], int] | None = None) -> Flask:
     """The application factory; `settings` defaults to the environment's."""
     from app import admin, api, logs
-    from app.core import Limits, LockWaiting
+    from app.core import Limits
     from app.metrics import Metrics
-    from app.storage import Database, epoch_ms
+    from app.storage.database import Database, epoch_ms
+    from app.waiting import LockWaiting
 
     settings = settings or Settings.from_env()
     logs.configure(settings)
@@ -24,8 +25,8 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
         TENANTS=settings.tenants,
         AUTH_HEADER=settings.auth_header,
         PUBLIC_BASE_URL=settings.public_base_url,
-        SETTINGS=settings,
         OPTION_DEFAULTS={t.name: {"timeout": t.timeout, "max_history": t.max_history} for t in settings.tenants.all},
+        OPTION_MAXIMA={t.name: {"timeout": t.max_timeout, "max_history": t.max_history} for t in settings.tenants.all},
         CONTEXT_SCHEMA=settings.context_schema,
     )
     if settings.tenants.open:
@@ -33,12 +34,15 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
     if settings.env == "production" and not settings.metrics_token:
         app.logger.warning("METRICS_TOKEN is not set: GET /metrics is open to anyone who can reach the service")
     database = Database(settings, clock or epoch_ms)
-    limits = {t.name: Limits(**t.limits(), context_schema=settings.context_schema) for t in settings.tenants.all}
+    limits = {t.name: Limits(t.max_context_bytes, settings.context_schema) for t in settings.tenants.all}
+    max_sessions = {t.name: t.max_sessions for t in settings.tenants.all}
     metrics = Metrics(settings)
     app.extensions["database"] = database
     app.extensions["metrics"] = metrics
     app.extensions["request_log"] = logs.RequestLog(settings)
-    app.extensions["sessions"] = api.make_service(database, limits, LockWaiting(settings.lock_waiters), metrics.event)
+    app.extensions["sessions"] = api.make_service(
+        database, limits, max_sessions, LockWaiting(settings.lock_waiters), metrics.event
+    )
     app.register_blueprint(api.bp)
     api.register_error_handlers(app)
     app.cli.add_command(admin.cli)

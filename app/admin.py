@@ -1,4 +1,4 @@
-"""The admin CLI on Flask's CLI: stats, export, import, wipe-user. click and Flask only.
+"""The admin CLI on Flask's CLI: stats, export, import, wipe-user, ensure-indexes. click and Flask only.
 
 `flask --app app.wsgi admin ...` (or `make admin ARGS="..."`, which also starts the embedded database
 when no MONGODB_URI is set) works on the database the service is configured with; the storage side
@@ -25,12 +25,11 @@ from flask.cli import AppGroup
 
 from app import errors, tenants
 from app.responses import iso
-from app.storage.census import census, wipe_user
-from app.storage.client import Database
+from app.storage.database import Database, IndexBuildFailed
 from app.storage.records import FORMAT, VERSION, BadRecord, check
-from app.storage.transfer import NAMES, Restored, Transfer
+from app.storage.transfer import NAMES, Restored
 
-cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user.")
+cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user, ensure-indexes.")
 BATCH, BATCH_BYTES = 200, 8 * 1024 * 1024  # records written to the database at once
 SHOWN = 50  # problem lines printed; the rest are counted
 
@@ -122,7 +121,7 @@ def stats(as_json: bool, tenant: str | None) -> None:
     db = _database()
     tenant = _tenant(tenant)
     with _failures():
-        counts = census(_store(tenant), db.clock(), tenant)
+        counts = _store(tenant).census(db.clock(), tenant)
     head = {"database": db.describe(), **({"tenant": tenant} if tenant else {})}
     if as_json:
         click.echo(orjson.dumps({**head, **counts}).decode())
@@ -151,7 +150,7 @@ def export(user_id: str | None, out: str, tenant: str | None) -> None:
     partial = f"{out}.partial" if out != "-" else ""  # a file only appears once it is whole
     progress, counts = Progress("exported"), Counter()
     with _failures():
-        transfer = Transfer(_store(tenant))
+        transfer = _store(tenant).transfer()
         try:
             with click.open_file(partial or "-", "wb") as stream:
                 header = {"format": FORMAT, "version": VERSION, "exported_at": iso(db.clock())}
@@ -195,7 +194,7 @@ def import_(file: str, replace: bool, tenant: str | None) -> None:
     end = None
     with _failures(), click.open_file(file, "rb") as stream:
         _header(next(stream, b""))
-        transfer = Transfer(_store(tenant) if tenant else db.store())
+        transfer = (_store(tenant) if tenant else db.store()).transfer()
         batch: list[tuple[int, dict]] = []
         size = 0
         for n, raw in enumerate(stream, start=2):
@@ -267,8 +266,19 @@ def wipe(user_id: str, tenant: str | None) -> None:
         raise click.BadParameter("must not be empty", param_hint="USER_ID")
     tenant = _tenant(tenant, for_user=True)
     with _failures():
-        removed, clean = wipe_user(_database().store(), tenants.user_key(tenant, user_id))
+        removed, clean = _database().store().wipe_user(tenants.user_key(tenant, user_id))
     listing = ", ".join(f"{name}: {n:,}" for name, n in removed.items())
     click.echo(f"removed {sum(removed.values()):,} documents of user {user_id!r} of tenant {tenant!r} ({listing})")
     if not clean:
         raise click.ClickException("documents of this user were written meanwhile: stop their traffic and wipe again")
+
+
+@cli.command("ensure-indexes")
+def ensure_indexes() -> None:
+    """Build the collection's indexes (idempotent; the service also builds them when it starts)."""
+    db = _database()
+    try:
+        db.ensure_indexes()
+    except IndexBuildFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"indexes ensured on {db.describe()}")

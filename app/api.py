@@ -16,10 +16,11 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import errors, jsontext, responses, schemas, spec, validation
-from app.core import Limits, LockWaiting, Sessions
+from app.core import Limits, Sessions
 from app.metrics import Metrics
-from app.storage import Database
+from app.storage.database import Database
 from app.tenants import Tenant, Tenants
+from app.waiting import LockWaiting
 
 log = logging.getLogger("app.api")
 bp = Blueprint("api", __name__)
@@ -66,6 +67,7 @@ def _handle(tool: spec.Tool) -> Response:
             request.headers.get("X-Aiplugin-Connector-Identifier", ""),
             current_app.config["OPTION_DEFAULTS"][tenant.name],
             typed=current_app.config["CONTEXT_SCHEMA"] is not None,
+            maxima=current_app.config["OPTION_MAXIMA"][tenant.name],
         )
         service: Sessions = current_app.extensions["sessions"](tenant.name)
         outcome = service.execute(call)
@@ -78,7 +80,7 @@ def _handle(tool: spec.Tool) -> Response:
         return _error(errors.PayloadTooLarge(limit=current_app.config["MAX_CONTENT_LENGTH"]), tool)
     except errors.ServiceError as exc:
         code, status = exc.code, exc.http_status
-        from_storage = True  # only the storage raises STORAGE_UNAVAILABLE and INTERNAL as service errors
+        from_storage = isinstance(exc, errors.StorageUnavailable | errors.Internal)  # only the storage raises these
         session_id = body.get("session_id", "") if isinstance(body, dict) else ""
         return _error(exc, tool, session_id if isinstance(session_id, str) else "")
     except Exception:
@@ -166,13 +168,16 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def make_service(
-    database: Database, limits: dict[str, Limits], waiting: LockWaiting, events: Callable[[str, str], None]
+    database: Database,
+    limits: dict[str, Limits],
+    max_sessions: dict[str, int],
+    waiting: LockWaiting,
+    events: Callable[[str, str], None],
 ) -> Callable[[str], Sessions]:
     """The core of a tenant on this process's store (created on first use, after gunicorn forks)."""
 
     def service(tenant: str) -> Sessions:
-        own = limits[tenant]
-        store = database.store(own.max_sessions)
-        return Sessions(store, own, waiting, lambda event: events(event, tenant), tenant=tenant)
+        store = database.store(max_sessions[tenant])
+        return Sessions(store, limits[tenant], waiting, lambda event: events(event, tenant), tenant=tenant)
 
     return service

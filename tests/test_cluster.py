@@ -16,7 +16,7 @@ from pymongo import MongoClient, ReadPreference
 from app import errors
 from app.core import Sessions
 from app.settings import Settings
-from app.storage.client import Database
+from app.storage.database import Database
 from app.storage.updates import PATCH_LOG_BYTES
 from app.tenants import DEFAULT, user_key
 from tests.support import CommandLog, open_store, run
@@ -77,7 +77,7 @@ class Workload:
 @pytest.fixture(params=[DEFAULT, "acme"])
 def workload(request, mongo_uri, db_name, clock):
     log = CommandLog()
-    store, client = open_store(mongo_uri, db_name, clock, log, inline=4)
+    store, client = open_store(mongo_uri, db_name, clock, log, chunk_size=4)
     yield Workload(Sessions(store, LIMITS, tenant=request.param), log)
     client.close()
 

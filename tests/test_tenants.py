@@ -388,7 +388,7 @@ def test_json_logs_carry_the_tenant_and_one_user_id_in_two_tenants_hashes_as_two
             apis[name].create("bob")
     lines = [json.loads(logs.JsonFormatter().format(r)) for r in caplog.records if r.name == "app.api"]
     assert [line["tenant"] for line in lines] == [DEFAULT, "acme", "globex"]
-    key = logs.hash_key(tenant_app.config["SETTINGS"])
+    key = logs.hash_key(tenant_app.extensions["database"].settings)
     assert lines[0]["user"] == logs.user_hash(key, "bob")  # the default tenant's hashes are those of before
     assert len({line["user"] for line in lines}) == 3
     assert "bob" not in json.dumps(lines)

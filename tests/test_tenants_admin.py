@@ -99,7 +99,7 @@ def test_an_export_imports_into_each_records_tenant_or_into_the_tenant_named(
 ):
     backup = tmp_path / "all.jsonl"
     assert admin(tenant_app, "export", "--out", str(backup)).exit_code == 0
-    settings = tenant_app.config["SETTINGS"]
+    settings = tenant_app.extensions["database"].settings
     ids = {"user_id": "u1", "session_id": "s1"}
     with fresh_database(mongo_uri) as name:
         target = make_app(dataclasses.replace(settings, mongodb_db=name))
