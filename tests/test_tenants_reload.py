@@ -36,9 +36,10 @@ def wait_until(condition, seconds: float = 45) -> None:
 
 
 class Traffic:
-    """Threads creating sessions with a token, each request on a new connection, until stopped."""
+    """Threads creating sessions with a token until stopped: half of them open a new connection for
+    each request, the others keep theirs alive (an old worker closes it when it stops)."""
 
-    def __init__(self, base: str, token: str, threads: int = 3) -> None:
+    def __init__(self, base: str, token: str, threads: int = 4) -> None:
         self.base, self.token = base, token
         self.answers: list[int | str] = []
         self.stop = threading.Event()
@@ -48,14 +49,16 @@ class Traffic:
 
     def _run(self, n: int) -> None:
         i = 0
+        client = requests.Session() if n % 2 else requests
+        close = {} if n % 2 else {"Connection": "close"}
         while not self.stop.is_set():
             i += 1
             body = {"user_id": f"traffic-{n}", "session_id": f"s{i % 8}", "context": '{"n": 1}'}
             try:
-                r = requests.post(
+                r = client.post(
                     f"{self.base}/v1/session/create",
                     json=body,
-                    headers={"Authorization": f"Bearer {self.token}", "Connection": "close"},
+                    headers={"Authorization": f"Bearer {self.token}", **close},
                     timeout=30,
                 )
                 self.answers.append(
