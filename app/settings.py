@@ -183,3 +183,9 @@ class Settings:
             raise SettingsError("METRICS_TOKEN must be at least 16 characters in production")
         if self.env == "production" and 0 < len(self.log_hash_key) < 16:
             raise SettingsError("LOG_HASH_KEY must be at least 16 characters in production")
+        keyless = self.log_format == "json" and not self.log_hash_key and not self.tenants.any_clear_token
+        if self.env == "production" and keyless:
+            raise SettingsError(
+                "LOG_FORMAT=json needs LOG_HASH_KEY when every token is a sha256: hash in TENANTS "
+                "(the user hash in the log must be keyed by a secret)"
+            )

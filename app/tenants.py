@@ -91,8 +91,13 @@ class Tenants:
         return found
 
     def log_seed(self) -> bytes:
-        """Secret-ish material to derive the log hash key from when LOG_HASH_KEY is not set."""
-        return b"".join(value for t in self.all for _, value in t.tokens[:1])
+        """Secret material to derive the log hash key from when LOG_HASH_KEY is not set: the first clear
+        token of each tenant (a sha256: token is no secret, it is written in the file)."""
+        return b"\0".join(next((v for hashed, v in t.tokens if not hashed), b"") for t in self.all)
+
+    @property
+    def any_clear_token(self) -> bool:
+        return any(not hashed for t in self.all for hashed, _ in t.tokens)
 
 
 def single(service_tokens: tuple[str, ...], limits: dict[str, int]) -> Tenants:

@@ -410,3 +410,13 @@ def test_every_token_of_every_tenant_is_compared_in_constant_time_whichever_matc
         )
         assert response.status_code == expected, token
         assert len(calls) == 4 and set(calls) == stored_tokens, token  # the first match does not stop the loop
+
+
+def test_json_logs_in_production_need_a_log_hash_key_when_the_tenants_file_holds_only_hashes(tmp_path):
+    path = tmp_path / "tenants.yaml"
+    path.write_text(f'- name: globex\n  tokens: ["{GLOBEX_HASH}"]\n')
+    env = {"TENANTS": str(path), "APP_ENV": "production", "MONGODB_URI": "mongodb://db", "LOG_FORMAT": "json"}
+    with pytest.raises(SettingsError, match="LOG_FORMAT=json needs LOG_HASH_KEY when every token is a sha256"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "LOG_HASH_KEY": "k" * 16}).log_hash_key
+    assert Settings.from_env({**env, "SERVICE_TOKEN": TOKEN}).tenants.any_clear_token
