@@ -24,7 +24,7 @@ from app.storage.records import (
     session_record,
     stored_user,
 )
-from app.tenants import split_user_key
+from app.tenants import key_range, split_user_key
 
 BATCH = 100  # sessions read at once
 CHUNKS = 256  # archive chunks read at once (each at most 64 messages)
@@ -65,6 +65,8 @@ class Transfer:
         where: dict = {"k": "s", **not_deleted()}
         if user is not None:
             where["uid"] = user
+        elif tenant is not None and key_range(tenant):
+            where["uid"] = key_range(tenant)  # an index range, not the whole collection
         ids: list[str] = []
         with storage_errors(writing=False):
             for doc in self.collections.read.find(where, {"_id": 1, "uid": 1}).batch_size(1000):
@@ -79,7 +81,9 @@ class Transfer:
     def markers(self, user: str | None = None, tenant: str | None = None) -> Iterator[dict]:
         """Every tombstone's and delete receipt's record (of one stored user key, or of one tenant, if given)."""
         for kind in ("t", "d"):
-            where = {"k": kind} if user is None else {"uid": user, "k": kind}
+            where: dict = {"k": kind} if user is None else {"uid": user, "k": kind}
+            if user is None and tenant is not None and key_range(tenant):
+                where["uid"] = key_range(tenant)
             with storage_errors(writing=False):
                 for doc in self.collections.read.find(where).batch_size(1000):
                     if tenant is None or split_user_key(doc["uid"])[0] == tenant:
