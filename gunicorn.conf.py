@@ -12,7 +12,6 @@ master (a signal, a port it cannot bind, an error), the embedded database it sta
 import atexit
 import contextlib
 import os
-import secrets
 import tempfile
 from pathlib import Path
 
@@ -65,13 +64,10 @@ def on_starting(server):
     var = Path(os.environ.get("VAR_DIR", "var"))
     _prepare_metrics_dir(var)
     if os.environ.get("APP_ENV", "development") != "production" and not os.environ.get("SERVICE_TOKEN"):
-        token_file = var / "dev-token"
-        var.mkdir(parents=True, exist_ok=True)
-        if not token_file.exists():
-            token_file.write_text(secrets.token_urlsafe(32))
-            token_file.chmod(0o600)
-        os.environ["SERVICE_TOKEN"] = token_file.read_text().strip()
-        server.log.info("development service token (from %s): %s", token_file, os.environ["SERVICE_TOKEN"])
+        from scripts.embedded import dev_token
+
+        os.environ["SERVICE_TOKEN"] = dev_token(os.environ, create=True)
+        server.log.info("development service token (from %s): %s", var / "dev-token", os.environ["SERVICE_TOKEN"])
     _check_settings()
     if not os.environ.get("MONGODB_URI"):
         _start_embedded(server)

@@ -12,6 +12,7 @@ else is named in the error, never killed.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -30,6 +31,18 @@ def embedded_paths(env: Mapping[str, str]) -> tuple[str, int, str]:
     """The embedded database of `make run`: (SQLite file, port, log file), from VAR_DIR and EMBEDDED_DB_PORT."""
     var = Path(env.get("VAR_DIR", "var"))
     return str(var / "sessions.db"), int(env.get("EMBEDDED_DB_PORT", "27017")), str(var / "nx.log")
+
+
+def dev_token(env: Mapping[str, str], *, create: bool) -> str:
+    """The development SERVICE_TOKEN `make run` keeps in $VAR_DIR/dev-token ("" if none and not `create`)."""
+    token_file = Path(env.get("VAR_DIR", "var")) / "dev-token"
+    if not token_file.exists():
+        if not create:
+            return ""
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_urlsafe(32))
+        token_file.chmod(0o600)
+    return token_file.read_text().strip()
 
 
 def nx_command() -> list[str]:
