@@ -60,8 +60,9 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
     name = str(manifest.get("name_for_human") or "")
     if len(name) > 30 or not re.fullmatch(r"[\w \u4e00-\u9fff]*", name):
         out.append("name_for_human: at most 30 letters, digits, _, spaces or CJK")
-    if len(str(manifest.get("description_for_human") or "")) > 600:
-        out.append("description_for_human: at most 600 characters")
+    for key in ("description_for_model", "description_for_human"):
+        if len(str(manifest.get(key) or "")) > 600:
+            out.append(f"{key}: at most 600 characters")
     if (manifest.get("api") or {}).get("type") != "openapi":
         out.append("api.type must be openapi")
     auth = manifest.get("auth")
