@@ -1,4 +1,4 @@
-"""The import rules of docs/coze.md (Importing) as a checker: problems in a manifest or OpenAPI document. Pure.
+"""The import rules of docs/coze.md (What Coze imports) as a checker: problems in a manifest or OpenAPI document. Pure.
 
 Used by the tests (the committed files must pass) and by the registration script (what it sends
 and exports must pass).

@@ -7,7 +7,7 @@ Credentials come only from the environment: COZE_EMAIL, COZE_PASSWORD (the Coze 
 SERVICE_TOKEN (the token Coze sends to the service). What is sent is built from the committed
 plugin.yaml and openapi.json: the server URL set to --base-url, the manifest's auth.service_token set
 from SERVICE_TOKEN; with CONTEXT_SCHEMA set, the OpenAPI document is generated with its typed context
-fields instead of read. Follows docs/coze.md (Registering). One progress line per step on stdout;
+fields instead of read. Follows docs/coze.md (Registering and publishing). One progress line per step on stdout;
 every failure names the step, the HTTP status, Coze's code and msg on stderr and exits non-zero.
 No password or token is ever printed.
 

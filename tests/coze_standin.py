@@ -1,4 +1,4 @@
-"""A small Coze Studio stand-in for the registration script's tests, enforcing docs/coze.md (Registering).
+"""A small Coze Studio stand-in for the registration tests, enforcing docs/coze.md (Registering and publishing).
 
 - Every call is POST with a JSON object body; every path but login needs the `session_key` cookie
   (HTTP 401 without it). IDs are JSON strings (HTTP 400 otherwise); so are other bad parameters.
@@ -18,7 +18,7 @@ Everything it received is kept in `requests` and everything it sent to the servi
 
 Run by itself (`make coze-standin`, or `python -m tests.coze_standin`) it serves one stand-in on
 127.0.0.1:COZE_STANDIN_PORT (8888) until Ctrl-C, accepting COZE_EMAIL / COZE_PASSWORD (defaults
-printed), so an operator can rehearse `make register` locally (docs/coze.md, Rehearsing).
+printed), so an operator can rehearse `make register` locally (docs/coze.md, Rehearsing a registration locally).
 """
 
 from __future__ import annotations
