@@ -71,6 +71,7 @@ def on_starting(server):
     _check_settings()
     if not os.environ.get("MONGODB_URI"):
         _start_embedded(server)
+    _ensure_indexes(server)
 
 
 def _check_settings() -> None:
@@ -113,6 +114,22 @@ def _stop_embedded(master_pid: int) -> bool:
     proc, _embedded = _embedded, None
     stop_embedded(proc)
     return True
+
+
+def _ensure_indexes(server):
+    """Build the indexes before any worker starts, on a client closed before the fork; a failure stops start-up."""
+    from app.settings import Settings
+    from app.storage.database import Database, IndexBuildFailed, epoch_ms
+
+    database = Database(Settings.from_env(), epoch_ms)
+    try:
+        database.ensure_indexes()
+    except IndexBuildFailed as exc:
+        server.log.error("%s", exc)
+        raise SystemExit(f"coze-session-node: {exc}") from None
+    finally:
+        database.close()
+    server.log.info("indexes ensured on %s", database.describe())
 
 
 def _prepare_metrics_dir(var: Path) -> None:
