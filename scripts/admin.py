@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("VAR_DIR", str(ROOT / "var"))
     if env.get("APP_ENV", "development") != "production" and not env.get("SERVICE_TOKEN"):
         env["SERVICE_TOKEN"] = dev_token(env, create=False)
-    wants_database = bool(argv) and argv[0] not in NO_DATABASE and not {"--help", "-h"} & set(argv)
+    from app import admin  # an unknown command is a usage error: no database is started for it
+
+    wants_database = bool(argv) and argv[0] in set(admin.cli.commands) - set(NO_DATABASE)
+    wants_database = wants_database and not {"--help", "-h"} & set(argv)
     embedded = None
     try:
         if wants_database and not env.get("MONGODB_URI"):

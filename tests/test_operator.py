@@ -56,6 +56,13 @@ def test_session_admin_is_installed_and_answers_usage_2_failure_1_done_0(tmp_pat
     assert "Usage" not in failed.stderr
 
 
+def test_a_usage_error_starts_no_database(tmp_path):
+    env = {"MONGODB_URI": "", "VAR_DIR": str(tmp_path / "var"), "EMBEDDED_DB_PORT": str(free_port())}
+    usage = session_admin("exprt", **env)
+    assert usage.returncode == 2
+    assert "embedded database" not in usage.stderr and not (tmp_path / "var" / "nx.pid").exists()
+
+
 def test_make_admin_runs_session_admin_and_shows_its_exit_code(mongo_uri, db_name):
     env = {**os.environ, "MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, "APP_ENV": "test"}
     done = subprocess.run(["make", "-s", "admin", "ARGS=stats"], cwd=ROOT, env=env, capture_output=True, text=True)
