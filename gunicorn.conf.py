@@ -1,26 +1,28 @@
-"""gunicorn settings for coze-session-node, read from the environment (see README).
+"""gunicorn settings for coze-session-node, read from the environment (see docs/operating.md).
 
-With no MONGODB_URI the master starts the embedded nx-27017 (data under var/) before forking the
-workers, and in development without SERVICE_TOKEN it generates one and prints it. Before the fork it
-also empties the directory where each worker keeps its metrics (PROMETHEUS_MULTIPROC_DIR, by default
-one per instance under var/), so that a scrape, answered by any worker, sums them all.
+The master checks every setting (app.settings) before it starts anything: a bad one ends the start
+with exit 1 and the setting's name and reason as the last line, before any worker. With no
+MONGODB_URI the master starts the embedded nx-27017 (data under var/) before forking the workers,
+and in development without SERVICE_TOKEN it generates one and prints it. Before the fork it also
+empties the directory where each worker keeps its metrics (PROMETHEUS_MULTIPROC_DIR, by default one
+per instance under var/), so that a scrape, answered by any worker, sums them all. Whatever ends the
+master (a signal, a port it cannot bind, an error), the embedded database it started is stopped.
 
-TENANTS: the master checks the tenants file at start (a bad one stops it, saying why) and again on
-`kill -HUP <master>` (gunicorn then starts new workers and lets the old ones finish their requests);
-the workers read the copy the master last accepted, so a file that does not parse is refused with
-its reason in the log and the service goes on with the tenants it had.
+TENANTS: the master checks the tenants file at start (a bad one ends the start, saying why) and again
+on `kill -HUP <master>` (gunicorn then starts new workers and lets the old ones finish their
+requests); the workers read the copy the master last accepted, so a file that does not parse is
+refused with its reason in the log and the service goes on with the tenants it had.
 """
 
+import atexit
 import contextlib
 import os
-import secrets
-import sys
 import tempfile
 from pathlib import Path
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 # 2 workers x 8 threads beat 4 x 4 on every operation on a 2-core machine, with half the memory
-# (see README, Performance); two workers keep serving when one is killed.
+# (see docs/performance.md); two workers keep serving when one is killed.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
@@ -41,7 +43,8 @@ if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
         "root": {"level": loglevel.upper(), "handlers": ["json"]},
         "loggers": {
             "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+            # the app writes the one line per request; gunicorn's access line only with ACCESS_LOG
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": bool(accesslog)},
         },
         "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
@@ -57,33 +60,102 @@ if len(control_socket) > 100:  # a Unix socket path must fit in 108 bytes
         Path(tempfile.gettempdir()) / f"coze-session-{os.getuid()}-{os.environ.get('PORT', '8080')}.ctl"
     )
 
+_embedded = None
+_metrics_dir = None
+_own_metrics_dir = False
+
 
 def on_starting(server):
-    # this module is executed again on every reload (kill -HUP): what on_exit needs is kept on the master
-    server.coze_state = state = {}
     var = Path(os.environ.get("VAR_DIR", "var"))
-    state["metrics_dir"], state["own_metrics_dir"] = _prepare_metrics_dir(var)
-    if not _accept_tenants(server, starting=True):
-        sys.exit(1)
-    no_token = not os.environ.get("SERVICE_TOKEN") and not os.environ.get("TENANTS")
+    _prepare_metrics_dir(var)
+    no_token = not os.environ.get("SERVICE_TOKEN") and not os.environ.get("TENANTS")  # TENANTS names who may call
     if os.environ.get("APP_ENV", "development") != "production" and no_token:
-        token_file = var / "dev-token"
-        var.mkdir(parents=True, exist_ok=True)
-        if not token_file.exists():
-            token_file.write_text(secrets.token_urlsafe(32))
-            token_file.chmod(0o600)
-        os.environ["SERVICE_TOKEN"] = token_file.read_text().strip()
-        server.log.info("development service token (from %s): %s", token_file, os.environ["SERVICE_TOKEN"])
-    if not os.environ.get("MONGODB_URI"):
-        from scripts.embedded import embedded_paths, start_embedded
+        from scripts.embedded import dev_token
 
-        db_path, port, log_file = embedded_paths(os.environ)
-        state["embedded"] = start_embedded(db_path, port, log_file)
-        os.environ["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}"
-        server.log.info(
-            "embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path
-        )
+        os.environ["SERVICE_TOKEN"] = dev_token(os.environ, create=True)
+        server.log.info("development service token (from %s): %s", var / "dev-token", os.environ["SERVICE_TOKEN"])
+    _accept_tenants(server, starting=True)
+    _check_settings()
+    if not os.environ.get("MONGODB_URI"):
+        _start_embedded(server)
     _ensure_indexes(server)
+
+
+def _check_settings() -> None:
+    """The workers would each fail on a bad setting after `Listening at`: the master refuses it first.
+
+    gunicorn prints a RuntimeError from here as its last line, `Error: <message>`, and exits 1.
+    """
+    from app.settings import Settings, SettingsError
+
+    try:
+        Settings.from_env()
+    except SettingsError as exc:
+        raise RuntimeError(f"configuration: {exc}") from None
+
+
+def on_reload(server):
+    _accept_tenants(server, starting=False)
+
+
+def _accept_tenants(server, *, starting: bool) -> None:
+    """Check the TENANTS file as the workers will read it and keep a copy of it for them if it is good.
+
+    At start a bad file ends the start (as _check_settings); on a reload it is logged and the
+    workers gunicorn starts keep reading the last good copy. This module is executed again on every
+    reload: what must outlive one lives in the environment (TENANTS_ACCEPTED) and in that file.
+    """
+    path = os.environ.get("TENANTS", "").strip()
+    if not path:
+        return
+    from app.settings import Settings, SettingsError
+
+    var = Path(os.environ.get("VAR_DIR", "var")).resolve()
+    accepted = var / f"tenants-{os.environ.get('PORT', '8080')}.accepted"
+    candidate = accepted.with_suffix(".candidate")
+    try:
+        var.mkdir(parents=True, exist_ok=True)
+        candidate.write_bytes(Path(path).read_bytes())  # read once: what is checked is what the workers get
+        candidate.chmod(0o600)
+        Settings.from_env({**os.environ, "TENANTS_ACCEPTED": str(candidate)}).tenants  # noqa: B018
+    except (OSError, SettingsError) as exc:
+        reason = f"TENANTS ({path}): {exc}" if isinstance(exc, OSError) else str(exc)
+        if starting:
+            raise RuntimeError(f"configuration: {reason}") from None
+        server.log.error("%s; the workers keep the tenants of the last good file", reason)
+        return
+    os.replace(candidate, accepted)
+    os.environ["TENANTS_ACCEPTED"] = str(accepted)
+    server.log.info("tenants from %s: %s", path, ", ".join(Settings.from_env().tenants.names))
+
+
+def _start_embedded(server) -> None:
+    global _embedded
+    from scripts.embedded import embedded_paths, start_embedded
+
+    db_path, port, log_file = embedded_paths(os.environ)
+    notes: list[str] = []
+    _embedded = start_embedded(db_path, port, log_file, notes=notes)
+    # on_exit is not called when gunicorn gives up binding its port: stop it at the interpreter's exit too
+    atexit.register(_stop_embedded, os.getpid())
+    for note in notes:
+        server.log.warning("%s", note)
+    os.environ["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}"
+    server.log.info(
+        "embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path
+    )
+
+
+def _stop_embedded(master_pid: int) -> bool:
+    """Stop the embedded database, once, and only from the master (forked workers inherit atexit)."""
+    global _embedded
+    if _embedded is None or os.getpid() != master_pid:
+        return False
+    from scripts.embedded import stop_embedded
+
+    proc, _embedded = _embedded, None
+    stop_embedded(proc)
+    return True
 
 
 def _ensure_indexes(server):
@@ -102,49 +174,16 @@ def _ensure_indexes(server):
     server.log.info("indexes ensured on %s", database.describe())
 
 
-def on_reload(server):
-    _accept_tenants(server, starting=False)
-
-
-def _accept_tenants(server, *, starting: bool) -> bool:
-    """Check the TENANTS file as the workers will read it; keep a copy of it for them if it is good."""
-    path = os.environ.get("TENANTS", "").strip()
-    if not path:
-        return True
-    from app.settings import Settings, SettingsError
-
-    var = Path(os.environ.get("VAR_DIR", "var")).resolve()
-    accepted = var / f"tenants-{os.environ.get('PORT', '8080')}.accepted"
-    candidate = accepted.with_suffix(".candidate")
-    try:
-        var.mkdir(parents=True, exist_ok=True)
-        candidate.write_bytes(Path(path).read_bytes())  # read once: what is checked is what the workers get
-        candidate.chmod(0o600)
-        Settings.from_env({**os.environ, "TENANTS_ACCEPTED": str(candidate)}).tenants  # noqa: B018
-    except (OSError, SettingsError) as exc:
-        reason = f"TENANTS ({path}): {exc}" if isinstance(exc, OSError) else str(exc)
-        if starting:
-            server.log.error("%s; not starting", reason)
-        else:
-            server.log.error("%s; the workers keep the tenants of the last good file", reason)
-        return False
-    os.replace(candidate, accepted)
-    os.environ["TENANTS_ACCEPTED"] = str(accepted)
-    names = ", ".join(Settings.from_env().tenants.names)
-    server.log.info("tenants from %s: %s", path, names)
-    return True
-
-
-def _prepare_metrics_dir(var: Path) -> tuple[Path, bool]:
-    """Workers inherit the variable; counts a previous run left would be added to this one's.
-    The directory, and whether it is this instance's own (removed at exit)."""
-    own = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+def _prepare_metrics_dir(var: Path) -> None:
+    """Workers inherit the variable; counts a previous run left would be added to this one's."""
+    global _metrics_dir, _own_metrics_dir
+    _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var / f"metrics-{os.environ.get('PORT', '8080')}")
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path.resolve())
-    return path.resolve(), own
+    _metrics_dir = path.resolve()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
 
 
 def child_exit(server, worker):
@@ -154,16 +193,11 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    state = getattr(server, "coze_state", {})
-    metrics_dir = state.get("metrics_dir")
-    if metrics_dir is not None:
-        for counts in metrics_dir.glob("*.db"):
+    if _metrics_dir is not None:
+        for counts in _metrics_dir.glob("*.db"):
             counts.unlink()
-        if state.get("own_metrics_dir"):
+        if _own_metrics_dir:
             with contextlib.suppress(OSError):  # never in the way of stopping the database below
-                metrics_dir.rmdir()
-    if state.get("embedded") is not None:
-        from scripts.embedded import stop_embedded
-
-        stop_embedded(state["embedded"])
+                _metrics_dir.rmdir()
+    if _stop_embedded(os.getpid()):
         server.log.info("embedded database stopped")

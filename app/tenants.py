@@ -44,6 +44,14 @@ def split_user_key(key: str) -> tuple[str, str]:
     return (tenant, user_id) if sep else (DEFAULT, key)
 
 
+def key_range(tenant: str) -> dict | None:
+    """A filter on the stored user key that holds exactly a named tenant's users (an index range);
+    None for the default tenant, whose plain user ids no range separates from the others."""
+    if tenant == DEFAULT:
+        return None
+    return {"$gte": f"{tenant}{SEPARATOR}", "$lt": f"{tenant}{chr(ord(SEPARATOR) + 1)}"}
+
+
 @dataclass(frozen=True)
 class Tenant:
     """One tenant: its name, its tokens ((hashed, bytes): the token itself or its SHA-256) and its limits."""

@@ -117,3 +117,15 @@ def test_an_export_imports_into_each_records_tenant_or_into_the_tenant_named(
         assert admin(target, "import", "--tenant", "globex", str(acme)).exit_code == 0
         assert ctx(ok(TenantApi(target.test_client(), BEARER["globex"]).call("get", ids))) == {"team": "acme"}
         fail(TenantApi(target.test_client(), BEARER["acme"]).call("get", ids), "SESSION_NOT_FOUND")
+
+
+def test_user_hash_names_the_user_of_one_tenant_as_its_json_log_lines_do(tenant_app, three):
+    from app import logs
+
+    key = logs.hash_key(tenant_app.extensions["database"].settings)
+    acme = admin(tenant_app, "user-hash", "u1", "--tenant", "acme")
+    default = admin(tenant_app, "user-hash", "u1", "--tenant", DEFAULT)
+    assert acme.exit_code == default.exit_code == 0, acme.output
+    assert acme.stdout == logs.user_hash(key, "acme\x1fu1") + "\n" != default.stdout
+    assert default.stdout == logs.user_hash(key, "u1") + "\n"  # the default tenant's hashes are those of before
+    assert admin(tenant_app, "user-hash", "u1").exit_code == 2  # several tenants: which one?

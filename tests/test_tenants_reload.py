@@ -118,4 +118,4 @@ def test_gunicorn_refuses_to_start_with_a_bad_tenants_file_and_says_why(tmp_path
     env = {**service_env(mongo_uri, db_name), "TENANTS": str(path), "VAR_DIR": str(tmp_path / "var")}
     with pytest.raises(RuntimeError, match="gunicorn exited"), gunicorn_process(env, log=log):
         pass
-    assert f"TENANTS ({path}): tenant 'acme' is declared twice; not starting" in Path(log).read_text()
+    assert f"configuration: TENANTS ({path}): tenant 'acme' is declared twice" in Path(log).read_text()
