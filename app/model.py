@@ -93,7 +93,7 @@ class MergeContext:
     patch: dict
     limit: int
     fields: dict | None = None
-    check: Callable[[dict], None] | None = None
+    check: Callable[[dict], dict] | None = None
 
     @property
     def text(self) -> str:
@@ -134,7 +134,9 @@ class Lock:
 
 @dataclass(frozen=True)
 class Unlock:
-    pass
+    """Release the lock; with `slide`, also restart the timeout (only ever asked of a live session)."""
+
+    slide: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,11 @@ class Expect:
 
 @dataclass(frozen=True)
 class Applied:
-    """What a write left: the session, and whether it was a repeat of an earlier request_id."""
+    """What a write left: the session, and whether it was a repeat of an earlier request_id.
 
-    session: Session
+    No session: a create's repeat of a request applied to a session that has since been deleted."""
+
+    session: Session | None
     replayed: bool = False
     created: bool = False
     seqs: range = range(0)  # the seqs an append's messages got (the first time, for a repeat)
@@ -191,10 +195,11 @@ class Outcome:
     tokens: int = 0
 
 
-def context_text(value: dict, limit: int, check: Callable[[dict], None] | None = None) -> str:
-    """The compact JSON text of a context, refused if its UTF-8 bytes pass `limit` or `check` refuses it."""
+def context_text(value: dict, limit: int, check: Callable[[dict], dict] | None = None) -> str:
+    """The compact JSON text of a context, refused if its UTF-8 bytes pass `limit` or `check` refuses
+    it; `check` answers the value to store (the context schema's, with integer fields as integers)."""
     if check is not None:
-        check(value)
+        value = check(value)
     text = jsontext.dumps(value)
     size = len(text.encode("utf-8"))
     if size > limit:
