@@ -120,23 +120,27 @@ class Sessions:
         persist = call.options.get("persist", True) if persist is None else persist
         return self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
 
-    def _resuming(self, call: Call, run: Callable[[int], Outcome], *, guarded: bool) -> Outcome:
+    def _resuming(self, call: Call, run: Callable[[int], Outcome]) -> Outcome:
         """`run` at the current time; with options.resume, an expired session still stored is first
-        revived exactly as touch would (a free slot, else SESSION_LIMIT_EXCEEDED), then `run` again."""
+        revived exactly as touch would (a free slot, else SESSION_LIMIT_EXCEEDED; while it is locked,
+        only with the lock's token, reads too), then `run` again."""
         try:
             return run(self.clock())
         except errors.SessionExpired as exc:
             if not call.options.get("resume") or exc.session is None:
                 raise
         now = self.clock()
-        revive = Expect(live=False, guarded=guarded, lock_token=call.lock_token if guarded else "")
-        self._apply(call, Slide(revive=True), revive, now)
+        self._apply(call, Slide(revive=True), Expect(live=False, lock_token=call.lock_token), now)
         return dataclasses.replace(run(self.clock()), resumed=True)
 
     def _context(self, value: dict) -> str:
         """A whole new context's text: within the size limit, and the context schema if there is one."""
         schema = self.limits.context_schema
         return context_text(value, self.limits.max_context_bytes, schema.check if schema else None)
+
+    def _typed_fields(self, call: Call) -> None:
+        if self.limits.context_schema is not None:
+            self.limits.context_schema.check_fields(call.fields)
 
     def _check_caps(self, call: Call) -> None:
         timeout = call.options.get("timeout")
@@ -149,6 +153,7 @@ class Sessions:
 
     def op_create(self, call: Call) -> Outcome:
         self._check_caps(call)
+        self._typed_fields(call)
         session_id = call.session_id
         if not session_id:  # a request's own id: its repeats find the session it created
             session_id = derived_session_id(call.user_id, call.request_id) if call.request_id else new_session_id()
@@ -164,19 +169,22 @@ class Sessions:
         now = self.clock()
         caller_id = bool(call.session_id or call.request_id)
         done = self.store.create(new, now=now, persist=persist, caller_id=caller_id, request_id=call.request_id)
-        if not done.created:  # the caller's id names a stored session: answer it, as a get would
+        if done.session is None:  # its session was deleted since: never a second one
+            return Outcome(at=now, session_id=session_id, status="deleted", created=done.created, replayed=True)
+        if not done.created and not done.replayed:  # the caller's id names a stored session: answer it, as a get would
             kept = done.session.expired(now)  # auto_clean false: revived as touch would, not wiped
             change, expect = (Slide(revive=True), Expect(live=False)) if kept else (Slide(), READ)
             done = self.store.apply(call.user_id, session_id, change, expect, now=now, persist=persist)
-        return Outcome(at=now, session=done.session, created=done.created or done.replayed, replayed=done.replayed)
+        return Outcome(at=now, session=done.session, created=done.created, replayed=done.replayed)
 
     def op_get(self, call: Call) -> Outcome:
         def get(now: int) -> Outcome:
             return Outcome(at=now, session=self._apply(call, Slide(), READ, now, persist=False).session)
 
-        return self._resuming(call, get, guarded=False)
+        return self._resuming(call, get)
 
     def op_update(self, call: Call) -> Outcome:
+        self._typed_fields(call)
         if call.options.get("merge", True):
             check = self.limits.context_schema.check if self.limits.context_schema else None
             change: Change = MergeContext(call.context or {}, self.limits.max_context_bytes, call.fields, check)
@@ -187,11 +195,11 @@ class Sessions:
             done = self._apply(call, change, self._expect(call), now)
             return Outcome(at=now, session=done.session, replayed=done.replayed)
 
-        return self._resuming(call, update, guarded=True)
+        return self._resuming(call, update)
 
     def op_append_messages(self, call: Call) -> Outcome:
         reject = call.options.get("on_overflow") == "reject"
-        return self._resuming(call, lambda now: self._append(call, now, reject), guarded=True)
+        return self._resuming(call, lambda now: self._append(call, now, reject))
 
     def _append(self, call: Call, now: int, reject: bool) -> Outcome:
         k = len(call.messages)
@@ -209,7 +217,7 @@ class Sessions:
 
     def op_history(self, call: Call) -> Outcome:
         cursor = call.options.get("cursor")
-        if cursor is not None and not cursor.isdigit():
+        if cursor is not None and not _stored_integer(cursor):
             raise errors.InvalidArgument("options.cursor", "pattern")
 
         def history(now: int) -> Outcome:
@@ -228,7 +236,7 @@ class Sessions:
             )
             return Outcome(at=now, session=s, **page)
 
-        return self._resuming(call, history, guarded=False)
+        return self._resuming(call, history)
 
     def op_compact(self, call: Call) -> Outcome:
         upto = call.options.get("upto_seq")
@@ -258,7 +266,7 @@ class Sessions:
         cursor = call.options.get("cursor")
         if cursor is not None:
             created, _, sid = cursor.partition(":")
-            if not created.isdigit() or not sid:
+            if not _stored_integer(created) or not sid:
                 raise errors.InvalidArgument("options.cursor", "pattern")
             after = (int(created), sid)
         now = self.clock()
@@ -307,11 +315,25 @@ class Sessions:
                     pause = min(pause * 2, LONGEST_PAUSE)
 
     def op_unlock(self, call: Call) -> Outcome:
+        """Release the lock; a live session's timeout restarts, an expired one is released, not revived."""
+        try:
+            return self._write(call, Unlock(slide=True), self._expect(call, writable=False))
+        except errors.SessionExpired as exc:
+            if exc.session is None:
+                raise
         return self._write(call, Unlock(), self._expect(call, writable=False, live=False))
 
 
 def _ignore(event: str) -> None:
     pass
+
+
+def _stored_integer(text: str) -> bool:
+    """Digits of a number a stored integer (BSON int64) can hold: a cursor's seq or creation time."""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_INT64
+
+
+MAX_INT64 = 2**63 - 1
 
 
 def new_session_id() -> str:

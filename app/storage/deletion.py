@@ -3,8 +3,9 @@
 Part of SessionStore (a mixin over its collections, memory, expiry and diagnosis of misses). The
 session is marked deleted first (its slot freed, the request id recorded): a write racing the
 delete then finds it gone, not expired, and no new session can take the id until the tombstone and
-chunks are removed; the session itself goes last. A delete under a request id leaves a receipt, so
-a repeat is answered even after a new session took the id.
+chunks are removed; the session itself goes last. A delete leaves a receipt of the request ids
+applied to the session and to the delete: a repeat is answered even after a new session took the id,
+and a new session under the id starts with them (see SessionStore.create), so none applies twice.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class Deletion:
         where.update({"lk": expect.lock_token, "lu": {"$gt": now}} if expect.lock_token else unlocked(now))
         for _ in LOST_RACES.rounds():
             with storage_errors():
-                gone = self.collections.write(persist).find_one_and_update(where, mark, {"_id": 1})
+                gone = self.collections.write(persist).find_one_and_update(where, mark, {"rq": 1, "cq": 1})
+            stored = None
             if gone is None:
                 stored, tomb = self._inspect(key, user_id)
                 if stored is not None and rid and rid in stored.stored.requests:
@@ -51,8 +53,12 @@ class Deletion:
                     continue  # a race with another write: the session is there and deletable
                 if stored is None and rid and self._receipted(key, user_id, rid):
                     return True, True  # a concurrent repeat finished: its receipt precedes the removal
-            if rid:  # before the session goes: a repeat then always finds one or the other
-                self._receipt(key, user_id, session_id, rid, now, persist)
+            # Before the session goes, a receipt of every request applied to it: a repeat of any of
+            # them then finds one or the other, and never applies to a session created later.
+            source = gone if gone is not None else layout.request_fields(stored) if stored is not None else {}
+            applied = [*source.get("rq", ()), *([rid] if rid else [])]
+            if applied:
+                self._receipt(key, user_id, session_id, applied, source.get("cq", ""), now, persist)
             removed = self._remove(key, user_id, session_id, persist)
             return gone is not None or removed, False
         raise errors.StorageUnavailable()
@@ -65,10 +71,15 @@ class Deletion:
             own = coll.delete_one({"_id": key, "uid": user_id, "st": DELETED})
         return rest.deleted_count + own.deleted_count > 0
 
-    def _receipt(self, key: str, user_id: str, session_id: str, request_id: str, now: int, persist: bool) -> None:
-        """What a delete under a request id leaves, so a repeat finds it until it is purged a retention later."""
+    def _receipt(
+        self, key: str, user_id: str, session_id: str, request_ids: list[str], create_request: str, now: int, persist
+    ) -> None:
+        """What a delete leaves: the request ids applied to the session and to the delete, so a repeat of
+        any of them is answered, never applied to a later session, until it is purged a retention later."""
         fields = layout.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
-        push = {"rq": {"$each": [request_id], "$slice": -REQUESTS_KEPT}}
+        if create_request:
+            fields["cq"] = create_request
+        push = {"rq": {"$each": request_ids, "$slice": -REQUESTS_KEPT}}
         receipt = {"_id": layout.receipt_key(key), "uid": user_id}
         with storage_errors():
             try:

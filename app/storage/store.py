@@ -40,7 +40,7 @@ from app.storage.expiry import Expiry
 from app.storage.memory import Memory
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
-from app.storage.updates import PATCH_LOG_BYTES, Guess, applied, diagnose, plan
+from app.storage.updates import PATCH_LOG_BYTES, REQUESTS_KEPT, Guess, applied, diagnose, plan
 
 log = logging.getLogger(__name__)
 NO_MESSAGES = {"msgs": 0}
@@ -99,6 +99,14 @@ class SessionStore(Deletion):
         session = next((self._learned(d) for d in docs if d.get("k") == "s"), None)
         return session, any(d.get("k") == "t" for d in docs)
 
+    def _with_receipt(self, key: str, user_id: str) -> tuple[Session | None, dict | None]:
+        """The stored session (any state) and the receipt a delete of an earlier one left, in one read."""
+        ids = {"$in": [key, layout.receipt_key(key)]}
+        with storage_errors(writing=False):
+            docs = list(self.collections.read.find({"_id": ids, "uid": user_id}, NO_MESSAGES))
+        session = next((self._learned(d) for d in docs if d.get("k") == "s"), None)
+        return session, next((d for d in docs if d.get("k") == "d"), None)
+
     def list(self, user_id: str, now: int, status: str, limit: int, after: tuple[int, str] | None) -> list[Session]:
         """The user's sessions, newest first; `after` is the (created, session id) a page ended at."""
         query: dict = {"uid": user_id, "k": "s", "st": {"$ne": DELETED}}
@@ -126,11 +134,16 @@ class SessionStore(Deletion):
 
     def create(self, new: NewSession, *, now: int, persist: bool, caller_id: bool, request_id: str = "") -> Applied:
         """Insert a new session in a free slot, or answer the live one stored under a caller's id
-        (a repeat of the create that made it when `request_id` is among its requests)."""
+        (a repeat when `request_id` is among its requests, `created` if it was the create's); a repeat
+        of a request applied to a session since deleted is answered with no session (`Applied.session`)."""
         key = layout.key(new.user_id, new.session_id)
+        earlier: tuple[str, ...] = ()
         for _ in LOST_RACES.rounds():
             if caller_id:
-                existing = self.read(new.user_id, new.session_id)
+                existing, receipt = self._with_receipt(key, new.user_id)
+                if receipt is not None and request_id in receipt.get("rq", ()):
+                    return Applied(None, replayed=True, created=receipt.get("cq") == request_id)
+                earlier = tuple(receipt.get("rq", ())) if receipt else ()
                 if existing is not None and existing.status == DELETED:  # a delete did not finish: finish it
                     self._remove(key, new.user_id, new.session_id, persist)
                     continue
@@ -138,14 +151,21 @@ class SessionStore(Deletion):
                     keep = not existing.expired(now) or (existing.status == "active" and not existing.auto_clean)
                     if keep:  # live, or kept expired (auto_clean false) for the caller to revive
                         repeat = bool(request_id) and request_id in existing.stored.requests
-                        return Applied(existing, replayed=repeat, created=repeat)
+                        made_it = repeat and existing.stored.create_request == request_id
+                        return Applied(existing, replayed=repeat, created=made_it)
                     self.expiry.delete_expired(key, new.user_id, new.session_id, now, persist=persist)
                     continue
 
-            def build(slot: int) -> list[dict]:
+            def build(slot: int, earlier: tuple[str, ...] = earlier) -> list[dict]:
                 purge = self.expiry.purge_for(now + new.timeout_ms, new.timeout_ms)
                 doc = layout.new_doc(
-                    new, now=now, slot=slot, purge_ms=purge, chunk_size=self.archive.inline, request_id=request_id
+                    new,
+                    now=now,
+                    slot=slot,
+                    purge_ms=purge,
+                    chunk_size=self.archive.inline,
+                    request_id=request_id,
+                    earlier=earlier[-(REQUESTS_KEPT - 1) :],
                 )
                 return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
