@@ -634,6 +634,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "operation": ("不支持的操作", "is not a supported operation"),
     "no_such_tool": ("不是此服务的工具", "is not a tool of this service"),
     "schema": ("不符合上下文结构（{expected}）", "does not match the context schema ({expected})"),
-    "method": ("只接受 POST 请求", "accepts POST only"),
+    "method": ("只接受 {expected} 请求", "accepts {expected} only"),
+    "unreadable": ("无法读取（格式错误、中断或超时）", "could not be read (malformed, cut off or too slow)"),
+    "http": ("无效（HTTP {expected}）", "is invalid (HTTP {expected})"),
     "int64": ("超出 64 位整数范围（{expected}）", "is outside the 64-bit integer range ({expected})"),
 }

@@ -9,7 +9,6 @@ operation's options: those its operation does not use are ignored, not validated
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,15 +71,6 @@ def _schema_error(error: Any) -> InvalidArgument:
     if keyword not in spec.REASONS:
         keyword = "type" if keyword == "type" else "pattern"
     return InvalidArgument(path, keyword, expected)
-
-
-_LANG = re.compile(rb'"lang"\s*:\s*"(en|zh)"')
-
-
-def lang_hint(raw: bytes) -> str:
-    """The language asked for by a body not parsed (unauthorised, or sent to no tool): zh unless it says en."""
-    found = _LANG.search(raw[:65536])
-    return found.group(1).decode() if found else "zh"
 
 
 def lang_of(body: Any) -> str:
