@@ -51,6 +51,17 @@ class UnreadableBody(InvalidArgument):
         super().__init__("body", "unreadable")
 
 
+class OutOfRange(ServiceError):
+    """A value the stored state refuses (compact past the last message), named in the domain (`value`);
+    validation.field_error names the caller's field for it."""
+
+    code = "INVALID_ARGUMENT"
+
+    def __init__(self, value: str, reason: str, expected: Any = "") -> None:
+        super().__init__()
+        self.value, self.reason, self.expected = value, reason, expected
+
+
 class SessionNotFound(ServiceError):
     code = "SESSION_NOT_FOUND"
 
