@@ -4,9 +4,11 @@ its answers in the service's JSON shape and a bound on slow clients. gunicorn an
 gunicorn answers some requests itself, before the app sees them (a bad request line, a URL past
 4094 bytes, too many or too large headers, an unsupported transfer encoding), with an HTML page;
 it has no error-page hook, so `handle_error` lets gunicorn choose the status and log the client
-error, and sends the JSON of the output shape in place of the page. Every read of a request (its
-headers and its body) waits at most BODY_READ_TIMEOUT seconds for the next bytes, and a body the
-app did not read (a 401 is answered without it) is not waited for: the connection closes.
+error, and sends the JSON of the output shape in place of the page. A request's body must arrive
+within BODY_READ_TIMEOUT seconds (every receive is given only what is left of that budget, so a
+trickle is cut off too; the answer is then written without a bound, as gunicorn writes it), and a
+body the app did not read (a 401 is answered without it) is not waited for: the connection closes.
+Slow headers are left to the reverse proxy in front (see docs/reverse-proxy.md).
 """
 
 from __future__ import annotations
@@ -88,7 +90,10 @@ class _Budget:
         if left <= 0:
             raise TimeoutError("BODY_READ_TIMEOUT")
         self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
-        return self._sock.recv(size)
+        try:
+            return self._sock.recv(size)
+        finally:
+            self._sock.settimeout(None)  # the answer's writes are not bounded by what was left of the read
 
     def settimeout(self, seconds: float | None) -> None:
         self._timeout = seconds
