@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,7 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 
 
 def _error(exc: errors.ServiceError, tool: spec.Tool = spec.MANAGE_TOOL, session_id: str = "") -> Response:
-    lang = getattr(g, "lang", "zh")
+    lang = getattr(g, "lang", current_app.config["ERROR_LANG"])
     out = responses.error(exc, current_app.extensions["database"].clock(), lang, session_id)
     return _json(responses.project(out, tool, current_app.config["CONTEXT_SCHEMA"]), exc.http_status)
 
@@ -55,22 +56,23 @@ def _authorized() -> bool:
 
 def _handle(tool: spec.Tool) -> Response:
     started = time.perf_counter()
-    g.lang = "zh"
+    default_lang = g.lang = current_app.config["ERROR_LANG"]
     body: Any = None
     call: validation.Call | None = None
     code, status, from_storage = "", 200, False
     try:
         if not _authorized():  # from the headers alone: a client without the token is not waited for
-            g.lang = _header_lang()
+            g.lang = _header_lang(default_lang)
             raise errors.Unauthorized()
         raw = _read_body()
         try:
             body = jsontext.loads(raw, depth=jsontext.MAX_DEPTH + 2) if raw.strip() else {}
         except jsontext.JSONTextError as exc:
+            g.lang = validation.lang_hint(raw, default_lang)
             raise errors.InvalidArgument(
-                "", "body" if exc.reason == "json_text" else exc.reason, exc.expected
+                "", "json_body" if exc.reason == "json_text" else exc.reason, exc.expected
             ) from None
-        g.lang = validation.lang_of(body)
+        g.lang = validation.lang_of(body, default_lang)
         call = validation.parse(
             tool.name,
             body,
@@ -139,9 +141,11 @@ def _read_body() -> bytes:
     return b"".join(parts)
 
 
-def _header_lang() -> str:
-    """The language of an answer given without reading the body: English if Accept-Language asks for it."""
-    return "en" if request.headers.get("Accept-Language", "").strip().lower().startswith("en") else "zh"
+def _header_lang(default: str) -> str:
+    """The language of an answer given without reading the body: Accept-Language's if it starts with
+    en or zh, else `default` (ERROR_LANG)."""
+    asked = request.headers.get("Accept-Language", "").strip().lower()[:2]
+    return asked if asked in ("en", "zh") else default
 
 
 def _named_operation(body: Any) -> str:
@@ -177,16 +181,39 @@ def metrics() -> Response:
     """Prometheus text of every worker's counts; with METRICS_TOKEN, only for `Bearer <METRICS_TOKEN>`."""
     m: Metrics = current_app.extensions["metrics"]
     if not m.authorized(request.headers.get("Authorization", "")):
-        response = _error(errors.Unauthorized())
+        response = _error(errors.Unauthorized(metrics=True))
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     text, content_type = m.exposition()
     return Response(text, content_type=content_type)
 
 
+@bp.get("/")
+def index() -> Response:
+    """What answers here, for whoever opens the address in a browser or curls it."""
+    return _json({"name": spec.PROJECT, "title": spec.TITLE, "version": spec.VERSION, "openapi": "/openapi.json"})
+
+
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return _json(schemas.openapi_document(current_app.config["PUBLIC_BASE_URL"], current_app.config["CONTEXT_SCHEMA"]))
+    base = current_app.config["PUBLIC_BASE_URL"] or _request_base_url()
+    return _json(schemas.openapi_document(base, current_app.config["CONTEXT_SCHEMA"]))
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def _request_base_url() -> str:
+    """The scheme, host and port this request reached, as the caller named them (or the proxy, if trusted)."""
+    scheme, host = request.scheme, request.host
+    if current_app.config["TRUST_PROXY_HEADERS"]:
+        scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() or scheme
+        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or host
+    if scheme not in ("http", "https"):
+        scheme = request.scheme
+    if not _HOST.match(host):  # a Host header is the caller's to write: never echo anything but a host
+        host = request.host if _HOST.match(request.host) else "127.0.0.1"
+    return f"{scheme}://{host}"
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -198,7 +225,7 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Response:
         """404, 405 (naming the method the path takes), any other refusal: the JSON of the output shape.
         The body is not read: a path that is no tool's does not wait for one."""
-        g.lang = _header_lang()
+        g.lang = _header_lang(app.config["ERROR_LANG"])
         allowed = [m for m in getattr(exc, "valid_methods", None) or () if m not in ("HEAD", "OPTIONS")]
         reason = {404: "no_such_tool", 405: "method"}.get(exc.code or 400, "body")
         invalid = errors.InvalidArgument(request.path if reason != "body" else "", reason, ", ".join(allowed))

@@ -9,6 +9,7 @@ operation's options: those its operation does not use are ignored, not validated
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,11 +77,20 @@ def _schema_error(error: Any) -> InvalidArgument:
     return InvalidArgument(path, keyword, expected)
 
 
-def lang_of(body: Any) -> str:
+_LANG = re.compile(rb'"lang"\s*:\s*"(en|zh)"')
+
+
+def lang_hint(raw: bytes, default: str = "zh") -> str:
+    """The language asked for by a body not parsed (unauthorised, or sent to no tool), else `default`."""
+    found = _LANG.search(raw[:65536])
+    return found.group(1).decode() if found else default
+
+
+def lang_of(body: Any, default: str = "zh") -> str:
     """The language a response should use, read leniently (also for bodies that fail validation)."""
     options = body.get("options") if isinstance(body, dict) else None
     lang = options.get("lang") if isinstance(options, dict) else None
-    return lang if lang in ("zh", "en") else "zh"
+    return lang if lang in ("zh", "en") else default
 
 
 def parse(
