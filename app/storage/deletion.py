@@ -93,6 +93,16 @@ class Deletion:
             except DuplicateKeyError:  # two upserts at once: the other inserted it, this one updates
                 self.collections.write(persist).update_one(receipt, {"$set": fields, "$push": push})
 
+    def with_receipt(self, key: str, user_id: str) -> tuple[Session | None, dict | None]:
+        """The stored session (any state) and the receipt a delete of an earlier one left, in one read."""
+        with storage_errors(writing=False):
+            ids = {"$in": [key, layout.receipt_key(key)]}
+            docs = list(self.collections.read.find({"_id": ids, "uid": user_id}, {"msgs": 0}))
+        session = next((layout.from_doc(d) for d in docs if d.get("k") == "s"), None)
+        if session is not None:
+            self.cache.learn(session)
+        return session, next((d for d in docs if d.get("k") == "d"), None)
+
     def _receipted(self, key: str, user_id: str, request_id: str) -> bool:
         with storage_errors(writing=False):
             found = self.collections.read.find_one({"_id": layout.receipt_key(key), "uid": user_id, "rq": request_id})

@@ -103,14 +103,6 @@ class SessionStore:
         session = next((self._learned(d) for d in docs if d.get("k") == "s"), None)
         return session, any(d.get("k") == "t" for d in docs)
 
-    def _with_receipt(self, key: str, user_id: str) -> tuple[Session | None, dict | None]:
-        """The stored session (any state) and the receipt a delete of an earlier one left, in one read."""
-        ids = {"$in": [key, layout.receipt_key(key)]}
-        with storage_errors(writing=False):
-            docs = list(self.collections.read.find({"_id": ids, "uid": user_id}, NO_MESSAGES))
-        session = next((self._learned(d) for d in docs if d.get("k") == "s"), None)
-        return session, next((d for d in docs if d.get("k") == "d"), None)
-
     def list(self, user_id: str, now: int, status: str, limit: int, after: tuple[int, str] | None) -> list[Session]:
         """The user's sessions, newest first; `after` is the (created, session id) a page ended at."""
         query: dict = {"uid": user_id, "k": "s", **layout.not_deleted()}
@@ -148,7 +140,7 @@ class SessionStore:
         earlier: tuple[str, ...] = ()
         for _ in LOST_RACES.rounds():
             if caller_id:
-                existing, receipt = self._with_receipt(key, new.user_id)
+                existing, receipt = self.deletion.with_receipt(key, new.user_id)
                 if receipt is not None and request_id in receipt.get("rq", ()):
                     return Applied(None, replayed=True, created=receipt.get("cq") == request_id)
                 earlier = tuple(receipt.get("rq", ())) if receipt else ()
@@ -166,14 +158,9 @@ class SessionStore:
 
             def build(slot: int, earlier: tuple[str, ...] = earlier) -> list[dict]:
                 purge = self.expiry.purge_for(now + new.timeout_ms, new.timeout_ms)
+                size, kept = self.archive.chunk_size, earlier[-(layout.REQUESTS_KEPT - 1) :]
                 doc = layout.new_doc(
-                    new,
-                    now=now,
-                    slot=slot,
-                    purge_ms=purge,
-                    chunk_size=self.archive.chunk_size,
-                    request_id=request_id,
-                    earlier=earlier[-(layout.REQUESTS_KEPT - 1) :],
+                    new, now=now, slot=slot, purge_ms=purge, chunk_size=size, request_id=request_id, earlier=kept
                 )
                 return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
