@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run admin test test-quick lint format openapi bench register clean
 
-$(STAMP): requirements.txt
+# the development venv: the service's requirements.txt plus tests, lint and tooling
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -44,3 +45,4 @@ register: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+
