@@ -45,6 +45,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def clear_stale_pid_file(pid_file: Path) -> None:
+    """Remove a pid file a killed nx-27017 left, unless the process it names is an nx-27017.
+
+    nx-27017 refuses to start while its pid file names any live process. In a container pids repeat
+    from one start to the next, so after a crash (SIGKILL, out of memory) the file often names this
+    very service's gunicorn, and the embedded database would never start again on that volume.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return  # no such process (nx-27017 starts over a dead pid itself), or no /proc to ask
+    if b"nx_server" not in command and b"nx_27017" not in command and b"nx-27017" not in command:
+        pid_file.unlink(missing_ok=True)
+
+
 def start_embedded(db_path: str, port: int, log_file: str, host: str = "127.0.0.1") -> subprocess.Popen:
     """Start nx-27017 (a MongoDB wire-protocol server on SQLite) and wait until it answers."""
     if port_open(host, port):
@@ -52,6 +71,8 @@ def start_embedded(db_path: str, port: int, log_file: str, host: str = "127.0.0.
     for path in (db_path, log_file):
         if path != "memory":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pid_file = Path(log_file).with_suffix(".pid")
+    clear_stale_pid_file(pid_file)
     args = [
         *nx_command(),
         "--db",
@@ -63,7 +84,7 @@ def start_embedded(db_path: str, port: int, log_file: str, host: str = "127.0.0.
         "--log-file",
         log_file,
         "--pid-file",
-        str(Path(log_file).with_suffix(".pid")),
+        str(pid_file),
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.monotonic() + 20
