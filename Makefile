@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run admin test test-quick lint format openapi bench register clean
+.PHONY: run admin test test-quick lint format openapi bench register clean image test-image
 
 # the development venv: the service's requirements.txt plus tests, lint and tooling
 $(STAMP): requirements.txt requirements-dev.txt
@@ -46,3 +46,12 @@ register: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 
+# the container image (podman, else docker), tagged coze-session-node:dev; see docs/container.md
+image:
+	scripts/container.sh image
+
+# installs podman from Debian's packages if missing (root), builds the image, runs it and checks it
+test-image: $(STAMP)
+	scripts/container.sh host
+	scripts/container.sh image
+	$(BIN)/python -m pytest -m image tests/image_checks.py
