@@ -109,10 +109,12 @@ def published(port: int, inside: int = 8080) -> tuple[str, str]:
     return "-p", f"127.0.0.1:{port}:{inside}"
 
 
-def service(containers: Containers, volume: str | None = None, **env: str) -> tuple[str, ToolClient]:
+def service(
+    containers: Containers, volume: str | None = None, options: tuple[str, ...] = (), **env: str
+) -> tuple[str, ToolClient]:
     """The image with the embedded database (the tests' token; a volume if given), healthy, and a client."""
     port = free_port()
-    options = [*published(port)] + (["-v", f"{volume}:{VAR}"] if volume else [])
+    options = (*options, *published(port), *(["-v", f"{volume}:{VAR}"] if volume else []))
     name = containers.run(*options, env={"SERVICE_TOKEN": TOKEN, **env})
     containers.wait_healthy(name)
     return name, ToolClient(f"http://127.0.0.1:{port}")
@@ -142,9 +144,13 @@ def test_healthy_within_10_s_and_the_tools_answer_through_the_published_port(con
     assert requests.post(client.base + "/v1/session/get", json={"user_id": "alice"}, timeout=10).status_code == 401
 
 
-def test_every_process_runs_as_the_non_root_user_and_the_code_is_read_only(containers):
+def test_every_process_runs_as_the_non_root_user_and_writes_only_its_volume_and_tmp(containers):
     assert podman("image", "inspect", "--format", "{{.Config.User}}", IMAGE).stdout.strip() == f"{UID}:{UID}"
-    name, _ = service(containers)
+    # a read-only root file system, as Kubernetes' readOnlyRootFilesystem: the volume and /tmp are all it has
+    name, client = service(
+        containers, containers.volume(), ("--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp")
+    )
+    client.ok("create", {"user_id": "erin"})
     processes = podman("top", name, "user", "args").stdout.strip().splitlines()[1:]
     assert any("gunicorn" in p for p in processes) and any("nx_server" in p for p in processes), processes
     assert all(p.split()[0] == "coze" for p in processes), processes
