@@ -49,9 +49,8 @@ podman_conf() {
 # written by scripts/container.sh for this host
 [containers]
 default_ulimits = ["${limits[0]}", "${limits[1]}"]
-[engine]
-runtime = "runc"
 CONF
+    if command -v runc >/dev/null; then printf '[engine]\nruntime = "runc"\n' >>"$conf"; fi
     export CONTAINERS_CONF="$PWD/$conf"
 }
 

@@ -88,10 +88,12 @@ class Containers:
         return time.monotonic() - start
 
     def remove_all(self) -> None:
-        for name in self.names:
-            podman("rm", "-f", "-t", "0", name, check=False)
+        for name in reversed(self.names):  # a container sharing another's network goes first
+            podman("rm", "-f", "-v", "-t", "0", name, check=False)
         for volume in self.volumes:
             podman("volume", "rm", "-f", volume, check=False)
+        left = podman("ps", "-a", "--filter", f"name={self.prefix}", "--format", "{{.Names}}").stdout.split()
+        assert not left, f"containers left behind: {left}"
 
 
 @pytest.fixture
