@@ -70,7 +70,8 @@ base() {
     local eng; eng=$(engine)
     [ "$eng" = podman ] && podman_conf
     if [ -n "${BASE:-}" ]; then echo "$BASE"; return; fi
-    if "$eng" image inspect "$REGISTRY_BASE" >/dev/null 2>&1 || "$eng" pull -q "$REGISTRY_BASE" >/dev/null 2>&1; then
+    if "$eng" image inspect "$REGISTRY_BASE" >/dev/null 2>&1 \
+        || timeout 120 "$eng" pull -q "$REGISTRY_BASE" >/dev/null 2>&1; then
         echo "$REGISTRY_BASE"; return
     fi
     if "$eng" image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
@@ -80,7 +81,7 @@ base() {
     command -v debootstrap >/dev/null || die "no registry and no debootstrap: run \`scripts/container.sh host\`"
     say "base: no registry reachable; making $LOCAL_BASE with debootstrap (about a minute)"
     local root; root=$(mktemp -d /var/tmp/coze-base.XXXXXX)
-    trap 'as_root rm -rf "$root"' RETURN
+    trap 'as_root rm -rf "$root"' EXIT
     as_root debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/dev/null
     # what debian:bookworm-slim is: updates and security sources, no documentation, no package caches
     as_root tee "$root/etc/apt/sources.list" >/dev/null <<SOURCES
