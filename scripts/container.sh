@@ -80,7 +80,7 @@ base() {
     fi
     command -v debootstrap >/dev/null || die "no registry and no debootstrap: run \`scripts/container.sh host\`"
     say "base: no registry reachable; making $LOCAL_BASE with debootstrap (about a minute)"
-    local root; root=$(mktemp -d /var/tmp/coze-base.XXXXXX)
+    root=$(mktemp -d /var/tmp/coze-base.XXXXXX)  # global: the EXIT trap runs after base() returns
     trap 'as_root rm -rf "$root"' EXIT
     as_root debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/dev/null
     # what debian:bookworm-slim is: updates and security sources, no documentation, no package caches
