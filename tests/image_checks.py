@@ -144,6 +144,8 @@ def test_healthy_within_10_s_and_the_tools_answer_through_the_published_port(con
     assert (got["message_count"], json.loads(got["context"])) == (1, {"lang": "en"})
     assert [m["content"] for m in history(client, "alice", sid)] == ["hello"]
     assert requests.post(client.base + "/v1/session/get", json={"user_id": "alice"}, timeout=10).status_code == 401
+    stats = podman("exec", name, "session-admin", "stats").stdout  # the admin command, on the running database
+    assert "sessions: 1 (1 active" in stats, stats
 
 
 def test_every_process_runs_as_the_non_root_user_and_writes_only_its_volume_and_tmp(containers):
