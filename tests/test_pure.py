@@ -9,7 +9,7 @@ import pytest
 from app import errors, jsontext, model, options, responses, spec, validation
 from app.jsontext import merge_patch
 from app.model import Append, ClearHistory, Close, Expect, MergeContext, ReplaceContext, Session, Slide
-from app.storage import layout, updates
+from app.storage import layout, messages, updates
 from app.storage.cache import SessionCache
 
 
@@ -141,8 +141,8 @@ CONTENTS = ["", "hello", "a|b:c|", "中文😀", "\x00", "x\x00y\x01z\x01\x03\x0
 @pytest.mark.parametrize("content", CONTENTS)
 def test_a_stored_message_decodes_to_what_was_appended_and_takes_the_bytes_the_size_rule_counts(content):
     for request_id, header in (("", "assistant|1700000000123|"), ("r-1.a:b", "assistant|1700000000123#r-1.a:b|")):
-        text = layout.encode_message("assistant", content, 1700000000123, request_id)
-        assert layout.decode_message(text) == ("assistant", content, 1700000000123, request_id)
+        text = messages.encode_message("assistant", content, 1700000000123, request_id)
+        assert messages.decode_message(text) == ("assistant", content, 1700000000123, request_id)
         assert len(text.encode()) - len(header) == validation.message_bytes(content)
         assert "\x00" not in text  # nx-27017's $push cuts a string at NUL
 

@@ -16,6 +16,7 @@ from app.model import Expect, Session, Slide
 from app.storage import layout
 from app.storage.cache import SessionCache
 from app.storage.expiry import Expiry
+from app.storage.layout import F
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.retry import LOST_RACES
 from app.storage.updates import diagnose
@@ -38,15 +39,15 @@ class Deletion:
         rid = expect.request_id
         if rid and self._receipted(key, user_id, rid):  # a repeat, even after a new session took the id
             return True, True
-        where: dict = {"_id": key, "uid": user_id, **layout.not_deleted()}
-        mark: dict = {"$set": {"st": layout.DELETED, "slot": key}}
+        where: dict = {**layout.by_id(key, user_id), **layout.not_deleted()}
+        mark: dict = {"$set": {F.STATUS: layout.DELETED, F.SLOT: key}}
         if rid:
             where.update(layout.request_not_applied(rid))
             mark["$push"] = layout.record_request(rid)
         where.update(layout.held(expect.lock_token, now) if expect.lock_token else layout.unlocked(now))
         for _ in LOST_RACES.rounds():
             with storage_errors():
-                gone = self.collections.write(persist).find_one_and_update(where, mark, {"_id": 1})
+                gone = self.collections.write(persist).find_one_and_update(where, mark, layout.only(F.ID))
             if gone is None:
                 stored, tomb = self.inspect(key, user_id)
                 if stored is not None and rid and rid in stored.stored.requests:
@@ -67,15 +68,15 @@ class Deletion:
         """The documents of a session marked deleted: tombstone and chunks, then the session; any removed?"""
         coll = self.collections.write(persist)
         with storage_errors():
-            rest = coll.delete_many({"uid": user_id, "sid": session_id, "k": {"$nin": ["s", "d"]}})
-            own = coll.delete_one({"_id": key, "uid": user_id, "st": layout.DELETED})
+            rest = coll.delete_many(layout.of_session(user_id, session_id, {"$nin": [layout.SESSION, layout.RECEIPT]}))
+            own = coll.delete_one({**layout.by_id(key, user_id), F.STATUS: layout.DELETED})
         return rest.deleted_count + own.deleted_count > 0
 
     def _receipt(self, key: str, user_id: str, session_id: str, request_id: str, now: int, persist: bool) -> None:
         """What a delete under a request id leaves, so a repeat finds it until it is purged a retention later."""
         fields = layout.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
         push = layout.record_request(request_id)
-        receipt = {"_id": layout.receipt_key(key), "uid": user_id}
+        receipt = layout.by_id(layout.receipt_key(key), user_id)
         with storage_errors():
             try:
                 self.collections.write(persist).update_one(receipt, {"$set": fields, "$push": push}, upsert=True)
@@ -84,5 +85,6 @@ class Deletion:
 
     def _receipted(self, key: str, user_id: str, request_id: str) -> bool:
         with storage_errors(writing=False):
-            found = self.collections.read.find_one({"_id": layout.receipt_key(key), "uid": user_id, "rq": request_id})
+            receipt = layout.by_id(layout.receipt_key(key), user_id)
+            found = self.collections.read.find_one({**receipt, F.REQUESTS: request_id})
         return found is not None

@@ -36,7 +36,7 @@ from app.storage.archive import CHUNK_SIZE, Archive
 from app.storage.cache import SessionCache
 from app.storage.deletion import Deletion
 from app.storage.expiry import Expiry
-from app.storage.layout import DELETED
+from app.storage.layout import DELETED, F
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
@@ -44,8 +44,8 @@ from app.storage.transfer import Transfer
 from app.storage.updates import PATCH_LOG_BYTES, Guess, after_update, diagnose, plan
 
 log = logging.getLogger(__name__)
-NO_MESSAGES = {"msgs": 0}
-SUMMARY = {"msgs": 0, "ctx": 0, "cp": 0}
+NO_MESSAGES = layout.without(F.MESSAGES)
+SUMMARY = layout.without(F.MESSAGES, F.CONTEXT, F.PATCHES)
 FOLD_AFTER = 8  # patches in the context's log before a worker folds them into the stored text
 
 
@@ -92,27 +92,27 @@ class SessionStore:
     def read(self, user_id: str, session_id: str) -> Session | None:
         """The stored session in any state, without its messages; None if there is none."""
         with storage_errors(writing=False):
-            doc = self.collections.read.find_one({"_id": layout.key(user_id, session_id), "uid": user_id}, NO_MESSAGES)
+            doc = self.collections.read.find_one(layout.by_id(layout.key(user_id, session_id), user_id), NO_MESSAGES)
         return self._learned(doc) if doc else None
 
     def _inspect(self, key: str, user_id: str, *, messages: bool = False) -> tuple[Session | None, bool]:
         """The stored session (any state) and whether its tombstone exists: why a write missed."""
-        ids = {"$in": [key, layout.tomb_key(key)]}
+        ids = layout.by_ids([key, layout.tomb_key(key)], user_id)
         with storage_errors(writing=False):
-            docs = list(self.collections.read.find({"_id": ids, "uid": user_id}, None if messages else NO_MESSAGES))
-        session = next((self._learned(d) for d in docs if d.get("k") == "s"), None)
-        return session, any(d.get("k") == "t" for d in docs)
+            docs = list(self.collections.read.find(ids, None if messages else NO_MESSAGES))
+        session = next((self._learned(d) for d in docs if d.get(F.KIND) == layout.SESSION), None)
+        return session, any(d.get(F.KIND) == layout.TOMBSTONE for d in docs)
 
     def list(self, user_id: str, now: int, status: str, limit: int, after: tuple[int, str] | None) -> list[Session]:
         """The user's sessions, newest first; `after` is the (created, session id) a page ended at."""
-        query: dict = {"uid": user_id, "k": "s", **layout.not_deleted()}
+        query: dict = {**layout.of_user(user_id, layout.SESSION), **layout.not_deleted()}
         if status == "expired":
-            query["exp"] = {"$lte": now}
-        elif status in ("active", "closed"):
-            query["st"] = status
-            query["exp"] = {"$gt": now}
+            query[F.EXPIRES] = {"$lte": now}
+        elif status in (layout.ACTIVE, layout.CLOSED):
+            query[F.STATUS] = status
+            query[F.EXPIRES] = {"$gt": now}
         if after is not None:
-            query["$or"] = [{"c": {"$lt": after[0]}}, {"c": after[0], "sid": {"$lt": after[1]}}]
+            query["$or"] = [{F.CREATED: {"$lt": after[0]}}, {F.CREATED: after[0], F.SESSION: {"$lt": after[1]}}]
         with storage_errors(writing=False):
             cursor = self.collections.read.find(query, SUMMARY).sort(layout.LIST_SORT).limit(limit)
             return [layout.from_doc(d) for d in cursor]
@@ -143,7 +143,7 @@ class SessionStore:
                     self.deletion.remove(key, new.user_id, new.session_id, persist)
                     continue
                 if existing is not None:
-                    keep = not existing.expired(now) or (existing.status == "active" and not existing.auto_clean)
+                    keep = not existing.expired(now) or (existing.status == layout.ACTIVE and not existing.auto_clean)
                     if keep:  # live, or kept expired (auto_clean false) for the caller to revive
                         repeat = bool(request_id) and request_id in existing.stored.requests
                         return Applied(existing, replayed=repeat, created=repeat)
@@ -206,7 +206,7 @@ class SessionStore:
                 except DuplicateKeyError:  # the slot a revival chose was taken meanwhile
                     before = None
             if before:
-                if before.get("st") == DELETED:  # a read raced a delete that has marked it
+                if before.get(F.STATUS) == DELETED:  # a read raced a delete that has marked it
                     raise errors.SessionNotFound()
                 s = self._learned(after_update(before, update))
                 self._after(s, change, guess, before, persist)
@@ -230,7 +230,7 @@ class SessionStore:
         if persist:
             with storage_errors():
                 self.collections.durable.update_one(
-                    {"_id": stored.stored.key, "uid": stored.user_id}, {"$max": {"v": 0}}
+                    layout.by_id(stored.stored.key, stored.user_id), {"$max": {F.VERSION: 0}}
                 )
         if not self.expiry.keep_purgeable_after(stored, persist=persist):
             raise errors.SessionExpired()
@@ -281,8 +281,8 @@ class SessionStore:
             try:
                 with storage_errors():
                     self.collections.write(persist).update_one(
-                        {"_id": s.stored.key, "uid": s.user_id, "r": s.stored.nonce, "v": s.version},
-                        {"$set": {"ctx": s.context, "cp": [], "csz": len(s.context.encode())}},
+                        {**layout.by_id(s.stored.key, s.user_id), F.NONCE: s.stored.nonce, F.VERSION: s.version},
+                        {"$set": layout.context_fields(s.context)},
                     )
             except errors.ServiceError:  # the merge is stored: answer it; a later merge folds the log
                 log.warning("could not fold a context's patch log; a later merge will")

@@ -13,7 +13,21 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from app.storage.layout import from_doc, in_slot, not_deleted
+from app.storage.layout import (
+    CHUNK,
+    RECEIPT,
+    SESSION,
+    TOMBSTONE,
+    F,
+    by_id,
+    by_ids,
+    from_doc,
+    in_slot,
+    not_deleted,
+    of_session,
+    of_user,
+    only,
+)
 from app.storage.mongo import Collections, DuplicateKeyError, insert_new, is_id_conflict, storage_errors
 from app.storage.records import chunk_ids, marker_doc, marker_record, record_key, session_docs, session_record
 
@@ -52,13 +66,11 @@ class Transfer:
 
     def sessions(self, user: str | None = None) -> Iterator[dict]:
         """Every session's record (of one user, if given), in batches; one a delete is removing is gone."""
-        where: dict = {"k": "s", **not_deleted()}
-        if user is not None:
-            where["uid"] = user
+        where: dict = {**of_user(user, SESSION), **not_deleted()}
         ids: list[str] = []
         with storage_errors(writing=False):
-            for doc in self.collections.read.find(where, {"_id": 1}).batch_size(1000):
-                ids.append(doc["_id"])
+            for doc in self.collections.read.find(where, only(F.ID)).batch_size(1000):
+                ids.append(doc[F.ID])
                 if len(ids) == BATCH:
                     yield from self._read(ids)
                     ids = []
@@ -66,8 +78,8 @@ class Transfer:
 
     def markers(self, user: str | None = None) -> Iterator[dict]:
         """Every tombstone's and delete receipt's record (of one user, if given)."""
-        for kind in ("t", "d"):
-            where = {"k": kind} if user is None else {"uid": user, "k": kind}
+        for kind in (TOMBSTONE, RECEIPT):
+            where = of_user(user, kind)
             with storage_errors(writing=False):
                 yield from (marker_record(doc) for doc in self.collections.read.find(where).batch_size(1000))
 
@@ -75,9 +87,9 @@ class Transfer:
         if not ids:
             return
         with storage_errors(writing=False):
-            docs = list(self.collections.read.find({"_id": {"$in": ids}}))
+            docs = list(self.collections.read.find(by_ids(ids)))
         order = {key: n for n, key in enumerate(ids)}
-        docs.sort(key=lambda d: order[d["_id"]])
+        docs.sort(key=lambda d: order[d[F.ID]])
         group: list[dict] = []
         wanted: list[str] = []
         for doc in docs:
@@ -97,22 +109,20 @@ class Transfer:
                 if record is not None:
                     break
                 with storage_errors(writing=False):  # changed meanwhile (appended, cleared): read it again
-                    doc = self.collections.read.find_one({"_id": doc["_id"], "uid": doc["uid"]})
+                    doc = self.collections.read.find_one(by_id(doc[F.ID], doc[F.USER]))
                 if doc is None:
                     break  # deleted meanwhile
                 record = session_record(doc, self._chunks(chunk_ids(from_doc(doc))))
             if record is not None:
                 yield record
             elif doc is not None:
-                self.unreadable.append((doc["uid"], doc["sid"]))
+                self.unreadable.append((doc[F.USER], doc[F.SESSION]))
 
     def _chunks(self, ids: list[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for start in range(0, len(ids), CHUNKS):
             with storage_errors(writing=False):
-                out.update(
-                    (d["_id"], d) for d in self.collections.read.find({"_id": {"$in": ids[start : start + CHUNKS]}})
-                )
+                out.update((d[F.ID], d) for d in self.collections.read.find(by_ids(ids[start : start + CHUNKS])))
         return out
 
     # import
@@ -127,12 +137,13 @@ class Transfer:
     def _restore_sessions(self, sessions: list[tuple[int, dict]], replace: bool, done: Restored) -> None:
         keys = [record_key(r) for _, r in sessions]
         with storage_errors(writing=False):
-            stored = {d["_id"]: d for d in self.collections.read.find({"_id": {"$in": keys}}, {"r": 1, "v": 1})}
+            stored = {d[F.ID]: d for d in self.collections.read.find(by_ids(keys), only(F.NONCE, F.VERSION))}
         todo: list[tuple[int, dict]] = []
         chunks: list[dict] = []
         for n, record in sessions:
             there = stored.get(record_key(record))
-            if there is not None and (there.get("r"), there.get("v")) == (record["incarnation"], record["version"]):
+            same = (record["incarnation"], record["version"])
+            if there is not None and (there.get(F.NONCE), there.get(F.VERSION)) == same:
                 done.unchanged["session"] += 1
                 continue
             if there is not None and not replace:
@@ -147,9 +158,7 @@ class Transfer:
         if chunks:
             for i in self._insert(chunks):  # left by an interrupted import of the same incarnation
                 with storage_errors():
-                    self.collections.write(True).replace_one(
-                        {"_id": chunks[i]["_id"], "uid": chunks[i]["uid"]}, chunks[i]
-                    )
+                    self.collections.write(True).replace_one(by_id(chunks[i][F.ID], chunks[i][F.USER]), chunks[i])
         slotted = [t for t in todo if self._fits(t[1])]
         failed = set(self._insert([doc for _, doc in slotted]))
         retry = [t for t in todo if not self._fits(t[1])] + [t for i, t in enumerate(slotted) if i in failed]
@@ -163,7 +172,7 @@ class Transfer:
 
     def _fits(self, doc: dict) -> bool:
         """Whether the document's slot means the same here (a number below this server's MAX_SESSIONS, or none)."""
-        return type(doc["slot"]) is not int or doc["slot"] < self.max_sessions
+        return type(doc[F.SLOT]) is not int or doc[F.SLOT] < self.max_sessions
 
     def _insert(self, docs: list[dict]) -> list[int]:
         """Insert what is not there yet; the indexes of the documents a duplicate key kept out."""
@@ -175,14 +184,16 @@ class Transfer:
     def _insert_in_free_slot(self, doc: dict) -> str:
         """Insert a session whose slot is held here by another; "" when done, else why not."""
         for _ in range(self.max_sessions + 1):
-            if type(doc["slot"]) is int:
+            if type(doc[F.SLOT]) is int:
                 with storage_errors(writing=False):
-                    holders = self.collections.read.find({"uid": doc["uid"], **in_slot(self.max_sessions)}, {"slot": 1})
-                    taken = {h["slot"] for h in holders}
+                    holders = self.collections.read.find(
+                        {**of_user(doc[F.USER]), **in_slot(self.max_sessions)}, only(F.SLOT)
+                    )
+                    taken = {h[F.SLOT] for h in holders}
                 free = [n for n in range(self.max_sessions) if n not in taken]
                 if not free:
                     return f"its user already holds all {self.max_sessions} active slots (MAX_SESSIONS) here"
-                doc["slot"] = free[0]
+                doc[F.SLOT] = free[0]
             with storage_errors():
                 try:
                     self.collections.write(True).insert_one(doc)
@@ -197,8 +208,8 @@ class Transfer:
         user, sid = record["user_id"], record["session_id"]
         with storage_errors():
             coll = self.collections.write(True)
-            coll.delete_many({"uid": user, "sid": sid, "k": "m"})
-            coll.delete_one({"_id": record_key(record), "uid": user})
+            coll.delete_many(of_session(user, sid, CHUNK))
+            coll.delete_one(by_id(record_key(record), user))
 
     def _restore_markers(self, markers: list[tuple[int, dict]], replace: bool, done: Restored) -> None:
         docs = [marker_doc(r) for _, r in markers]
@@ -209,7 +220,7 @@ class Transfer:
                 done.imported[name] += 1
             elif replace:
                 with storage_errors():
-                    self.collections.write(True).replace_one({"_id": docs[i]["_id"], "uid": docs[i]["uid"]}, docs[i])
+                    self.collections.write(True).replace_one(by_id(docs[i][F.ID], docs[i][F.USER]), docs[i])
                 done.replaced[name] += 1
             else:
                 done.unchanged[name] += 1
