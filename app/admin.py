@@ -57,7 +57,8 @@ class Progress:
 
 
 def _database() -> Database:
-    return current_app.extensions["database"]
+    database: Database = current_app.extensions["database"]
+    return database
 
 
 @contextlib.contextmanager
@@ -108,7 +109,7 @@ def export(user_id: str | None, out: str) -> None:
         raise click.BadParameter("must not be empty", param_hint="--user")
     db = _database()
     partial = f"{out}.partial" if out != "-" else ""  # a file only appears once it is whole
-    progress, counts = Progress("exported"), Counter()
+    progress, counts = Progress("exported"), Counter[str]()
     with _failures():
         transfer = db.store().transfer()
         try:
@@ -145,7 +146,7 @@ def export(user_id: str | None, out: str) -> None:
 def import_(file: str, replace: bool) -> None:
     """Restore an export exactly; what is already stored as the file has it is left alone."""
     db = _database()
-    done, failed, seen, progress = Restored(), [], Counter(), Progress("imported")
+    done, failed, seen, progress = Restored(), [], Counter[str](), Progress("imported")
     end = None
     with _failures(), click.open_file(file, "rb") as stream:
         _header(next(stream, b""))

@@ -78,17 +78,18 @@ class Sessions:
 
     def execute(self, call: Call) -> Outcome:
         try:
-            return getattr(self, "op_" + call.operation)(call)
+            operation: Callable[[Call], Outcome] = getattr(self, "op_" + call.operation)
+            return operation(call)
         except errors.OutOfRange as exc:  # refused by the stored state: named as the caller's field
             raise field_error(exc) from None
 
     # helpers
 
-    def _expect(self, call: Call, version: int | None = None, **conditions) -> Expect:
+    def _expect(self, call: Call, version: int | None = None, **conditions: bool) -> Expect:
         """The call's conditions: the expected version, its lock token, its request id."""
         return Expect(version=version, lock_token=call.lock_token, request_id=call.request_id, **conditions)
 
-    def _apply(self, call: Call, change: Change, expect: Expect, now: int, persist: bool, **kw) -> Applied:
+    def _apply(self, call: Call, change: Change, expect: Expect, now: int, persist: bool, **kw: bool) -> Applied:
         return self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
 
     def _resuming(

@@ -71,7 +71,7 @@ def start_embedded(db_path: str, port: int, log_file: str, host: str = "127.0.0.
         if proc.poll() is not None:
             raise RuntimeError(f"nx-27017 exited with {proc.returncode}; see {log_file}")
         if port_open(host, port):
-            client = MongoClient(host, port, serverSelectionTimeoutMS=2000)
+            client: MongoClient = MongoClient(host, port, serverSelectionTimeoutMS=2000)
             try:
                 client.admin.command("ping")
                 return proc

@@ -95,6 +95,7 @@ class Database:
 
     def ping(self) -> None:
         self.store()
+        assert self._client is not None  # store() connected it
         with storage_errors(writing=False):
             self._client.admin.command("ping")
 

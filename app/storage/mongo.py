@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from pymongo import ReadPreference, WriteConcern
 from pymongo.collection import Collection
@@ -69,7 +70,7 @@ def storage_errors(*, writing: bool = True) -> Iterator[None]:
         raise errors.Internal() from None
 
 
-def is_id_conflict(write_error: dict) -> bool:
+def is_id_conflict(write_error: Mapping[str, Any]) -> bool:
     """Whether a duplicate-key error is on _id (MongoDB names the key; nx-27017 the column)."""
     pattern = write_error.get("keyPattern")
     if pattern:

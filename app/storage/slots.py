@@ -46,7 +46,7 @@ class Slots:
                     {"$set": {F.SLOT: h[F.ID]}},
                 )
             if released.modified_count:
-                return h[F.SLOT]
+                return int(h[F.SLOT])
         raise errors.SessionLimitExceeded(limit=self.max_sessions)
 
     def insert(self, user_id: str, build: Callable[[int], list[dict]], now: int, *, persist: bool) -> Session | str:

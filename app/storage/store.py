@@ -8,6 +8,7 @@ copies every document): only features MongoDB 5.0+ and nx-27017 both handle.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import logging
@@ -41,7 +42,7 @@ from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
 from app.storage.transfer import Transfer
-from app.storage.updates import PATCH_LOG_BYTES, Guess, after_update, diagnose, plan
+from app.storage.updates import PATCH_LOG_BYTES, Guess, after_update, judge, plan
 
 log = logging.getLogger(__name__)
 NO_MESSAGES = layout.without(F.MESSAGES)
@@ -121,7 +122,7 @@ class SessionStore:
         """Remove the session and every document of it: (anything was deleted, a repeat of an earlier delete)."""
         return self.deletion.delete(user_id, session_id, expect, now=now, persist=persist)
 
-    def messages(self, s: Session, first: int, last: int) -> list[Message]:
+    def messages(self, s: Session, first: int, last: int) -> builtins.list[Message]:  # `list` is a method here
         """The visible messages with seqs in [first, last]; `s` from a write asked `with_messages`."""
         return self.archive.messages(s, first, last)
 
@@ -190,8 +191,9 @@ class SessionStore:
             except errors.ServiceError:  # the change refused by the state it was computed from
                 if not guess.cached:
                     raise
-                stored, tomb = self._inspect(key, user_id)  # the remembered state may be stale: judge what is stored
-                if diagnose(stored, tomb, change, expect, now):
+                # the remembered state may be stale: judge what is stored
+                stored, repeat = judge(self._inspect(key, user_id), change, expect, now)
+                if repeat:
                     return self._replayed(stored, change, expect, now, persist)
                 guess = dataclasses.replace(guess.learn(stored), base=stored, cached=False)
                 continue
@@ -214,8 +216,8 @@ class SessionStore:
                     return Applied(s, seqs=range(s.last_seq - len(change.messages) + 1, s.last_seq + 1))
                 return Applied(s, lock_token=change.token if isinstance(change, Lock) else "")
             replay_append = isinstance(change, Append) and bool(expect.request_id)
-            stored, tomb = self._inspect(key, user_id, messages=replay_append)
-            if diagnose(stored, tomb, change, expect, now):
+            stored, repeat = judge(self._inspect(key, user_id, messages=replay_append), change, expect, now)
+            if repeat:
                 return self._replayed(stored, change, expect, now, persist)
             guess = self._corrected(guess, stored, change, now, persist)
         raise errors.StorageUnavailable()
@@ -246,9 +248,8 @@ class SessionStore:
         """The timeout and max_history this process last saw; for a merge, whether to merge here."""
         guess = Guess(*self.cache.shape(key))
         if isinstance(change, Compact):  # from what is stored now: it counts the messages it keeps
-            known, tomb = self._inspect(key, user_id)
-            diagnose(known, tomb, change, expect, now)
-            return dataclasses.replace(guess.learn(known), base=known)
+            stored, _ = judge(self._inspect(key, user_id), change, expect, now)
+            return dataclasses.replace(guess.learn(stored), base=stored)
         if not isinstance(change, MergeContext):
             return guess
         known = self.cache.recall(key)
@@ -258,9 +259,8 @@ class SessionStore:
             return guess  # onto the patch log, unapplied: no read
         # Merged here and compared-and-set, from the state this process last saw if it can be current.
         cached = known is not None and (expect.version is None or known.version == expect.version)
-        if not cached:
-            known, tomb = self._inspect(key, user_id)
-            diagnose(known, tomb, change, expect, now)  # a repeat is recognised when the write misses
+        if known is None or not cached:  # a repeat is recognised when the write misses
+            known, _ = judge(self._inspect(key, user_id), change, expect, now)
         return dataclasses.replace(guess.learn(known), base=known, cached=cached)
 
     def _corrected(self, guess: Guess, stored: Session, change: Change, now: int, persist: bool) -> Guess:

@@ -104,18 +104,19 @@ class Transfer:
     def _records(self, docs: list[dict], wanted: list[str]) -> Iterator[dict]:
         chunks = self._chunks(wanted)
         for doc in docs:
+            current: dict | None = doc
             record = session_record(doc, chunks)
             for _ in range(REREADS):
                 if record is not None:
                     break
                 with storage_errors(writing=False):  # changed meanwhile (appended, cleared): read it again
-                    doc = self.collections.read.find_one(by_id(doc[F.ID], doc[F.USER]))
-                if doc is None:
+                    current = self.collections.read.find_one(by_id(doc[F.ID], doc[F.USER]))
+                if current is None:
                     break  # deleted meanwhile
-                record = session_record(doc, self._chunks(chunk_ids(from_doc(doc))))
+                record = session_record(current, self._chunks(chunk_ids(from_doc(current))))
             if record is not None:
                 yield record
-            elif doc is not None:
+            elif current is not None:
                 self.unreadable.append((doc[F.USER], doc[F.SESSION]))
 
     def _chunks(self, ids: list[str]) -> dict[str, dict]:

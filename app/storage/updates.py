@@ -47,7 +47,9 @@ class Guess:
         return replace(self, timeout_ms=stored.timeout_ms, max_history=stored.max_history)
 
 
-def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, now: int, max_sessions: int):
+def plan(
+    key: str, user_id: str, change: Change, expect: Expect, guess: Guess, now: int, max_sessions: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The (filter, update) of one atomic write; every write restarts the sliding timeout.
 
     A request id is checked and recorded by the same command (`$nin` in the filter, `$push` in the
@@ -85,6 +87,7 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         if change.revive and guess.slot is None:
             where.update(layout.in_slot(max_sessions))
         elif change.revive:
+            assert guess.base is not None  # a slot is chosen from the state read (SessionStore._corrected)
             where.update({F.SLOT: key, F.VERSION: guess.base.version})  # its slot was given up while it was expired
             sets[F.SLOT] = guess.slot
     elif isinstance(change, ReplaceContext):
@@ -119,6 +122,7 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         sets.update({F.LOCK_TOKEN: "", F.LOCKED_UNTIL: 0})
     elif isinstance(change, Compact):
         base = guess.base  # compacted from the state read: any append since makes this miss, and retry
+        assert base is not None  # SessionStore._first_guess reads it
         if change.upto > base.last_seq and not replaying:
             raise errors.OutOfRange("compact.upto", "maximum", base.last_seq)
         if change.upto < base.summary_upto and not replaying:  # the new summary replaces one that covered more
@@ -155,9 +159,17 @@ def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect,
     if expect.version is not None and stored.version != expect.version:
         raise errors.VersionConflict(session=stored, current=stored.version)
     full = isinstance(change, Append) and stored.appended > stored.max_history - len(change.messages)
-    if full and change.reject_overflow:
+    if full and isinstance(change, Append) and change.reject_overflow:
         raise errors.HistoryLimit(session=stored, limit=stored.max_history)
     return False
+
+
+def judge(found: tuple[Session | None, bool], change: Change, expect: Expect, now: int) -> tuple[Session, bool]:
+    """Diagnose a miss from what `_inspect`-style reads found: (the stored session, whether the write is a repeat)."""
+    stored, tomb = found
+    repeat = diagnose(stored, tomb, change, expect, now)
+    assert stored is not None  # diagnose raised: nothing is stored
+    return stored, repeat
 
 
 def after_update(doc: dict, update: dict) -> dict:
