@@ -18,8 +18,7 @@ from app.core import Sessions
 from app.settings import Settings
 from app.storage.database import Database
 from app.storage.updates import PATCH_LOG_BYTES
-from tests.support import CommandLog, open_store, run
-from tests.test_store import LIMITS
+from tests.support import LIMITS, CommandLog, open_store, run
 
 WRITES = {"findAndModify", "insert", "update", "delete"}
 READS = {"get", "history", "list"}

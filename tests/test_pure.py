@@ -195,8 +195,24 @@ def test_a_missed_write_is_diagnosed_from_what_is_stored(stored, expect, code):
 
 
 def test_a_miss_no_error_explains_is_left_to_the_caller_to_correct_and_retry():
-    updates.diagnose(_session(expires=5000), False, Slide(), Expect(), 1000)  # a stale guess of its timeout
-    updates.diagnose(_session(expires=500), False, Slide(revive=True), Expect(live=False), 1000)  # its slot was taken
+    assert updates.diagnose(_session(expires=5000), False, Slide(), Expect(), 1000) is False  # a stale timeout guess
+    revive = Slide(revive=True)
+    assert updates.diagnose(_session(expires=500), False, revive, Expect(live=False), 1000) is False  # slot taken
+
+
+def test_a_miss_of_a_request_already_applied_is_diagnosed_as_its_repeat_before_any_failed_condition():
+    applied = dataclasses.replace(
+        _session(expires=500, status="closed"),
+        stored=model.Stored(key="s@u", nonce="n1", slot=0, purge_ms=2, inline=0, inline_bytes=0, requests=("r1",)),
+    )
+    repeat = Expect(live=True, writable=True, request_id="r1")
+    assert updates.diagnose(applied, False, Slide(), repeat, 1000) is True
+    with pytest.raises(errors.SessionExpired):  # another request meets the failed condition
+        updates.diagnose(applied, False, Slide(), dataclasses.replace(repeat, request_id="r2"), 1000)
+    stored, replayed = updates.judge((applied, False), Slide(), repeat, 1000)
+    assert stored is applied and replayed is True
+    with pytest.raises(errors.SessionExpired):  # nothing stored but its tombstone
+        updates.judge((None, True), Slide(), repeat, 1000)
 
 
 @pytest.mark.parametrize("operation", sorted(spec.OPERATIONS))
