@@ -19,11 +19,15 @@ run: $(STAMP)
 admin: $(STAMP)
 	$(BIN)/python -m scripts.admin $(ARGS)
 
+# The suite runs in parallel (pytest-xdist): each worker starts its own nx-27017 on a free port.
+# TEST_WORKERS=0 runs it in this one process (e.g. for pdb); TEST_WORKERS=4 on a machine of more cores.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 # ruff, then mypy on app/ and scripts/ (settings in pyproject.toml, [tool.mypy])
 lint: $(STAMP)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +31,10 @@ def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4, log: Pa
     `env` is added to a copy of this process's environment (MONGODB_URI, SERVICE_TOKEN, ...).
     """
     port = free_port()
+    scratch = None
+    if "VAR_DIR" not in env:  # never the checkout's var/: parallel test workers share no file
+        scratch = tempfile.TemporaryDirectory(prefix="gunicorn-var-")
+        env = {**env, "VAR_DIR": scratch.name}
     full_env = {
         **os.environ,
         "HOST": "127.0.0.1",
@@ -72,6 +77,8 @@ def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4, log: Pa
             proc.wait()
         if log:
             out.close()
+        if scratch is not None:
+            scratch.cleanup()
 
 
 class ToolClient:
