@@ -43,7 +43,7 @@ openapi: $(STAMP)
 	$(BIN)/python scripts/gen_openapi.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
 register: $(STAMP)
 	$(BIN)/python scripts/register_plugin.py $(ARGS)
