@@ -124,9 +124,11 @@ def plan(
         base = guess.base  # compacted from the state read: any append since makes this miss, and retry
         assert base is not None  # SessionStore._first_guess reads it
         if change.upto > base.last_seq and not replaying:
-            raise errors.OutOfRange("compact.upto", "maximum", base.last_seq)
+            if not base.last_seq:
+                raise errors.OutOfRange("compact.upto", "no_messages")
+            raise errors.OutOfRange("compact.upto", "upto_last", base.last_seq)
         if change.upto < base.summary_upto and not replaying:  # the new summary replaces one that covered more
-            raise errors.OutOfRange("compact.upto", "minimum", base.summary_upto)
+            raise errors.OutOfRange("compact.upto", "upto_summary", base.summary_upto)
         where.update({F.LAST_SEQ: base.last_seq, F.APPENDED: base.appended})
         kept = max(0, min(base.appended, base.last_seq - change.upto))
         sets.update({F.SUMMARY: change.summary, F.SUMMARY_UPTO: change.upto, F.APPENDED: kept})
