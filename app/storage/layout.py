@@ -55,7 +55,8 @@ class F:
     NONCE = "r"  # random incarnation: a session re-created under the same id is another one
     LOCK_TOKEN = "lk"  # the session lock's token ('' when never locked or released)
     LOCKED_UNTIL = "lu"  # the session lock held until (ms); at or before now: unlocked
-    REQUESTS = "rq"  # the last request ids applied to the session (or, in a receipt, to its delete), oldest first
+    REQUESTS = "rq"  # the last request ids applied to the session (in a receipt, to it and its delete), oldest first
+    CREATE_REQUEST = "cq"  # the request id of the create that made the session, '' when none (kept in its receipt)
     SUMMARY = "sm"  # the summary compact left in place of the messages up to su
     SUMMARY_UPTO = "su"  # the last seq the summary covers (0: no summary)
     # archive chunks
@@ -174,9 +175,9 @@ def request_not_applied(request_id: str) -> dict:
     return {F.REQUESTS: {"$nin": [request_id]}}
 
 
-def record_request(request_id: str) -> dict:
-    """The `$push` that records a request id, keeping the last REQUESTS_KEPT."""
-    return {F.REQUESTS: {"$each": [request_id], "$slice": -REQUESTS_KEPT}}
+def record_request(*request_ids: str) -> dict:
+    """The `$push` that records request ids, keeping the last REQUESTS_KEPT."""
+    return {F.REQUESTS: {"$each": list(request_ids), "$slice": -REQUESTS_KEPT}}
 
 
 def context_fields(text: str) -> dict:
@@ -217,12 +218,23 @@ def from_doc(doc: dict) -> Session:
             texts=tuple(msgs) if msgs is not None else None,
             lock_token=doc.get(F.LOCK_TOKEN, ""),
             requests=tuple(doc.get(F.REQUESTS, ())),
+            create_request=doc.get(F.CREATE_REQUEST, next(iter(doc.get(F.REQUESTS, ())), "")),  # older: rq[0]
         ),
     )
 
 
-def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: int, request_id: str = "") -> dict:
-    """A fresh session document, version 1; `request_id` is the create's."""
+def new_doc(
+    new: NewSession,
+    *,
+    now: int,
+    slot: int,
+    purge_ms: int,
+    chunk_size: int,
+    request_id: str = "",
+    earlier: tuple[str, ...] = (),
+) -> dict:
+    """A fresh session document, version 1; `request_id` is the create's, `earlier` the request ids a
+    deleted session of the same id had (its receipt's): none of them applies to this one again."""
     doc = {
         F.ID: key(new.user_id, new.session_id),
         F.KIND: SESSION,
@@ -248,7 +260,8 @@ def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: 
         F.NONCE: secrets.token_hex(8),
         F.LOCK_TOKEN: "",
         F.LOCKED_UNTIL: 0,
-        F.REQUESTS: [request_id] if request_id else [],
+        F.REQUESTS: [*earlier, request_id] if request_id else list(earlier),
+        F.CREATE_REQUEST: request_id,
         F.SUMMARY: "",
         F.SUMMARY_UPTO: 0,
     }
@@ -273,9 +286,10 @@ def receipt_fields(user_id: str, session_id: str, purge_ms: int) -> dict:
     return {**_marker(RECEIPT, user_id, session_id, rid), **purge_fields(purge_ms)}
 
 
-def receipt_doc(user_id: str, session_id: str, purge_ms: int, request_ids: list[str]) -> dict:
+def receipt_doc(user_id: str, session_id: str, purge_ms: int, request_ids: list[str], create_request: str) -> dict:
     rid = receipt_key(key(user_id, session_id))
-    return {F.ID: rid, **receipt_fields(user_id, session_id, purge_ms), F.REQUESTS: request_ids}
+    made_by = {F.CREATE_REQUEST: create_request} if create_request else {}  # as a delete leaves it
+    return {F.ID: rid, **receipt_fields(user_id, session_id, purge_ms), F.REQUESTS: request_ids, **made_by}
 
 
 def _marker(kind: str, user_id: str, session_id: str, doc_id: str) -> dict:
@@ -286,6 +300,11 @@ def _marker(kind: str, user_id: str, session_id: str, doc_id: str) -> dict:
 def purge_fields(purge_ms: int) -> dict:
     """When the TTL index may remove a document: `pa` (a BSON date, what the index reads) and its ms mirror."""
     return {F.PURGE_AT: from_ms(purge_ms), F.PURGE_MS: purge_ms}
+
+
+def request_fields(s: Session) -> dict:
+    """The request-id fields of a stored session, as its document holds them."""
+    return {F.REQUESTS: list(s.stored.requests), F.CREATE_REQUEST: s.stored.create_request}
 
 
 def new_chunk(s: Session, first_seq: int, texts: list[str]) -> dict:

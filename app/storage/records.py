@@ -48,6 +48,7 @@ SESSION_FIELDS: dict[str, tuple[str, Any]] = {
     "lock_token": (F.LOCK_TOKEN, ""),
     "locked_until": (F.LOCKED_UNTIL, 0),
     "request_ids": (F.REQUESTS, []),
+    "create_request": (F.CREATE_REQUEST, ""),
     "summary": (F.SUMMARY, ""),
     "summary_upto": (F.SUMMARY_UPTO, 0),
 }
@@ -101,7 +102,8 @@ def marker_record(doc: dict) -> dict:
     record = {"user_id": doc[F.USER], "session_id": doc[F.SESSION], "purge": doc.get(F.PURGE_MS, 0)}
     if doc[F.KIND] == TOMBSTONE:
         return {"kind": "tombstone", **record}
-    return {"kind": "receipt", **record, "request_ids": list(doc.get(F.REQUESTS, ()))}
+    receipt = {"request_ids": list(doc.get(F.REQUESTS, ())), "create_request": doc.get(F.CREATE_REQUEST, "")}
+    return {"kind": "receipt", **record, **receipt}
 
 
 def session_docs(record: dict, chunk_size: int) -> tuple[dict, list[dict]]:
@@ -155,7 +157,8 @@ def _whole_chunks(texts: list[str], size: int, max_history: int) -> int:
 def marker_doc(record: dict) -> dict:
     if record["kind"] == "tombstone":
         return tomb_doc(record["user_id"], record["session_id"], record["purge"])
-    return receipt_doc(record["user_id"], record["session_id"], record["purge"], record["request_ids"])
+    ids = record["request_ids"]
+    return receipt_doc(record["user_id"], record["session_id"], record["purge"], ids, record.get("create_request", ""))
 
 
 def record_key(record: dict) -> str:
@@ -173,6 +176,8 @@ def check(record: Any) -> dict:
         _integer(record, "purge")
         if record["kind"] == "receipt" and not _strings(record.get("request_ids")):
             raise BadRecord("request_ids must be a list of strings")
+        if record["kind"] == "receipt" and not isinstance(record.get("create_request", ""), str):
+            raise BadRecord("create_request must be a string")
         return record
     for name, (_, default) in SESSION_FIELDS.items():
         if name not in record:

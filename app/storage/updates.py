@@ -67,7 +67,7 @@ def plan(
         where[F.VERSION] = expect.version
     if isinstance(change, Slide) and change.timeout_ms is not None:
         sets.update({F.TIMEOUT: change.timeout_ms, F.EXPIRES: now + change.timeout_ms})
-    elif not isinstance(change, Unlock):  # unlock never slides: it must not revive an expired session
+    elif not isinstance(change, Unlock) or change.slide:  # unlock slides only a live session (never revives)
         where[F.TIMEOUT] = guess.timeout_ms
         sets[F.EXPIRES] = now + guess.timeout_ms
     if not isinstance(change, Slide | Lock | Unlock):
