@@ -208,6 +208,7 @@ def start_embedded(
                 client.close()
         time.sleep(0.1)
     proc.kill()
+    proc.wait()  # reaped: an unreaped child is a ResourceWarning (an error under pytest) wherever it is collected
     raise RuntimeError(f"nx-27017 did not answer on {host}:{port} within 20 s")
 
 
@@ -218,3 +219,4 @@ def stop_embedded(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
