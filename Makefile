@@ -23,15 +23,21 @@ run: $(STAMP)
 admin: $(STAMP)
 	$(BIN)/session-admin $(ARGS)
 
+# The suite runs in parallel (pytest-xdist): each worker starts its own nx-27017 on a free port.
+# TEST_WORKERS=0 runs it in this one process (e.g. for pdb); TEST_WORKERS=4 on a machine of more cores.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
+# ruff, then mypy on app/ and scripts/ (settings in pyproject.toml, [tool.mypy])
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -41,7 +47,7 @@ openapi: $(STAMP)
 	$(BIN)/python scripts/gen_openapi.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
 register: $(STAMP)
 	$(BIN)/python scripts/register_plugin.py $(ARGS)

@@ -17,8 +17,9 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -29,8 +30,10 @@ from app import errors, logs, tenants
 from app.responses import iso
 from app.storage.database import Database, IndexBuildFailed
 from app.storage.records import FORMAT, VERSION, BadRecord, check
+from app.storage.store import SessionStore
 from app.storage.transfer import NAMES, Restored
 
+Command = TypeVar("Command", bound=Callable[..., Any])
 cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user, ensure-indexes, user-hash.")
 BATCH, BATCH_BYTES = 200, 8 * 1024 * 1024  # records written to the database at once
 SHOWN = 50  # problem lines printed; the rest are counted
@@ -60,24 +63,32 @@ class Progress:
 
 
 def _database() -> Database:
-    return current_app.extensions["database"]
+    database: Database = current_app.extensions["database"]
+    return database
 
 
-def _tenant_option(command):
+def _tenant_option(command: Command) -> Command:
     return click.option(
         "--tenant", metavar="NAME", help="Only this tenant (a name in TENANTS; `default`: SERVICE_TOKEN's)."
     )(command)
 
 
-def _tenant(name: str | None, *, for_user: bool = False) -> str | None:
-    """The tenant a command is about: --tenant, checked; for a user, the only tenant when there is one."""
+def _user_tenant(name: str | None) -> str:
+    """The tenant of a command about one user: --tenant, checked, else the only tenant there is."""
+    if name is not None:
+        _tenant(name)
+        return name
+    known: tenants.Tenants = current_app.config["TENANTS"]
+    if len(known.all) == 1:
+        return known.all[0].name
+    raise click.UsageError(f"several tenants are configured: give --tenant NAME (one of {', '.join(known.names)})")
+
+
+def _tenant(name: str | None) -> str | None:
+    """The tenant a command is about: --tenant, checked (None: every tenant)."""
     known: tenants.Tenants = current_app.config["TENANTS"]
     if name is None:
-        if not for_user:
-            return None
-        if len(known.all) == 1:
-            return known.all[0].name
-        raise click.UsageError(f"several tenants are configured: give --tenant NAME (one of {', '.join(known.names)})")
+        return None
     if not tenants.NAME.match(name):
         raise click.BadParameter("must be 1-32 characters of a-z 0-9 _ -", param_hint="--tenant")
     if name not in known.by_name:  # a tenant taken out of TENANTS may still have data to export or erase
@@ -85,7 +96,7 @@ def _tenant(name: str | None, *, for_user: bool = False) -> str | None:
     return name
 
 
-def _store(tenant: str | None):
+def _store(tenant: str | None) -> SessionStore:
     """The store with the tenant's own MAX_SESSIONS (slots mean the same as for the service)."""
     known: tenants.Tenants = current_app.config["TENANTS"]
     own = known.by_name.get(tenant) if tenant else None
@@ -146,11 +157,11 @@ def export(user_id: str | None, out: str, tenant: str | None) -> None:
     """Write every session (its context, whole history and settings) as JSON Lines, each naming its tenant."""
     if user_id == "":
         raise click.BadParameter("must not be empty", param_hint="--user")
-    tenant = _tenant(tenant, for_user=user_id is not None)
+    tenant = _user_tenant(tenant) if user_id is not None else _tenant(tenant)
     user_key = tenants.user_key(tenant, user_id) if user_id is not None and tenant else None
     db = _database()
     partial = f"{out}.partial" if out != "-" else ""  # a file only appears once it is whole
-    progress, counts = Progress("exported"), Counter()
+    progress, counts = Progress("exported"), Counter[str]()
     with _failures():
         if partial:
             os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -194,7 +205,7 @@ def import_(file: str, replace: bool, tenant: str | None) -> None:
     """Restore an export exactly; what is already stored as the file has it is left alone."""
     tenant = _tenant(tenant)
     db = _database()
-    done, failed, seen, progress = Restored(), [], Counter(), Progress("imported")
+    done, failed, seen, progress = Restored(), [], Counter[str](), Progress("imported")
     end = None
     with _failures(), click.open_file(file, "rb") as stream:
         _header(next(stream, b""))
@@ -268,7 +279,7 @@ def wipe(user_id: str, tenant: str | None) -> None:
     """Erase every document of USER_ID of one tenant (sessions, archive chunks, tombstones, receipts); say what went."""
     if not user_id:
         raise click.BadParameter("must not be empty", param_hint="USER_ID")
-    tenant = _tenant(tenant, for_user=True)
+    tenant = _user_tenant(tenant)
     with _failures():
         removed, clean = _database().store().wipe_user(tenants.user_key(tenant, user_id))
     listing = ", ".join(f"{name}: {n:,}" for name, n in removed.items())
@@ -295,6 +306,6 @@ def user_hash(user_id: str, tenant: str | None) -> None:
     """The hash that stands for USER_ID of a tenant in JSON logs (`user`), keyed as the service keys it: grep for it."""
     if not user_id:
         raise click.BadParameter("must not be empty", param_hint="USER_ID")
-    tenant = _tenant(tenant, for_user=True)
+    tenant = _user_tenant(tenant)
     key = logs.hash_key(current_app.config["SETTINGS"])
     click.echo(logs.user_hash(key, tenants.user_key(tenant, user_id)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def _beyond_int64(value: Any) -> str | None:
     return None
 
 
-def _where(path) -> str:
+def _where(path: Iterable[str | int]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 

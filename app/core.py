@@ -88,17 +88,18 @@ class Sessions:
         if self.tenant != DEFAULT:
             call = dataclasses.replace(call, user_id=user_key(self.tenant, call.user_id))
         try:
-            return getattr(self, "op_" + call.operation)(call)
+            operation: Callable[[Call], Outcome] = getattr(self, "op_" + call.operation)
+            return operation(call)
         except errors.OutOfRange as exc:  # refused by the stored state: named as the caller's field
             raise field_error(exc) from None
 
     # helpers
 
-    def _expect(self, call: Call, version: int | None = None, **conditions) -> Expect:
+    def _expect(self, call: Call, version: int | None = None, **conditions: bool) -> Expect:
         """The call's conditions: the expected version, its lock token, its request id."""
         return Expect(version=version, lock_token=call.lock_token, request_id=call.request_id, **conditions)
 
-    def _apply(self, call: Call, change: Change, expect: Expect, now: int, persist: bool, **kw) -> Applied:
+    def _apply(self, call: Call, change: Change, expect: Expect, now: int, persist: bool, **kw: bool) -> Applied:
         return self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
 
     def _resuming(self, call: Call, run: Callable[[int], Outcome], *, resume: bool, persist: bool = True) -> Outcome:
@@ -183,6 +184,7 @@ class Sessions:
         append = Append(call.messages, at=now, reject_overflow=opts.on_overflow == "reject")
         done = self._apply(call, append, self._expect(call, opts.expected_version), now, opts.persist)
         s = done.session
+        assert s is not None  # only a create's repeat answers without a session
         if done.replayed:  # the messages as the first time stored them, those still in the history
             messages = self.store.messages(s, done.seqs.start, done.seqs.stop - 1) if done.seqs else []
             return Outcome(at=now, session=s, replayed=True, messages=tuple(messages))
@@ -198,6 +200,7 @@ class Sessions:
 
         def history(now: int) -> Outcome:
             s = self._apply(call, Slide(), READ, now, persist=False, with_messages=True).session
+            assert s is not None  # only a create's repeat answers without a session
             last = s.last_seq if opts.cursor is None else min(s.last_seq, opts.cursor - 1)
             page = prompt.page(
                 lambda low, high: self.store.messages(s, low, high),

@@ -21,9 +21,7 @@ from app.tenants import user_key
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 HASH_HEX = 16  # 64 bits: enough to tell a team's users apart, too few to be worth storing as an id
-# The request lines keep the name they have always been logged under (the README's examples, and
-# operators' filters, use it): they are the HTTP edge's lines, written here.
-REQUEST_LOGGER = "app.api"
+REQUEST_LOGGER = "app.requests"  # the one line per request; app.api logs only the HTTP edge's errors
 request_log = logging.getLogger(REQUEST_LOGGER)
 
 

@@ -20,9 +20,10 @@ class LockWaiting:
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[bool]:
-        got = self._slots is not None and self._slots.acquire(blocking=False)
+        slots = self._slots
+        got = slots is not None and slots.acquire(blocking=False)
         try:
             yield got
         finally:
-            if got:
-                self._slots.release()
+            if slots is not None and got:
+                slots.release()

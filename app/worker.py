@@ -13,8 +13,10 @@ Slow headers are left to the reverse proxy in front (see docs/reverse-proxy.md).
 
 from __future__ import annotations
 
+import socket
 import time
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from gunicorn import util
@@ -34,11 +36,11 @@ class JsonThreadWorker(ThreadWorker):
         self.read_timeout = Settings.from_env().body_read_timeout
         super().init_process()
 
-    def handle_request(self, req, conn):
+    def handle_request(self, req: Any, conn: Any) -> bool:  # gunicorn's request and connection: untyped
         unreader = conn.parser.unreader  # what the request's body is read through
         unreader.sock = _Budget(conn.sock, self.read_timeout)
         try:
-            keep = super().handle_request(req, conn)
+            keep: bool = super().handle_request(req, conn)
             if keep and not conn.parser.finish_body(deadline=time.monotonic() + UNREAD_BODY_WAIT):
                 # Closed here, lingering briefly so the answer is not cut by a reset: gunicorn would
                 # linger 2 s on its main thread, where a few slow clients hold up every connection.
@@ -48,7 +50,7 @@ class JsonThreadWorker(ThreadWorker):
         finally:
             unreader.sock = conn.sock
 
-    def handle_error(self, req, client, addr, exc) -> None:
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         page = _Captured()
         super().handle_error(req, page, addr, exc)  # logs as gunicorn does, writes its page to `page`
         status = page.status()
@@ -80,7 +82,7 @@ class _Budget:
     """The connection's socket, every receive of one request given only what is left of its time budget:
     a body trickled a byte at a time is cut off as surely as one that stops."""
 
-    def __init__(self, sock, seconds: float) -> None:
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
         self._sock = sock
         self._deadline = time.monotonic() + seconds
         self._timeout: float | None = None  # a shorter wait gunicorn asks for (draining an unread body)

@@ -104,7 +104,7 @@ def targets(results: dict[str, Any]) -> list[str]:
         if goal and op in tp:
             ratio = tp[op]["ratio_to_ceiling"]
             add(f"{op} throughput / ceiling", f"{ratio:.2f}", f"≥ {goal} (issue)", ratio >= goal)
-    for op, goal in GOAL_RT.items():
+    for op, bound in GOAL_RT.items():
         if op in rts:
             n = rts[op]["round_trips"]
             spread = rts.get(f"{op}, {WORKERS_SIMULATED} workers, random routing (mean)")
@@ -112,7 +112,7 @@ def targets(results: dict[str, Any]) -> list[str]:
             if spread:
                 measured += f" (mean {spread['round_trips']} across {WORKERS_SIMULATED} workers)"
                 n = max(n, spread["round_trips"])
-            add(f"{op}: DB round trips", measured, f"{goal} (issue)", n <= int(goal.strip("≤")))
+            add(f"{op}: DB round trips", measured, f"{bound} (issue)", n <= int(bound.strip("≤")))
     for op in ("append_messages", "get"):
         a, b = growth.get(f"{op}@history=0"), growth.get(f"{op}@history=1000")
         if a and b:

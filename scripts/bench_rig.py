@@ -17,11 +17,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from scripts.bench_servers import ROOT, Server, proc_cpu
 
 TOKEN = "bench-" + secrets.token_hex(16)
+T = TypeVar("T")
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
@@ -47,11 +48,26 @@ class Rig:
         self.rate = float(os.environ.get("BENCH_RATE", "1000"))
         self.pyspy = os.environ.get("BENCH_PYSPY", "")
         self.results: dict[str, Any] = {}
-        self.nx_proc: subprocess.Popen | None = None
-        self.service: Server | None = None
-        self.ceiling: Server | None = None
+        self._nx_proc: subprocess.Popen | None = None
+        self._service: Server | None = None
+        self._ceiling: Server | None = None
         self.http: Any = None
         self.mongo: Any = None
+
+    @property
+    def nx_proc(self) -> subprocess.Popen:
+        """The nx-27017 process (`start` starts it)."""
+        return _started(self._nx_proc)
+
+    @property
+    def service(self) -> Server:
+        """The service under test (`start` starts it)."""
+        return _started(self._service)
+
+    @property
+    def ceiling(self) -> Server:
+        """The do-nothing Flask app on the same gunicorn settings (`start` starts it)."""
+        return _started(self._ceiling)
 
     # helpers
 
@@ -155,7 +171,7 @@ class Rig:
         from scripts.embedded import free_port, start_embedded
 
         db_port = free_port()
-        self.nx_proc = start_embedded(str(self.tmp / "sessions.db"), db_port, str(self.tmp / "nx.log"))
+        self._nx_proc = start_embedded(str(self.tmp / "sessions.db"), db_port, str(self.tmp / "nx.log"))
         self.uri = f"mongodb://127.0.0.1:{db_port}"
         env = {
             "APP_ENV": "production",
@@ -166,8 +182,8 @@ class Rig:
         }
         self.results["config"] = self.config()
         self.workers = self.results["config"]["workers"]
-        self.service = Server("service", "app.wsgi:application", env, self.tmp / "service.log")
-        self.ceiling = Server("ceiling", "scripts.bench_ceiling:application", env, self.tmp / "ceiling.log")
+        self._service = Server("service", "app.wsgi:application", env, self.tmp / "service.log")
+        self._ceiling = Server("ceiling", "scripts.bench_ceiling:application", env, self.tmp / "ceiling.log")
         self.service.wait_ready(self.workers)
         self.ceiling.wait_ready(self.workers)
         self.http = requests.Session()
@@ -214,8 +230,14 @@ class Rig:
             self.http.close()
         if self.mongo is not None:
             self.mongo.close()
-        for server in (self.service, self.ceiling):
+        for server in (self._service, self._ceiling):
             if server is not None:
                 server.stop()
-        if self.nx_proc is not None:
-            stop_embedded(self.nx_proc)
+        if self._nx_proc is not None:
+            stop_embedded(self._nx_proc)
+
+
+def _started(part: T | None) -> T:
+    if part is None:
+        raise RuntimeError("the rig is not started")
+    return part

@@ -198,7 +198,7 @@ def start_embedded(
         if proc.poll() is not None:
             raise RuntimeError(f"nx-27017 exited with {proc.returncode}; see {log_file}")
         if port_open(host, port):
-            client = MongoClient(host, port, serverSelectionTimeoutMS=2000)
+            client: MongoClient = MongoClient(host, port, serverSelectionTimeoutMS=2000)
             try:
                 client.admin.command("ping")
                 return proc
@@ -208,6 +208,7 @@ def start_embedded(
                 client.close()
         time.sleep(0.1)
     proc.kill()
+    proc.wait()  # reaped: an unreaped child is a ResourceWarning (an error under pytest) wherever it is collected
     raise RuntimeError(f"nx-27017 did not answer on {host}:{port} within 20 s")
 
 
@@ -218,3 +219,4 @@ def stop_embedded(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()

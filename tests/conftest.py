@@ -14,10 +14,12 @@ from urllib.parse import urlsplit
 import pytest
 
 from app import create_app
+from app.core import Sessions
 from app.settings import Settings
 from app.storage.database import Database, epoch_ms
+from app.storage.store import SessionStore
 from scripts.embedded import free_port, start_embedded, stop_embedded
-from tests.support import HISTORY_INLINE, TOKEN, Api, FakeClock, fresh_database
+from tests.support import HISTORY_INLINE, LIMITS, TOKEN, Api, CommandLog, FakeClock, fresh_database, open_store
 from tests.wire_faults import WireProxy
 
 
@@ -96,6 +98,33 @@ def api(app) -> Api:
 def collection(app):
     """The sessions collection itself, for checking what was (not) stored."""
     return app.extensions["database"].store().collections.read
+
+
+@pytest.fixture
+def sent() -> CommandLog:
+    """Every command the `store` fixture's client sends."""
+    return CommandLog()
+
+
+@pytest.fixture
+def chunk_size() -> int | None:
+    """The `store` fixture's archive chunk size (None: the store's default); a test module may override it."""
+    return None
+
+
+@pytest.fixture
+def store(mongo_uri: str, db_name: str, clock: FakeClock, sent: CommandLog, chunk_size: int | None):
+    """A SessionStore on a client of its own, its commands recorded in `sent`."""
+    options = {} if chunk_size is None else {"chunk_size": chunk_size}
+    store, client = open_store(mongo_uri, db_name, clock, sent, **options)
+    yield store
+    client.close()
+
+
+@pytest.fixture
+def core(store: SessionStore) -> Sessions:
+    """The core on the `store` fixture, with the storage tests' limits."""
+    return Sessions(store, LIMITS)
 
 
 def indexed(custom: Settings, base: Settings) -> None:

@@ -462,7 +462,8 @@ class _QuietHandler(WSGIRequestHandler):
 def serve(app: Any) -> Iterator[str]:
     """Serve a WSGI app on a free loopback port in a thread; yields its base URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # a short poll: shutdown() waits for the loop to look, 0.5 s by default, at every test's teardown
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

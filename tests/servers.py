@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +40,10 @@ def gunicorn_process(
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """As `gunicorn`, yielding (base URL, the master process) for a test that signals the master."""
     port = free_port()
+    scratch = None
+    if "VAR_DIR" not in env:  # never the checkout's var/: parallel test workers share no file
+        scratch = tempfile.TemporaryDirectory(prefix="gunicorn-var-")
+        env = {**env, "VAR_DIR": scratch.name}
     full_env = {
         **os.environ,
         "HOST": "127.0.0.1",
@@ -81,6 +86,8 @@ def gunicorn_process(
             proc.wait()
         if log:
             out.close()
+        if scratch is not None:
+            scratch.cleanup()
 
 
 class ToolClient:

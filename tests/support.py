@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from pymongo import MongoClient, monitoring
 
 from app import jsontext, responses, schemas, spec, validation
-from app.core import Sessions
+from app.core import Limits, Sessions
 from app.storage.database import build_indexes
 from app.storage.mongo import Collections
 from app.storage.store import SessionStore
@@ -168,6 +168,9 @@ class CommandLog(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+LIMITS = Limits(max_context_bytes=1 << 20)  # the core's limits in the storage tests
 
 
 def open_store(mongo_uri: str, db_name: str, clock, log: CommandLog | None = None, **options: Any):

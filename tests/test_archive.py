@@ -17,31 +17,19 @@ from pymongo.errors import ConnectionFailure
 from app.core import Sessions
 from app.storage import layout
 from app.storage.store import SessionStore
-from tests.support import CommandLog, open_store, run
-from tests.test_store import LIMITS
+from tests.support import LIMITS, open_store, run
 
 INLINE = 4
 
 
 @pytest.fixture
-def log() -> CommandLog:
-    return CommandLog()
-
-
-@pytest.fixture
-def store(mongo_uri, db_name, clock, log):
-    store, client = open_store(mongo_uri, db_name, clock, log, chunk_size=INLINE)
-    yield store
-    client.close()
+def chunk_size() -> int:
+    """The store fixture's chunk size here: a few appends cross every boundary."""
+    return INLINE
 
 
 def make_store(mongo_uri, db_name, clock, inline=INLINE):
     return open_store(mongo_uri, db_name, clock, chunk_size=inline)
-
-
-@pytest.fixture
-def core(store) -> Sessions:
-    return Sessions(store, LIMITS)
 
 
 def append(core: Sessions, count: int, start: int = 0, sid: str = "s") -> None:
@@ -78,17 +66,17 @@ def test_the_session_document_holds_at_most_twice_the_inline_size_whatever_the_h
     assert all(len(c["msgs"]) == INLINE for c in chunk_docs(store))
 
 
-def test_history_pages_read_the_archive_only_when_they_reach_back(core, store, log):
+def test_history_pages_read_the_archive_only_when_they_reach_back(core, store, sent):
     run(core, "create", session_id="s")
     append(core, 20)
-    log.clear()
+    sent.clear()
     newest = run(core, "history", session_id="s", options={"limit": 2})
     assert [m["seq"] for m in newest["messages"]] == [19, 20]
-    assert log.names == ["findAndModify"]
-    log.clear()
+    assert sent.names == ["findAndModify"]
+    sent.clear()
     older = run(core, "history", session_id="s", options={"limit": 10, "cursor": newest["next_cursor"]})
     assert [m["content"] for m in older["messages"]] == [f"m{i}" for i in range(8, 18)]
-    assert log.names == ["findAndModify", "find"]
+    assert sent.names == ["findAndModify", "find"]
 
 
 def test_only_chunks_inside_max_history_are_kept(core, store):
@@ -111,13 +99,13 @@ def test_one_append_of_many_messages_is_archived_in_whole_chunks(core, store):
     assert whole_history(core) == [(i + 1, f"m{i}") for i in range(23)]
 
 
-def test_an_archiving_append_costs_three_more_round_trips_once_per_inline_size(core, store, log):
+def test_an_archiving_append_costs_three_more_round_trips_once_per_inline_size(core, store, sent):
     run(core, "create", session_id="s")
     costs = []
     for i in range(16):
-        log.clear()
+        sent.clear()
         append(core, 1, start=i)
-        costs.append(len(log.commands))
+        costs.append(len(sent.commands))
     # read the session with its messages, insert the chunk, move the session on
     assert costs == [1] * 7 + [4] + [1] * 3 + [4] + [1] * 3 + [4]
 

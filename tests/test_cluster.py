@@ -19,8 +19,7 @@ from app.settings import Settings
 from app.storage.database import Database
 from app.storage.updates import PATCH_LOG_BYTES
 from app.tenants import DEFAULT, user_key
-from tests.support import CommandLog, open_store, run
-from tests.test_store import LIMITS
+from tests.support import LIMITS, CommandLog, open_store, run
 
 WRITES = {"findAndModify", "insert", "update", "delete"}
 READS = {"get", "history", "list"}

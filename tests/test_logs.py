@@ -75,10 +75,10 @@ def test_a_json_log_line_under_gunicorn_carries_its_logid_and_no_raw_user_or_ses
 
 def test_text_stays_the_default_request_log_line(api, caplog):
     assert Settings.from_env({}).log_format == "text"
-    with caplog.at_level(logging.INFO, logger="app.api"):
+    with caplog.at_level(logging.INFO, logger=logs.REQUEST_LOGGER):
         api.call("create", {"user_id": "u1"}, headers={"X-Tt-Logid": "abc-123"})
         api.call("get", {"user_id": "u1", "session_id": "nope"})
-    first, second = (r.getMessage() for r in caplog.records if r.name == "app.api")
+    first, second = (r.getMessage() for r in caplog.records if r.name == logs.REQUEST_LOGGER)
     assert re.fullmatch(r"session_create create OK \d+\.\dms logid=abc-123 tenant=default", first), first
     assert re.fullmatch(r"session_get get SESSION_NOT_FOUND \d+\.\dms logid=- tenant=default", second), second
 
@@ -86,10 +86,10 @@ def test_text_stays_the_default_request_log_line(api, caplog):
 def test_a_json_request_record_formats_as_one_object_without_the_raw_ids(settings, make_app, caplog):
     app = make_app(dataclasses.replace(settings, log_format="json", log_hash_key=HASH_KEY))
     api = Api(app.test_client())
-    with caplog.at_level(logging.INFO, logger="app.api"):
+    with caplog.at_level(logging.INFO, logger=logs.REQUEST_LOGGER):
         api.call("create", {"user_id": "bob", "session_id": "s-77"}, headers={"X-Tt-Logid": "L1"})
         api.post("session_get", {"user_id": "bob", "session_id": "s-77", "options": "not an object"})
-    lines = [json.loads(logs.JsonFormatter().format(r)) for r in caplog.records if r.name == "app.api"]
+    lines = [json.loads(logs.JsonFormatter().format(r)) for r in caplog.records if r.name == logs.REQUEST_LOGGER]
     assert [(line["logid"], line["error_code"], line["user"]) for line in lines] == [
         ("L1", "OK", keyed("bob")),
         ("", "INVALID_ARGUMENT", ""),  # refused before the user id was read: no user
@@ -112,11 +112,11 @@ def test_a_json_request_record_formats_as_one_object_without_the_raw_ids(setting
 
 
 def test_a_refused_request_logs_its_operation_only_when_it_names_one_never_raw_input(api, caplog):
-    with caplog.at_level(logging.INFO, logger="app.api"):
+    with caplog.at_level(logging.INFO, logger=logs.REQUEST_LOGGER):
         for operation in (["get"], {"$gt": ""}, "<script>alert(1)</script>", "get"):
             status, data = api.post("session_manage", {"operation": operation, "user_id": "u1"})
             assert (status, data["error_code"]) == (200, "INVALID_ARGUMENT")
-    logged = [r.getMessage() for r in caplog.records if r.name == "app.api"]
+    logged = [r.getMessage() for r in caplog.records if r.name == logs.REQUEST_LOGGER]
     assert len(logged) == 4
     for line in logged[:3]:
         assert re.fullmatch(r"session_manage  INVALID_ARGUMENT \d+\.\dms logid=- tenant=default", line), line

@@ -9,7 +9,7 @@ import pytest
 from app import errors, jsontext, model, options, responses, spec, validation
 from app.jsontext import merge_patch
 from app.model import Append, ClearHistory, Close, Expect, MergeContext, ReplaceContext, Session, Slide
-from app.storage import layout, updates
+from app.storage import layout, messages, updates
 from app.storage.cache import SessionCache
 
 
@@ -141,8 +141,8 @@ CONTENTS = ["", "hello", "a|b:c|", "中文😀", "\x00", "x\x00y\x01z\x01\x03\x0
 @pytest.mark.parametrize("content", CONTENTS)
 def test_a_stored_message_decodes_to_what_was_appended_and_takes_the_bytes_the_size_rule_counts(content):
     for request_id, header in (("", "assistant|1700000000123|"), ("r-1.a:b", "assistant|1700000000123#r-1.a:b|")):
-        text = layout.encode_message("assistant", content, 1700000000123, request_id)
-        assert layout.decode_message(text) == ("assistant", content, 1700000000123, request_id)
+        text = messages.encode_message("assistant", content, 1700000000123, request_id)
+        assert messages.decode_message(text) == ("assistant", content, 1700000000123, request_id)
         assert len(text.encode()) - len(header) == validation.message_bytes(content)
         assert "\x00" not in text  # nx-27017's $push cuts a string at NUL
 
@@ -195,8 +195,24 @@ def test_a_missed_write_is_diagnosed_from_what_is_stored(stored, expect, code):
 
 
 def test_a_miss_no_error_explains_is_left_to_the_caller_to_correct_and_retry():
-    updates.diagnose(_session(expires=5000), False, Slide(), Expect(), 1000)  # a stale guess of its timeout
-    updates.diagnose(_session(expires=500), False, Slide(revive=True), Expect(live=False), 1000)  # its slot was taken
+    assert updates.diagnose(_session(expires=5000), False, Slide(), Expect(), 1000) is False  # a stale timeout guess
+    revive = Slide(revive=True)
+    assert updates.diagnose(_session(expires=500), False, revive, Expect(live=False), 1000) is False  # slot taken
+
+
+def test_a_miss_of_a_request_already_applied_is_diagnosed_as_its_repeat_before_any_failed_condition():
+    applied = dataclasses.replace(
+        _session(expires=500, status="closed"),
+        stored=model.Stored(key="s@u", nonce="n1", slot=0, purge_ms=2, inline=0, inline_bytes=0, requests=("r1",)),
+    )
+    repeat = Expect(live=True, writable=True, request_id="r1")
+    assert updates.diagnose(applied, False, Slide(), repeat, 1000) is True
+    with pytest.raises(errors.SessionExpired):  # another request meets the failed condition
+        updates.diagnose(applied, False, Slide(), dataclasses.replace(repeat, request_id="r2"), 1000)
+    stored, replayed = updates.judge((applied, False), Slide(), repeat, 1000)
+    assert stored is applied and replayed is True
+    with pytest.raises(errors.SessionExpired):  # nothing stored but its tombstone
+        updates.judge((None, True), Slide(), repeat, 1000)
 
 
 @pytest.mark.parametrize("operation", sorted(spec.OPERATIONS))

@@ -8,80 +8,64 @@ import json
 import pytest
 
 from app import errors
-from app.core import Limits, Sessions
+from app.core import Sessions
 from app.storage import layout
 from app.storage.database import build_indexes
 from app.storage.store import FOLD_AFTER
 from app.storage.updates import PATCH_LOG_BYTES
-from tests.support import CommandLog, open_store, run, stored_context
+from tests.support import LIMITS, CommandLog, open_store, run, stored_context
 
-LIMITS = Limits(max_context_bytes=1 << 20)
 KEY = layout.key
-
-
-@pytest.fixture
-def log() -> CommandLog:
-    return CommandLog()
-
-
-@pytest.fixture
-def store(mongo_uri, db_name, clock, log):
-    store, client = open_store(mongo_uri, db_name, clock, log)
-    yield store
-    client.close()
-
-
-@pytest.fixture
-def core(store) -> Sessions:
-    return Sessions(store, LIMITS)
 
 
 def doc(store, sid: str, user: str = "u1") -> dict:
     return store.collections.read.find_one({"_id": KEY(user, sid)})
 
 
-def round_trips(log: CommandLog, core: Sessions, op: str, **body) -> int:
-    log.clear()
+def round_trips(sent: CommandLog, core: Sessions, op: str, **body) -> int:
+    sent.clear()
     run(core, op, **body)
-    return len(log.commands)
+    return len(sent.commands)
 
 
-def test_each_operation_costs_the_expected_database_round_trips(core, store, log):
-    assert round_trips(log, core, "create", session_id="s1") == 2  # is the id taken? insert
-    assert round_trips(log, core, "get", session_id="s1") == 1
-    assert round_trips(log, core, "append_messages", session_id="s1", role="user", content="hi") == 1
-    assert round_trips(log, core, "history", session_id="s1") == 1
-    assert round_trips(log, core, "touch", session_id="s1") == 1
-    assert round_trips(log, core, "update", session_id="s1", context='{"a":1}') == 1  # onto the patch log
-    assert round_trips(log, core, "clear_history", session_id="s1") == 1
-    assert round_trips(log, core, "list") == 1
-    assert round_trips(log, core, "lock", session_id="s1") == 1
+def test_each_operation_costs_the_expected_database_round_trips(core, store, sent):
+    assert round_trips(sent, core, "create", session_id="s1") == 2  # is the id taken? insert
+    assert round_trips(sent, core, "get", session_id="s1") == 1
+    assert round_trips(sent, core, "append_messages", session_id="s1", role="user", content="hi") == 1
+    assert round_trips(sent, core, "history", session_id="s1") == 1
+    assert round_trips(sent, core, "touch", session_id="s1") == 1
+    assert round_trips(sent, core, "update", session_id="s1", context='{"a":1}') == 1  # onto the patch log
+    assert round_trips(sent, core, "clear_history", session_id="s1") == 1
+    assert round_trips(sent, core, "list") == 1
+    assert round_trips(sent, core, "lock", session_id="s1") == 1
     token = run(core, "get", session_id="s1")["locked_until"] and store.read("u1", "s1").stored.lock_token
-    assert round_trips(log, core, "unlock", session_id="s1", lock_token=token) == 1
+    assert round_trips(sent, core, "unlock", session_id="s1", lock_token=token) == 1
     run(core, "append_messages", session_id="s1", role="user", content="again")
-    assert round_trips(log, core, "compact", session_id="s1", summary="s", options={"upto_seq": 1}) == 2  # read, write
-    assert round_trips(log, core, "close", session_id="s1") == 1
-    assert round_trips(log, core, "delete", session_id="s1") == 3  # mark it (if the lock allows), the rest, the session
+    assert round_trips(sent, core, "compact", session_id="s1", summary="s", options={"upto_seq": 1}) == 2  # read, write
+    assert round_trips(sent, core, "close", session_id="s1") == 1
+    assert (
+        round_trips(sent, core, "delete", session_id="s1") == 3
+    )  # mark it (if the lock allows), the rest, the session
 
 
-def test_a_generated_id_for_a_user_below_the_limit_costs_one_insert_and_no_query_by_user(core, log):
-    log.clear()
+def test_a_generated_id_for_a_user_below_the_limit_costs_one_insert_and_no_query_by_user(core, sent):
+    sent.clear()
     run(core, "create", user_id="newcomer")
-    assert log.names == ["insert"]
+    assert sent.names == ["insert"]
 
 
-def test_a_session_with_its_own_timeout_costs_one_round_trip_once_its_timeout_is_learned(core, store, log, clock):
+def test_a_session_with_its_own_timeout_costs_one_round_trip_once_its_timeout_is_learned(core, store, sent, clock):
     run(core, "create", session_id="t", options={"timeout": 3600})
     store.cache.forget()  # as a worker that never saw this session
-    assert round_trips(log, core, "get", session_id="t") == 3  # wrong guess, read, retry
-    assert round_trips(log, core, "get", session_id="t") == 1
+    assert round_trips(sent, core, "get", session_id="t") == 3  # wrong guess, read, retry
+    assert round_trips(sent, core, "get", session_id="t") == 1
     clock.advance(2000)  # past the default timeout, inside its own
     assert run(core, "get", session_id="t")["expires_in"] == 3600
 
 
-def test_no_filter_uses_expr_which_nx_27017_evaluates_over_the_whole_collection(core, log):
+def test_no_filter_uses_expr_which_nx_27017_evaluates_over_the_whole_collection(core, sent):
     run(core, "create", session_id="e", options={"max_history": 5})
-    log.clear()
+    sent.clear()
     for op, body in [
         ("get", {}),
         ("append_messages", {"role": "user", "content": "x", "options": {"on_overflow": "reject"}}),
@@ -92,23 +76,23 @@ def test_no_filter_uses_expr_which_nx_27017_evaluates_over_the_whole_collection(
     ]:
         run(core, op, session_id="e", **body)
     run(core, "list", options={"status": "active"})
-    assert log.commands and "$expr" not in repr(log.commands)
+    assert sent.commands and "$expr" not in repr(sent.commands)
 
 
-def test_no_operation_asks_for_an_aggregate_which_nx_27017_runs_over_a_copy_of_every_document(core, store, log, clock):
+def test_no_operation_asks_for_an_aggregate_which_nx_27017_runs_over_a_copy_of_every_document(core, store, sent, clock):
     run(core, "create", session_id="p", options={"timeout": 600})
     run(core, "append_messages", session_id="p", role="user", content="x")
     stale = store.read("u1", "p")
     clock.advance(500)  # close to the purge date: the next sliding write moves it
     run(core, "get", session_id="p")
-    log.clear()
+    sent.clear()
     store.cache.forget()
     assert store.expiry.keep_purgeable_after(dataclasses.replace(stale, expires=clock() + 600_000), persist=True)
-    assert log.names == ["findAndModify", "find", "update"]  # missed; the session exists; tombstone
+    assert sent.names == ["findAndModify", "find", "update"]  # missed; the session exists; tombstone
     for op in ("history", "touch", "clear_history", "close", "delete"):
         run(core, op, session_id="p")
     run(core, "list")
-    assert log.names and not {"aggregate", "count"} & set(log.names)
+    assert sent.names and not {"aggregate", "count"} & set(sent.names)
 
 
 def test_every_write_answers_exactly_the_document_it_left(core, store, clock):
@@ -133,27 +117,27 @@ def test_every_write_answers_exactly_the_document_it_left(core, store, clock):
 
 
 def test_a_merge_costs_one_round_trip_in_any_process_whatever_the_others_wrote(
-    core, store, log, mongo_uri, db_name, clock
+    core, store, sent, mongo_uri, db_name, clock
 ):
     other, client = open_store(mongo_uri, db_name, clock)
     try:
         rival = Sessions(other, LIMITS)
         run(core, "create", session_id="m", context='{"a":1}')
         run(rival, "update", session_id="m", context='{"b":2}')  # this process still remembers v1
-        assert round_trips(log, core, "update", session_id="m", context='{"c":3}') == 1
+        assert round_trips(sent, core, "update", session_id="m", context='{"c":3}') == 1
         assert run(core, "get", session_id="m")["context"] == '{"a":1,"b":2,"c":3}'
         store.cache.forget()  # a process that never saw the session
-        assert round_trips(log, core, "update", session_id="m", context='{"d":4,"a":null}') == 1
+        assert round_trips(sent, core, "update", session_id="m", context='{"d":4,"a":null}') == 1
         assert run(rival, "get", session_id="m")["context"] == '{"b":2,"c":3,"d":4}'
     finally:
         client.close()
 
 
-def test_the_patch_log_is_folded_into_the_stored_context_every_few_merges(core, store, log):
+def test_the_patch_log_is_folded_into_the_stored_context_every_few_merges(core, store, sent):
     run(core, "create", session_id="m", context='{"n":0}')
     costs = []
     for i in range(1, 2 * FOLD_AFTER + 1):
-        costs.append(round_trips(log, core, "update", session_id="m", context=f'{{"n":{i},"k{i}":true}}'))
+        costs.append(round_trips(sent, core, "update", session_id="m", context=f'{{"n":{i},"k{i}":true}}'))
         stored = doc(store, "m")
         assert len(stored["cp"]) < FOLD_AFTER
         assert stored["csz"] >= len(stored_context(stored).encode())
@@ -161,18 +145,18 @@ def test_the_patch_log_is_folded_into_the_stored_context_every_few_merges(core, 
     assert json.loads(run(core, "get", session_id="m")["context"])["n"] == 2 * FOLD_AFTER
 
 
-def test_a_large_context_is_merged_by_compare_and_set_and_keeps_no_patch_log(core, store, log):
+def test_a_large_context_is_merged_by_compare_and_set_and_keeps_no_patch_log(core, store, sent):
     big = json.dumps({"pad": "x" * (PATCH_LOG_BYTES + 10)})
     run(core, "create", session_id="m", context=big)
     store.cache.forget()  # not known here: the log's size bound turns the merge away
-    assert round_trips(log, core, "update", session_id="m", context='{"a":1}') == 3  # bound miss, read, CAS
-    assert round_trips(log, core, "update", session_id="m", context='{"b":2}') == 1  # known large: CAS
+    assert round_trips(sent, core, "update", session_id="m", context='{"a":1}') == 3  # bound miss, read, CAS
+    assert round_trips(sent, core, "update", session_id="m", context='{"b":2}') == 1  # known large: CAS
     stored = doc(store, "m")
     assert stored["cp"] == [] and json.loads(stored["ctx"]) == {"pad": "x" * (PATCH_LOG_BYTES + 10), "a": 1, "b": 2}
 
 
 def test_a_large_merge_remembered_from_an_older_incarnation_lands_on_the_new_one_only(
-    core, store, log, mongo_uri, db_name, clock
+    core, store, sent, mongo_uri, db_name, clock
 ):
     """Same id, same version, another nonce: the compare-and-set never writes onto a state it did not read."""
     big = "x" * (PATCH_LOG_BYTES + 10)
@@ -185,9 +169,13 @@ def test_a_large_merge_remembered_from_an_older_incarnation_lands_on_the_new_one
         run(other, "create", session_id="r", context=json.dumps({"new": big}))
         run(other, "update", session_id="r", context='{"b":1}')  # the new incarnation is at version 2 too
         assert store.cache.recall(KEY("u1", "r")).version == 2
-        log.clear()
+        sent.clear()
         out = run(core, "update", session_id="r", context='{"c":1}')
-        assert log.names == ["findAndModify", "find", "findAndModify"]  # the stale state missed, was read, merged
+        assert sent.names == [
+            "findAndModify",
+            "find",
+            "findAndModify",
+        ]  # the stale state missed, was read, merged
         assert set(json.loads(out["context"])) == {"new", "b", "c"}
         assert set(json.loads(stored_context(doc(store, "r")))) == {"new", "b", "c"}
     finally:
@@ -215,14 +203,14 @@ def test_a_session_stored_before_the_patch_log_is_merged_by_compare_and_set(core
 
 
 def test_an_update_after_another_process_changed_the_timeout_retries_with_the_new_one_once(
-    core, log, mongo_uri, db_name, clock
+    core, sent, mongo_uri, db_name, clock
 ):
     other_store, client = open_store(mongo_uri, db_name, clock, retention_ms=86400_000)
     try:
         other = Sessions(other_store, LIMITS)
         run(core, "create", session_id="t2", context='{"a":1}')
         run(other, "touch", session_id="t2", options={"timeout": 600})  # same version, new timeout
-        assert round_trips(log, core, "update", session_id="t2", context='{"b":2}') == 3  # miss, read, retry
+        assert round_trips(sent, core, "update", session_id="t2", context='{"b":2}') == 3  # miss, read, retry
         out = run(core, "get", session_id="t2")
         assert (out["context"], out["expires_in"]) == ('{"a":1,"b":2}', 600)
     finally:

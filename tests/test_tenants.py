@@ -389,10 +389,10 @@ def test_json_logs_carry_the_tenant_and_one_user_id_in_two_tenants_hashes_as_two
 
     tenant_app = make_app(dataclasses.replace(settings, tenants_path=str(tenants_file), log_format="json"))
     apis = {name: TenantApi(tenant_app.test_client(), token) for name, token in BEARER.items()}
-    with caplog.at_level(logging.INFO, logger="app.api"):
+    with caplog.at_level(logging.INFO, logger=logs.REQUEST_LOGGER):
         for name in (DEFAULT, "acme", "globex"):
             apis[name].create("bob")
-    lines = [json.loads(logs.JsonFormatter().format(r)) for r in caplog.records if r.name == "app.api"]
+    lines = [json.loads(logs.JsonFormatter().format(r)) for r in caplog.records if r.name == logs.REQUEST_LOGGER]
     assert [line["tenant"] for line in lines] == [DEFAULT, "acme", "globex"]
     key = logs.hash_key(tenant_app.extensions["database"].settings)
     assert lines[0]["user"] == logs.user_hash(key, "bob")  # the default tenant's hashes are those of before

@@ -26,7 +26,6 @@ from pymongo.errors import (
     OperationFailure,
     WriteConcernError,
 )
-from pymongo.uri_parser import parse_uri
 
 from tests.wire_faults import (
     CHECKSUM_PRESENT,
@@ -47,14 +46,8 @@ MAJORITY = WriteConcern(w="majority")
 
 
 @pytest.fixture
-def proxy(mongo_uri: str) -> Iterator[WireProxy]:
-    with WireProxy(parse_uri(mongo_uri)["nodelist"][0]) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def client(proxy: WireProxy) -> Iterator[MongoClient]:
-    client: MongoClient = MongoClient(proxy.uri, serverSelectionTimeoutMS=5000)
+def client(wire_proxy: WireProxy) -> Iterator[MongoClient]:
+    client: MongoClient = MongoClient(wire_proxy.uri, serverSelectionTimeoutMS=5000)
     yield client
     client.close()
 
@@ -73,11 +66,11 @@ def coll(client: MongoClient, db_name: str) -> Collection:
     return client[db_name].get_collection("c", write_concern=MAJORITY)
 
 
-def names(proxy: WireProxy) -> list[str]:
-    return [name for name, _ in proxy.commands]
+def names(wire_proxy: WireProxy) -> list[str]:
+    return [name for name, _ in wire_proxy.commands]
 
 
-def test_plain_traffic_passes_through_unchanged(proxy: WireProxy, coll: Collection, direct: Collection) -> None:
+def test_plain_traffic_passes_through_unchanged(wire_proxy: WireProxy, coll: Collection, direct: Collection) -> None:
     coll.insert_one({"_id": "one", "n": 1})
     assert coll.find_one({"_id": "one"}) == {"_id": "one", "n": 1}
     after = coll.find_one_and_update({"_id": "one"}, {"$inc": {"n": 1}}, return_document=ReturnDocument.AFTER)
@@ -93,7 +86,7 @@ def test_plain_traffic_passes_through_unchanged(proxy: WireProxy, coll: Collecti
     assert direct.find_one({"_id": "big"}) == big
 
     coll.create_index([("n", ASCENDING)], name="by_n")
-    [create] = [command for name, command in proxy.commands if name == "createIndexes"]
+    [create] = [command for name, command in wire_proxy.commands if name == "createIndexes"]
     assert create["indexes"] == [{"key": {"n": 1}, "name": "by_n"}]
     # nx-27017 names the index its own way (idx_c_n), so look for it by key
     assert [("n", 1)] in [index["key"] for index in coll.index_information().values()]
@@ -101,10 +94,10 @@ def test_plain_traffic_passes_through_unchanged(proxy: WireProxy, coll: Collecti
 
 
 def test_concurrent_clients_on_eight_threads_each_get_their_own_answers(
-    proxy: WireProxy, db_name: str, direct: Collection
+    wire_proxy: WireProxy, db_name: str, direct: Collection
 ) -> None:
     def work(worker: int) -> list[int]:
-        with MongoClient(proxy.uri, serverSelectionTimeoutMS=5000) as client:
+        with MongoClient(wire_proxy.uri, serverSelectionTimeoutMS=5000) as client:
             coll = client[db_name].get_collection("c", write_concern=MAJORITY)
             coll.insert_one({"_id": worker, "n": 0})
             seen = []
@@ -119,17 +112,19 @@ def test_concurrent_clients_on_eight_threads_each_get_their_own_answers(
     assert sorted(direct.find(), key=lambda d: d["_id"]) == [{"_id": w, "n": 50} for w in range(8)]
 
 
-def test_every_command_is_recorded_with_its_document_sequence_merged_in(proxy: WireProxy, coll: Collection) -> None:
+def test_every_command_is_recorded_with_its_document_sequence_merged_in(
+    wire_proxy: WireProxy, coll: Collection
+) -> None:
     docs = [{"_id": 1, "at": datetime.datetime(2024, 1, 2, 3, 4, 5)}, {"_id": 2, "big": Int64(7)}]
     coll.insert_many(docs)
-    inserts = [command for name, command in proxy.commands if name == "insert"]
+    inserts = [command for name, command in wire_proxy.commands if name == "insert"]
     assert len(inserts) == 1
     assert inserts[0]["documents"] == docs
     assert inserts[0]["writeConcern"] == {"w": "majority"}
 
 
 def test_pymongo_sends_write_concern_on_each_write_only_when_the_collection_asks_for_it(
-    proxy: WireProxy, coll: Collection
+    wire_proxy: WireProxy, coll: Collection
 ) -> None:
     coll.insert_one({"_id": 1})
     coll.update_one({"_id": 1}, {"$set": {"a": 1}})
@@ -141,7 +136,7 @@ def test_pymongo_sends_write_concern_on_each_write_only_when_the_collection_asks
     coll.find_one({"_id": 2})
 
     majority = writes_with_majority()
-    seen = [(name, c.get("writeConcern"), majority(c)) for name, c in proxy.commands if name != "ismaster"]
+    seen = [(name, c.get("writeConcern"), majority(c)) for name, c in wire_proxy.commands if name != "ismaster"]
     assert seen == [
         ("insert", {"w": "majority"}, True),
         ("update", {"w": "majority"}, True),
@@ -155,10 +150,12 @@ def test_pymongo_sends_write_concern_on_each_write_only_when_the_collection_asks
 
 
 def test_a_write_concern_failure_on_find_and_modify_raises_but_the_update_is_applied(
-    proxy: WireProxy, coll: Collection, direct: Collection
+    wire_proxy: WireProxy, coll: Collection, direct: Collection
 ) -> None:
     direct.insert_one({"_id": 1, "n": 0})
-    proxy.inject(Rule(lambda c: command_named("findAndModify")(c) and writes_with_majority()(c), WriteConcernFailure()))
+    wire_proxy.inject(
+        Rule(lambda c: command_named("findAndModify")(c) and writes_with_majority()(c), WriteConcernFailure())
+    )
     with pytest.raises(WriteConcernError) as raised:
         coll.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}})
     assert raised.value.code == 64
@@ -167,18 +164,18 @@ def test_a_write_concern_failure_on_find_and_modify_raises_but_the_update_is_app
 
 
 def test_insert_one_surfaces_a_write_concern_failure_as_write_concern_error(
-    proxy: WireProxy, coll: Collection, direct: Collection
+    wire_proxy: WireProxy, coll: Collection, direct: Collection
 ) -> None:
-    proxy.inject(Rule(command_named("insert"), WriteConcernFailure()))
+    wire_proxy.inject(Rule(command_named("insert"), WriteConcernFailure()))
     with pytest.raises(WriteConcernError):
         coll.insert_one({"_id": 1})
     assert direct.find_one({"_id": 1}) == {"_id": 1}
 
 
 def test_insert_many_with_a_write_concern_failure_raises_bulk_write_error_with_both_inserted(
-    proxy: WireProxy, coll: Collection, direct: Collection
+    wire_proxy: WireProxy, coll: Collection, direct: Collection
 ) -> None:
-    proxy.inject(Rule(command_named("insert"), WriteConcernFailure()))
+    wire_proxy.inject(Rule(command_named("insert"), WriteConcernFailure()))
     with pytest.raises(BulkWriteError) as raised:
         coll.insert_many([{"_id": "a"}, {"_id": "b"}], ordered=True)
     details = raised.value.details
@@ -189,7 +186,7 @@ def test_insert_many_with_a_write_concern_failure_raises_bulk_write_error_with_b
 
 
 def test_a_write_error_on_the_second_document_inserts_only_the_first_and_reports_both_errors(
-    proxy: WireProxy, coll: Collection, direct: Collection
+    wire_proxy: WireProxy, coll: Collection, direct: Collection
 ) -> None:
     first = {
         "_id": "a",
@@ -197,7 +194,7 @@ def test_a_write_error_on_the_second_document_inserts_only_the_first_and_reports
         "count": Int64(2**40),
         "b": b"\x00\xff",
     }
-    proxy.inject(
+    wire_proxy.inject(
         Rule(command_named("insert"), WriteErrors((WriteError(1, 11000),), write_concern_error=WriteConcernFailure()))
     )
     with pytest.raises(BulkWriteError) as raised:
@@ -210,9 +207,9 @@ def test_a_write_error_on_the_second_document_inserts_only_the_first_and_reports
 
 
 def test_an_unordered_insert_applies_every_document_but_the_failing_one(
-    proxy: WireProxy, coll: Collection, direct: Collection
+    wire_proxy: WireProxy, coll: Collection, direct: Collection
 ) -> None:
-    proxy.inject(Rule(command_named("insert"), WriteErrors((WriteError(1, 11000),))))
+    wire_proxy.inject(Rule(command_named("insert"), WriteErrors((WriteError(1, 11000),))))
     with pytest.raises(BulkWriteError) as raised:
         coll.insert_many([{"_id": 0}, {"_id": 1}, {"_id": 2}], ordered=False)
     assert raised.value.details["nInserted"] == 2
@@ -220,8 +217,10 @@ def test_an_unordered_insert_applies_every_document_but_the_failing_one(
     assert sorted(d["_id"] for d in direct.find()) == [0, 2]
 
 
-def test_write_errors_without_forwarding_apply_nothing(proxy: WireProxy, coll: Collection, direct: Collection) -> None:
-    proxy.inject(Rule(command_named("insert"), WriteErrors((WriteError(1),), forward=False)))
+def test_write_errors_without_forwarding_apply_nothing(
+    wire_proxy: WireProxy, coll: Collection, direct: Collection
+) -> None:
+    wire_proxy.inject(Rule(command_named("insert"), WriteErrors((WriteError(1),), forward=False)))
     with pytest.raises(BulkWriteError) as raised:
         coll.insert_many([{"_id": 0}, {"_id": 1}])
     assert raised.value.details["nInserted"] == 0
@@ -230,10 +229,10 @@ def test_write_errors_without_forwarding_apply_nothing(proxy: WireProxy, coll: C
 
 
 def test_update_one_and_delete_many_with_a_write_concern_failure_raise_write_concern_error(
-    proxy: WireProxy, coll: Collection, direct: Collection
+    wire_proxy: WireProxy, coll: Collection, direct: Collection
 ) -> None:
     direct.insert_many([{"_id": 1, "n": 0}, {"_id": 2, "gone": True}, {"_id": 3, "gone": True}])
-    proxy.inject(Rule(command_named("update", "delete"), WriteConcernFailure()))
+    wire_proxy.inject(Rule(command_named("update", "delete"), WriteConcernFailure()))
     with pytest.raises(WriteConcernError):
         coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
     with pytest.raises(WriteConcernError):
@@ -246,23 +245,23 @@ def test_update_one_and_delete_many_with_a_write_concern_failure_raise_write_con
     [(17419, "Resulting document after update is larger than 16777216"), (10334, "BSONObjectTooLarge")],
 )
 def test_a_command_failure_on_find_and_modify_raises_operation_failure_and_changes_nothing(
-    proxy: WireProxy, coll: Collection, direct: Collection, code: int, errmsg: str
+    wire_proxy: WireProxy, coll: Collection, direct: Collection, code: int, errmsg: str
 ) -> None:
     direct.insert_one({"_id": 1, "n": 0})
-    proxy.inject(Rule(command_named("findAndModify"), CommandFailure(code, errmsg)))
+    wire_proxy.inject(Rule(command_named("findAndModify"), CommandFailure(code, errmsg)))
     with pytest.raises(OperationFailure) as raised:
         coll.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}})
     assert raised.value.code == code
     assert errmsg in str(raised.value)
-    assert "findAndModify" in names(proxy)
+    assert "findAndModify" in names(wire_proxy)
     assert direct.find_one({"_id": 1}) == {"_id": 1, "n": 0}
 
 
 @pytest.mark.parametrize("code", [91, 11600])
 def test_a_shutdown_reply_surfaces_as_not_primary_error_which_is_an_auto_reconnect(
-    proxy: WireProxy, coll: Collection, direct: Collection, code: int
+    wire_proxy: WireProxy, coll: Collection, direct: Collection, code: int
 ) -> None:
-    proxy.inject(Rule(command_named("insert"), CommandFailure(code, "the server is shutting down"), times=1))
+    wire_proxy.inject(Rule(command_named("insert"), CommandFailure(code, "the server is shutting down"), times=1))
     with pytest.raises(NotPrimaryError) as raised:
         coll.insert_one({"_id": 1})
     assert isinstance(raised.value, AutoReconnect)
@@ -273,9 +272,9 @@ def test_a_shutdown_reply_surfaces_as_not_primary_error_which_is_an_auto_reconne
 
 
 def test_a_dropped_connection_raises_auto_reconnect_and_the_next_call_works(
-    proxy: WireProxy, coll: Collection, direct: Collection
+    wire_proxy: WireProxy, coll: Collection, direct: Collection
 ) -> None:
-    proxy.inject(Rule(command_named("insert"), DropConnection(), times=1))
+    wire_proxy.inject(Rule(command_named("insert"), DropConnection(), times=1))
     with pytest.raises(AutoReconnect):
         coll.insert_one({"_id": 1})
     assert direct.count_documents({}) == 0
@@ -283,64 +282,66 @@ def test_a_dropped_connection_raises_auto_reconnect_and_the_next_call_works(
     assert direct.find_one() == {"_id": 2}
 
 
-def test_a_read_dropped_once_is_retried_by_pymongo_even_on_a_standalone(proxy: WireProxy, coll: Collection) -> None:
+def test_a_read_dropped_once_is_retried_by_pymongo_even_on_a_standalone(
+    wire_proxy: WireProxy, coll: Collection
+) -> None:
     coll.insert_one({"_id": 1})
-    once = proxy.inject(Rule(command_named("find"), DropConnection(), times=1))
+    once = wire_proxy.inject(Rule(command_named("find"), DropConnection(), times=1))
     assert coll.find_one({"_id": 1}) == {"_id": 1}
     assert once.fired == 1
-    proxy.inject(Rule(command_named("find"), DropConnection(), times=2))
+    wire_proxy.inject(Rule(command_named("find"), DropConnection(), times=2))
     with pytest.raises(AutoReconnect):
         coll.find_one({"_id": 1})
-    assert names(proxy).count("find") == 4  # each find_one: the attempt and one retry
+    assert names(wire_proxy).count("find") == 4  # each find_one: the attempt and one retry
 
 
 def test_a_times_one_rule_fires_once_and_clear_stops_the_rest(
-    proxy: WireProxy, coll: Collection, direct: Collection
+    wire_proxy: WireProxy, coll: Collection, direct: Collection
 ) -> None:
     direct.insert_one({"_id": 1, "n": 0})
-    once = proxy.inject(Rule(command_named("update"), WriteConcernFailure(), times=1))
+    once = wire_proxy.inject(Rule(command_named("update"), WriteConcernFailure(), times=1))
     with pytest.raises(WriteConcernError):
         coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
     coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
     assert once.fired == 1
 
-    always = proxy.inject(Rule(command_named("update"), WriteConcernFailure()))
+    always = wire_proxy.inject(Rule(command_named("update"), WriteConcernFailure()))
     for _ in range(2):
         with pytest.raises(WriteConcernError):
             coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
-    proxy.clear()
+    wire_proxy.clear()
     coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
     assert always.fired == 2
     assert direct.find_one() == {"_id": 1, "n": 5}
 
 
 def test_a_delay_holds_the_command_back_and_a_long_one_times_the_client_out(
-    proxy: WireProxy, coll: Collection, db_name: str
+    wire_proxy: WireProxy, coll: Collection, db_name: str
 ) -> None:
     coll.insert_one({"_id": 1})
-    proxy.inject(Rule(command_named("find"), Delay(0.3), times=1))
+    wire_proxy.inject(Rule(command_named("find"), Delay(0.3), times=1))
     started = time.monotonic()
     assert coll.find_one({"_id": 1}) == {"_id": 1}
     assert time.monotonic() - started >= 0.3
 
-    proxy.inject(Rule(command_named("insert"), Delay(2.0)))
-    with MongoClient(proxy.uri, socketTimeoutMS=300, serverSelectionTimeoutMS=5000) as impatient:
+    wire_proxy.inject(Rule(command_named("insert"), Delay(2.0)))
+    with MongoClient(wire_proxy.uri, socketTimeoutMS=300, serverSelectionTimeoutMS=5000) as impatient:
         started = time.monotonic()
         with pytest.raises(NetworkTimeout):
             impatient[db_name]["c"].insert_one({"_id": 2})
         assert time.monotonic() - started < 1.5
 
 
-def test_a_request_with_a_checksum_is_still_understood_and_the_answer_carries_none(proxy: WireProxy) -> None:
+def test_a_request_with_a_checksum_is_still_understood_and_the_answer_carries_none(wire_proxy: WireProxy) -> None:
     # pymongo never sends checksums (and nx-27017 misreads them), so speak OP_MSG over a raw socket.
     body = bson.encode({"find": "c", "$db": "x"})
     payload = struct.pack("<I", CHECKSUM_PRESENT) + b"\x00" + body + b"\xde\xad\xbe\xef"  # the checksum is not checked
-    proxy.inject(Rule(command_named("find"), CommandFailure(91, "shutting down")))
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+    wire_proxy.inject(Rule(command_named("find"), CommandFailure(91, "shutting down")))
+    with socket.create_connection(("127.0.0.1", wire_proxy.port), timeout=5) as sock:
         sock.sendall(struct.pack("<iiii", 16 + len(payload), 77, 0, OP_MSG) + payload)
         with sock.makefile("rb") as stream:
             header = stream.read(16)
-            assert len(header) == 16, "the proxy hung up without answering"
+            assert len(header) == 16, "the wire_proxy hung up without answering"
             length, _, response_to, op_code = struct.unpack("<iiii", header)
             reply = stream.read(length - 16)
     flags = struct.unpack_from("<I", reply)[0]
@@ -351,4 +352,4 @@ def test_a_request_with_a_checksum_is_still_understood_and_the_answer_carries_no
         "code": 91,
         "codeName": "ShutdownInProgress",
     }
-    assert proxy.commands == [("find", {"find": "c", "$db": "x"})]
+    assert wire_proxy.commands == [("find", {"find": "c", "$db": "x"})]

@@ -18,18 +18,19 @@ from pymongo import ReturnDocument
 
 from app.model import Message, Session
 from app.storage.layout import (
+    CHUNK,
+    F,
+    by_id,
+    by_ids,
     chunk_key,
-    chunk_ranges,
     chunk_seq,
-    chunk_texts,
-    decode_message,
     from_doc,
-    inline_first,
-    inline_texts,
     new_chunk,
+    of_session,
+    only,
     purge_fields,
-    text_bytes,
 )
+from app.storage.messages import chunk_ranges, chunk_texts, decode_message, inline_first, inline_texts, text_bytes
 from app.storage.mongo import Collections, insert_new, storage_errors
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,8 @@ class Archive:
         """Cut the inline history down to max_history; skipped if another append raced it."""
         with storage_errors():
             self.collections.write(persist).update_one(
-                {"_id": s.stored.key, "uid": s.user_id, "pl": s.stored.inline},
-                {"$push": {"msgs": {"$each": [], "$slice": -s.max_history}}, "$set": {"pl": s.max_history}},
+                {**by_id(s.stored.key, s.user_id), F.INLINE: s.stored.inline},
+                {"$push": {F.MESSAGES: {"$each": [], "$slice": -s.max_history}}, "$set": {F.INLINE: s.max_history}},
             )
 
     def _archive(self, s: Session, persist: bool) -> None:
@@ -74,9 +75,9 @@ class Archive:
         Chunks wholly older than the visible history are dropped, or deleted if archived before.
         """
         coll = self.collections.write(persist)
-        mine = {"_id": s.stored.key, "uid": s.user_id}
+        mine = by_id(s.stored.key, s.user_id)
         with storage_errors():
-            doc = self.collections.read.find_one({**mine, "r": s.stored.nonce})
+            doc = self.collections.read.find_one({**mine, F.NONCE: s.stored.nonce})
         if not doc:
             return
         cur = from_doc(doc)
@@ -96,29 +97,29 @@ class Archive:
         garbage = [chunk_key(st.key, st.nonce, first) for first, last in ranges if last < visible]
         # a losing archiver may have left an aligned chunk that is now wholly out of view: never referenced
         garbage += [chunk_key(st.key, st.nonce, f) for f in firsts if f + size - 1 < visible]
-        chunks = [first for first, last in ranges if last >= visible] + [d["seq"] for d in new]
+        chunks = [first for first, last in ranges if last >= visible] + [d[F.FIRST_SEQ] for d in new]
         left = texts[whole * size :]
         with storage_errors():
             reused = self._insert_chunks(new, persist) if new else False
             after = coll.find_one_and_update(
-                {**mine, "r": st.nonce, "tot": cur.last_seq, "pl": st.inline},
+                {**mine, F.NONCE: st.nonce, F.LAST_SEQ: cur.last_seq, F.INLINE: st.inline},
                 {
-                    "$push": {"msgs": {"$each": [], "$slice": -len(left)}},
-                    "$set": {"pl": len(left), "sb": text_bytes(left), "bk": chunks},
+                    "$push": {F.MESSAGES: {"$each": [], "$slice": -len(left)}},
+                    "$set": {F.INLINE: len(left), F.INLINE_BYTES: text_bytes(left), F.CHUNKS: chunks},
                 },
-                {"pms": 1},
+                only(F.PURGE_MS),
                 return_document=ReturnDocument.AFTER,
             )
             if after is None:
-                self._drop_unreferenced(cur, [d["_id"] for d in new], persist)
+                self._drop_unreferenced(cur, [d[F.ID] for d in new], persist)
                 return
             if garbage:
-                coll.delete_many({"_id": {"$in": garbage}, "uid": cur.user_id})
-            if new and cur.auto_clean and (reused or after.get("pms", 0) > st.purge_ms):
+                coll.delete_many(by_ids(garbage, cur.user_id))
+            if new and cur.auto_clean and (reused or after.get(F.PURGE_MS, 0) > st.purge_ms):
                 # the purge date moved while we archived, or a chunk written earlier carries an older one
-                fresh = {"$set": purge_fields(after["pms"])}
-                ids = [d["_id"] for d in new]
-                coll.update_many({"_id": {"$in": ids}, "uid": cur.user_id, "pms": {"$lt": after["pms"]}}, fresh)
+                fresh = {"$set": purge_fields(after[F.PURGE_MS])}
+                ids = [d[F.ID] for d in new]
+                coll.update_many({**by_ids(ids, cur.user_id), F.PURGE_MS: {"$lt": after[F.PURGE_MS]}}, fresh)
 
     def _insert_chunks(self, chunks: list[dict], persist: bool) -> bool:
         """Insert archive chunks; True if some were there already (written by a losing archiver)."""
@@ -128,14 +129,14 @@ class Archive:
         """After a lost archive race: delete our chunks unless stored or future state refers to them."""
         if not chunk_ids:
             return
-        mine = {"_id": cur.stored.key, "uid": cur.user_id}
-        now = self.collections.read.find_one(mine, {"bk": 1, "r": 1, "tot": 1, "pl": 1})
-        if now is not None and now.get("r") == cur.stored.nonce:
+        mine = by_id(cur.stored.key, cur.user_id)
+        now = self.collections.read.find_one(mine, only(F.CHUNKS, F.NONCE, F.LAST_SEQ, F.INLINE))
+        if now is not None and now.get(F.NONCE) == cur.stored.nonce:
             # Still to archive (at or after the inline start) or referenced: keep; the rest is dead.
-            start, refs = now["tot"] - now["pl"] + 1, set(now.get("bk", ()))
+            start, refs = now[F.LAST_SEQ] - now[F.INLINE] + 1, set(now.get(F.CHUNKS, ()))
             chunk_ids = [c for c in chunk_ids if chunk_seq(c) < start and chunk_seq(c) not in refs]
         if chunk_ids:
-            self.collections.write(persist).delete_many({"_id": {"$in": chunk_ids}, "uid": cur.user_id})
+            self.collections.write(persist).delete_many(by_ids(chunk_ids, cur.user_id))
 
     def drop_cleared(self, before: Session, *, persist: bool) -> None:
         """After clear_history: delete every chunk of the cleared messages, by the session's key.
@@ -146,7 +147,7 @@ class Archive:
         if before.stored.chunks or before.stored.inline >= self.size(before):
             with storage_errors():
                 self.collections.write(persist).delete_many(
-                    {"uid": before.user_id, "sid": before.session_id, "k": "m", "seq": {"$lte": before.last_seq}}
+                    {**of_session(before.user_id, before.session_id, CHUNK), F.FIRST_SEQ: {"$lte": before.last_seq}}
                 )
 
     def messages(self, s: Session, first: int, last: int) -> list[Message]:
@@ -180,7 +181,7 @@ class Archive:
             return {}
         ids = [chunk_key(s.stored.key, s.stored.nonce, f) for f in wanted]
         with storage_errors(writing=False):
-            docs = list(self.collections.read.find({"_id": {"$in": ids}, "uid": s.user_id}))
+            docs = list(self.collections.read.find(by_ids(ids, s.user_id)))
         out: dict[int, str] = {}
         for doc in docs:
             out.update((seq, text) for seq, text in chunk_texts(doc) if first <= seq <= last)

@@ -39,7 +39,11 @@ class SessionCache:
             prev = self._drop(key)
             newer = prev is not None and prev.stored.nonce == s.stored.nonce and prev.version > s.version
             # threads may answer late: keep the newer state, and never the messages
-            keep = prev if newer else dataclasses.replace(s, stored=dataclasses.replace(s.stored, texts=None))
+            keep = (
+                prev
+                if prev is not None and newer
+                else dataclasses.replace(s, stored=dataclasses.replace(s.stored, texts=None))
+            )
             self._recent[key] = keep
             self._bytes += len(keep.context)
             while self._bytes > self.max_bytes:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from app.storage.layout import KINDS
+from app.storage.layout import KINDS, SESSION, F, of_user, only
 from app.storage.mongo import Collections, storage_errors
 from app.tenants import split_user_key
 
-PROJECTION = {"k": 1, "uid": 1, "st": 1, "exp": 1, "n": 1, "mh": 1, "lu": 1, "csz": 1, "ac": 1}
+PROJECTION = only(
+    F.KIND, F.USER, F.STATUS, F.EXPIRES, F.APPENDED, F.MAX_HISTORY, F.LOCKED_UNTIL, F.CONTEXT_BYTES, F.AUTO_CLEAN
+)
 
 
 def census(collections: Collections, max_sessions: int, now: int, tenant: str | None = None) -> dict[str, Any]:
@@ -27,28 +29,29 @@ def census(collections: Collections, max_sessions: int, now: int, tenant: str | 
     messages = longest = context = largest = 0
     with storage_errors(writing=False):
         for doc in collections.read.find({}, PROJECTION).batch_size(1000):
-            owner = split_user_key(doc["uid"])[0] if isinstance(doc.get("uid"), str) else ""
+            owner = split_user_key(doc[F.USER])[0] if isinstance(doc.get(F.USER), str) else ""
             if tenant is not None and owner != tenant:
                 continue
-            kinds[KINDS.get(doc.get("k"), "other")] += 1
-            if doc.get("k") != "s":
+            kinds[KINDS.get(doc.get(F.KIND), "other")] += 1
+            if doc.get(F.KIND) != SESSION:
                 continue
-            status = "expired" if doc["exp"] <= now else doc["st"]
+            status = "expired" if doc[F.EXPIRES] <= now else doc[F.STATUS]
             sessions[status] += 1
             counts = per_tenant.setdefault(owner, Counter())
             counts["sessions"] += 1
             counts["active"] += status == "active"
-            counts["users"] += doc["uid"] not in live_per_user
-            sessions["locked now"] += doc.get("lu", 0) > now
-            sessions["never purged (auto_clean false)"] += not doc["ac"]
-            live_per_user[doc["uid"]] += status == "active"
-            visible = min(doc["n"], doc["mh"])
+            counts["users"] += doc[F.USER] not in live_per_user
+            sessions["locked now"] += doc.get(F.LOCKED_UNTIL, 0) > now
+            sessions["never purged (auto_clean false)"] += not doc[F.AUTO_CLEAN]
+            live_per_user[doc[F.USER]] += status == "active"
+            visible = min(doc[F.APPENDED], doc[F.MAX_HISTORY])
             messages, longest = messages + visible, max(longest, visible)
-            context, largest = context + doc.get("csz", 0), max(largest, doc.get("csz", 0))
+            size = doc.get(F.CONTEXT_BYTES, 0)
+            context, largest = context + size, max(largest, size)
     return {
         "documents": {"total": sum(kinds.values()), **{name: kinds[name] for name in (*KINDS.values(), "other")}},
         "sessions": {
-            "total": kinds[KINDS["s"]],
+            "total": kinds[KINDS[SESSION]],
             **{
                 s: sessions[s] for s in ("active", "expired", "closed", "locked now", "never purged (auto_clean false)")
             },
@@ -73,7 +76,7 @@ def wipe_user(collections: Collections, user_id: str) -> tuple[dict[str, int], b
     removed: dict[str, int] = {}
     with storage_errors():
         for kind, name in KINDS.items():  # sessions first: nothing new refers to what goes after
-            removed[name] = coll.delete_many({"uid": user_id, "k": kind}).deleted_count
-        removed["other"] = coll.delete_many({"uid": user_id}).deleted_count
-        left = collections.read.find_one({"uid": user_id}, {"_id": 1})
+            removed[name] = coll.delete_many(of_user(user_id, kind)).deleted_count
+        removed["other"] = coll.delete_many(of_user(user_id)).deleted_count
+        left = collections.read.find_one(of_user(user_id), only(F.ID))
     return removed, left is None

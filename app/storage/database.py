@@ -64,14 +64,15 @@ class Database:
             tz_aware=True,
         )
         self._pid = os.getpid()
-        self._collections = Collections(self._client[s.mongodb_db][s.mongodb_collection], s.mongodb_wtimeout_ms)
+        collections = Collections(self._client[s.mongodb_db][s.mongodb_collection], s.mongodb_wtimeout_ms)
+        self._collections = collections
         self._stores = {}
-        return self._on_collections(s.max_sessions)
+        return self._on_collections(collections, s.max_sessions)
 
-    def _on_collections(self, max_sessions: int) -> SessionStore:
+    def _on_collections(self, collections: Collections, max_sessions: int) -> SessionStore:
         s = self.settings
         return SessionStore(
-            self._collections,
+            collections,
             self.clock,
             max_sessions=max_sessions,
             purge_grace_ms=s.purge_grace * 1000,
@@ -92,7 +93,9 @@ class Database:
         store = self._stores.get(max_sessions)
         if store is None:
             with self._lock:
-                store = self._stores.setdefault(max_sessions, self._on_collections(max_sessions))
+                store = self._stores.setdefault(
+                    max_sessions, self._on_collections(self._store.collections, max_sessions)
+                )
         return store
 
     def ensure_indexes(self) -> None:
@@ -107,6 +110,7 @@ class Database:
 
     def ping(self) -> None:
         self.store()
+        assert self._client is not None  # store() connected it
         with storage_errors(writing=False):
             self._client.admin.command("ping")
 

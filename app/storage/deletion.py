@@ -17,6 +17,7 @@ from app.model import Expect, Session, Slide
 from app.storage import layout
 from app.storage.cache import SessionCache
 from app.storage.expiry import Expiry
+from app.storage.layout import F
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.retry import LOST_RACES
 from app.storage.updates import diagnose
@@ -39,15 +40,16 @@ class Deletion:
         rid = expect.request_id
         if rid and self._receipted(key, user_id, rid):  # a repeat, even after a new session took the id
             return True, True
-        where: dict = {"_id": key, "uid": user_id, **layout.not_deleted()}
-        mark: dict = {"$set": {"st": layout.DELETED, "slot": key}}
+        where: dict = {**layout.by_id(key, user_id), **layout.not_deleted()}
+        mark: dict = {"$set": {F.STATUS: layout.DELETED, F.SLOT: key}}
         if rid:
             where.update(layout.request_not_applied(rid))
             mark["$push"] = layout.record_request(rid)
         where.update(layout.held(expect.lock_token, now) if expect.lock_token else layout.unlocked(now))
         for _ in LOST_RACES.rounds():
             with storage_errors():
-                gone = self.collections.write(persist).find_one_and_update(where, mark, {"rq": 1, "cq": 1})
+                requests = layout.only(F.REQUESTS, F.CREATE_REQUEST)
+                gone = self.collections.write(persist).find_one_and_update(where, mark, requests)
             stored = None
             if gone is None:
                 stored, tomb = self.inspect(key, user_id)
@@ -62,9 +64,9 @@ class Deletion:
             # Before the session goes, a receipt of every request applied to it: a repeat of any of
             # them then finds one or the other, and never applies to a session created later.
             source = gone if gone is not None else layout.request_fields(stored) if stored is not None else {}
-            applied = [*source.get("rq", ()), *([rid] if rid else [])]
+            applied = [*source.get(F.REQUESTS, ()), *([rid] if rid else [])]
             if applied:
-                self._receipt(key, user_id, session_id, applied, source.get("cq", ""), now, persist)
+                self._receipt(key, user_id, session_id, applied, source.get(F.CREATE_REQUEST, ""), now, persist)
             removed = self.remove(key, user_id, session_id, persist)
             return gone is not None or removed, False
         raise errors.StorageUnavailable()
@@ -73,20 +75,27 @@ class Deletion:
         """The documents of a session marked deleted: tombstone and chunks, then the session; any removed?"""
         coll = self.collections.write(persist)
         with storage_errors():
-            rest = coll.delete_many({"uid": user_id, "sid": session_id, "k": {"$nin": ["s", "d"]}})
-            own = coll.delete_one({"_id": key, "uid": user_id, "st": layout.DELETED})
+            rest = coll.delete_many(layout.of_session(user_id, session_id, {"$nin": [layout.SESSION, layout.RECEIPT]}))
+            own = coll.delete_one({**layout.by_id(key, user_id), F.STATUS: layout.DELETED})
         return rest.deleted_count + own.deleted_count > 0
 
     def _receipt(
-        self, key: str, user_id: str, session_id: str, request_ids: list[str], create_request: str, now: int, persist
+        self,
+        key: str,
+        user_id: str,
+        session_id: str,
+        request_ids: list[str],
+        create_request: str,
+        now: int,
+        persist: bool,
     ) -> None:
         """What a delete leaves: the request ids applied to the session and to the delete, so a repeat of
         any of them is answered, never applied to a later session, until it is purged a retention later."""
         fields = layout.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
         if create_request:
-            fields["cq"] = create_request
+            fields[F.CREATE_REQUEST] = create_request
         push = layout.record_request(*request_ids)
-        receipt = {"_id": layout.receipt_key(key), "uid": user_id}
+        receipt = layout.by_id(layout.receipt_key(key), user_id)
         with storage_errors():
             try:
                 self.collections.write(persist).update_one(receipt, {"$set": fields, "$push": push}, upsert=True)
@@ -96,14 +105,15 @@ class Deletion:
     def with_receipt(self, key: str, user_id: str) -> tuple[Session | None, dict | None]:
         """The stored session (any state) and the receipt a delete of an earlier one left, in one read."""
         with storage_errors(writing=False):
-            ids = {"$in": [key, layout.receipt_key(key)]}
-            docs = list(self.collections.read.find({"_id": ids, "uid": user_id}, {"msgs": 0}))
-        session = next((layout.from_doc(d) for d in docs if d.get("k") == "s"), None)
+            ids = layout.by_ids([key, layout.receipt_key(key)], user_id)
+            docs = list(self.collections.read.find(ids, layout.without(F.MESSAGES)))
+        session = next((layout.from_doc(d) for d in docs if d.get(F.KIND) == layout.SESSION), None)
         if session is not None:
             self.cache.learn(session)
-        return session, next((d for d in docs if d.get("k") == "d"), None)
+        return session, next((d for d in docs if d.get(F.KIND) == layout.RECEIPT), None)
 
     def _receipted(self, key: str, user_id: str, request_id: str) -> bool:
         with storage_errors(writing=False):
-            found = self.collections.read.find_one({"_id": layout.receipt_key(key), "uid": user_id, "rq": request_id})
+            receipt = layout.by_id(layout.receipt_key(key), user_id)
+            found = self.collections.read.find_one({**receipt, F.REQUESTS: request_id})
         return found is not None

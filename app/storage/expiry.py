@@ -8,7 +8,7 @@ so that a purged session still answers "expired" for EXPIRED_RETENTION.
 from __future__ import annotations
 
 from app.model import Session
-from app.storage.layout import chunk_key, purge_fields, tomb_doc
+from app.storage.layout import CHUNK, F, by_id, by_ids, chunk_key, of_session, only, purge_fields, tomb_doc
 from app.storage.mongo import Collections, storage_errors
 
 
@@ -35,18 +35,18 @@ class Expiry:
         tomb_ms = pms + self.retention_ms
         purge = {"$set": purge_fields(pms)}
         coll = self.collections.write(persist)
-        mine = {"_id": s.stored.key, "uid": s.user_id}
+        mine = by_id(s.stored.key, s.user_id)
         with storage_errors():
-            moved = coll.find_one_and_update({**mine, "pms": {"$lt": pms}}, purge, {"bk": 1, "r": 1})
+            moved = coll.find_one_and_update({**mine, F.PURGE_MS: {"$lt": pms}}, purge, only(F.CHUNKS, F.NONCE))
             # find_one, not count_documents: that is an aggregate, which nx-27017 runs in Python over
             # the whole collection (a copy of every document), seconds per call at 50,000 sessions.
-            if moved is None and self.collections.read.find_one(mine, {"_id": 1}) is None:
+            if moved is None and self.collections.read.find_one(mine, only(F.ID)) is None:
                 return False
-            if moved and moved.get("bk"):  # the chunks as stored now: one archived since `s` is included
-                ids = [chunk_key(s.stored.key, moved["r"], first) for first in moved["bk"]]
-                coll.update_many({"_id": {"$in": ids}, "uid": s.user_id}, purge)
+            if moved and moved.get(F.CHUNKS):  # the chunks as stored now: one archived since `s` is included
+                ids = [chunk_key(s.stored.key, moved[F.NONCE], first) for first in moved[F.CHUNKS]]
+                coll.update_many(by_ids(ids, s.user_id), purge)
             tomb = tomb_doc(s.user_id, s.session_id, tomb_ms)
-            tomb_id = {"_id": tomb.pop("_id"), "uid": tomb.pop("uid")}
+            tomb_id = by_id(tomb.pop(F.ID), tomb.pop(F.USER))
             coll.update_one(tomb_id, {"$set": tomb}, upsert=True)
         return True
 
@@ -54,6 +54,6 @@ class Expiry:
         """Remove an expired session (a caller reusing its id starts afresh) with every archive chunk it had."""
         coll = self.collections.write(persist)
         with storage_errors():
-            gone = coll.find_one_and_delete({"_id": key, "uid": user_id, "exp": {"$lte": now}}, {"bk": 1})
+            gone = coll.find_one_and_delete({**by_id(key, user_id), F.EXPIRES: {"$lte": now}}, only(F.CHUNKS))
             if gone is not None:
-                coll.delete_many({"uid": user_id, "sid": session_id, "k": "m"})
+                coll.delete_many(of_session(user_id, session_id, CHUNK))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from pymongo import ReadPreference, WriteConcern
 from pymongo.collection import Collection
@@ -25,6 +26,7 @@ from pymongo.errors import (
 )
 
 from app import errors
+from app.storage.layout import F
 
 __all__ = ["Collections", "DuplicateKeyError", "insert_new", "insert_ordered", "is_id_conflict", "storage_errors"]
 
@@ -68,13 +70,13 @@ def storage_errors(*, writing: bool = True) -> Iterator[None]:
         raise errors.Internal() from None
 
 
-def is_id_conflict(write_error: dict) -> bool:
+def is_id_conflict(write_error: Mapping[str, Any]) -> bool:
     """Whether a duplicate-key error is on _id (MongoDB names the key; nx-27017 the column)."""
     pattern = write_error.get("keyPattern")
     if pattern:
-        return "_id" in pattern
+        return F.ID in pattern
     message = str(write_error.get("errmsg", ""))
-    return message.rstrip().endswith("._id") or " index: _id_ " in message
+    return message.rstrip().endswith("." + F.ID) or f" index: {F.ID}_ " in message
 
 
 def insert_new(coll: Collection, docs: list[dict]) -> list[int]:

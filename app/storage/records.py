@@ -18,44 +18,41 @@ from app import jsontext, spec, tenants
 from app.model import NewSession, Session
 from app.storage.archive import INLINE_BYTES
 from app.storage.layout import (
+    TOMBSTONE,
+    F,
     chunk_key,
-    chunk_ranges,
-    chunk_texts,
-    decode_message,
-    encode_message,
     from_doc,
-    inline_texts,
     key,
     new_chunk,
     new_doc,
     purge_fields,
     receipt_doc,
-    text_bytes,
     tomb_doc,
 )
+from app.storage.messages import chunk_ranges, chunk_texts, decode_message, encode_message, inline_texts, text_bytes
 
 FORMAT, VERSION = "coze-session-node", 1
 # record name: (stored field, its value when a document or a record lacks it, whose type a record's
 # value must have). A new session field is one line here: exported as stored, imported over new_doc's.
 SESSION_FIELDS: dict[str, tuple[str, Any]] = {
-    "incarnation": ("r", ""),
-    "status": ("st", "active"),
-    "version": ("v", 1),
-    "created": ("c", 0),
-    "updated": ("u", 0),
-    "expires": ("exp", 0),
-    "timeout_ms": ("tmo", 0),
-    "max_history": ("mh", 1),
-    "auto_clean": ("ac", True),
-    "appended": ("n", 0),
-    "last_seq": ("tot", 0),
-    "chunk_size": ("cs", 0),
-    "lock_token": ("lk", ""),
-    "locked_until": ("lu", 0),
-    "request_ids": ("rq", []),
-    "create_request": ("cq", ""),
-    "summary": ("sm", ""),
-    "summary_upto": ("su", 0),
+    "incarnation": (F.NONCE, ""),
+    "status": (F.STATUS, "active"),
+    "version": (F.VERSION, 1),
+    "created": (F.CREATED, 0),
+    "updated": (F.UPDATED, 0),
+    "expires": (F.EXPIRES, 0),
+    "timeout_ms": (F.TIMEOUT, 0),
+    "max_history": (F.MAX_HISTORY, 1),
+    "auto_clean": (F.AUTO_CLEAN, True),
+    "appended": (F.APPENDED, 0),
+    "last_seq": (F.LAST_SEQ, 0),
+    "chunk_size": (F.CHUNK_SIZE, 0),
+    "lock_token": (F.LOCK_TOKEN, ""),
+    "locked_until": (F.LOCKED_UNTIL, 0),
+    "request_ids": (F.REQUESTS, []),
+    "create_request": (F.CREATE_REQUEST, ""),
+    "summary": (F.SUMMARY, ""),
+    "summary_upto": (F.SUMMARY_UPTO, 0),
 }
 # what no record can do without; the others (and any field added later) import at their default
 REQUIRED = frozenset(
@@ -92,7 +89,7 @@ def session_record(doc: dict, chunks: dict[str, dict]) -> dict | None:
     record.update(
         context=s.context,  # the patch log folded in: the text every answer shows
         slot=s.stored.slot if s.stored.holds_slot else None,
-        purge=s.stored.purge_ms if "pms" in doc else None,
+        purge=s.stored.purge_ms if F.PURGE_MS in doc else None,
         messages=[_message(seq, texts[seq]) for seq in seqs],
     )
     return record
@@ -105,11 +102,12 @@ def _message(seq: int, text: str) -> dict:
 
 def marker_record(doc: dict) -> dict:
     """The record of a tombstone or a delete receipt."""
-    tenant, user_id = tenants.split_user_key(doc["uid"])
-    record = {"tenant": tenant, "user_id": user_id, "session_id": doc["sid"], "purge": doc.get("pms", 0)}
-    if doc["k"] == "t":
+    tenant, user_id = tenants.split_user_key(doc[F.USER])
+    record = {"tenant": tenant, "user_id": user_id, "session_id": doc[F.SESSION], "purge": doc.get(F.PURGE_MS, 0)}
+    if doc[F.KIND] == TOMBSTONE:
         return {"kind": "tombstone", **record}
-    return {"kind": "receipt", **record, "request_ids": list(doc.get("rq", ())), "create_request": doc.get("cq", "")}
+    receipt = {"request_ids": list(doc.get(F.REQUESTS, ())), "create_request": doc.get(F.CREATE_REQUEST, "")}
+    return {"kind": "receipt", **record, **receipt}
 
 
 def session_docs(record: dict, chunk_size: int) -> tuple[dict, list[dict]]:
@@ -126,11 +124,11 @@ def session_docs(record: dict, chunk_size: int) -> tuple[dict, list[dict]]:
     size = record["chunk_size"] or chunk_size
     doc = new_doc(new, now=record["created"], slot=0, purge_ms=record["purge"] or 0, chunk_size=size)
     doc.update((field, record[name]) for name, (field, _) in SESSION_FIELDS.items() if name in record)
-    doc["cs"] = size
-    doc["slot"] = record["slot"] if record["slot"] is not None else doc["_id"]
+    doc[F.CHUNK_SIZE] = size
+    doc[F.SLOT] = record["slot"] if record["slot"] is not None else doc[F.ID]
     if record["purge"] is None:
-        doc.pop("pa", None)
-        doc.pop("pms", None)
+        doc.pop(F.PURGE_AT, None)
+        doc.pop(F.PURGE_MS, None)
     else:
         doc.update(purge_fields(record["purge"]))
     texts = [encode_message(m["role"], m["content"], m["ts"], m["request_id"]) for m in record["messages"]]
@@ -138,10 +136,12 @@ def session_docs(record: dict, chunk_size: int) -> tuple[dict, list[dict]]:
     whole = _whole_chunks(texts, size, record["max_history"])
     inline_part = texts[whole * size :]
     doc.update(
-        msgs=inline_part,
-        pl=len(inline_part),
-        sb=text_bytes(inline_part),
-        bk=[first + j * size for j in range(whole)],
+        {
+            F.MESSAGES: inline_part,
+            F.INLINE: len(inline_part),
+            F.INLINE_BYTES: text_bytes(inline_part),
+            F.CHUNKS: [first + j * size for j in range(whole)],
+        }
     )
     s = from_doc(doc)
     chunks = [new_chunk(s, first + j * size, texts[j * size : (j + 1) * size]) for j in range(whole)]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from app import errors
 from app.model import Session
-from app.storage.layout import from_doc, in_slot
+from app.storage.layout import F, by_id, from_doc, in_slot, of_user, only
 from app.storage.mongo import Collections, insert_ordered, is_id_conflict, storage_errors
 
 SLOT_TAKEN, ID_TAKEN = "slot taken", "id taken"  # lost races: the caller tries again
@@ -27,26 +27,26 @@ class Slots:
     def _holders(self, user_id: str) -> list[dict]:
         with storage_errors(writing=False):
             return list(
-                self.collections.read.find({"uid": user_id, **in_slot(self.max_sessions)}, {"slot": 1, "exp": 1})
+                self.collections.read.find({**of_user(user_id), **in_slot(self.max_sessions)}, only(F.SLOT, F.EXPIRES))
             )
 
     def free_slot(self, user_id: str, now: int, *, exclude: str = "", persist: bool) -> int:
         """A slot number nobody live holds, taken back from an expired holder if need be."""
-        holders = [h for h in self._holders(user_id) if type(h.get("slot")) is int]
-        taken = {h["slot"] for h in holders}
+        holders = [h for h in self._holders(user_id) if type(h.get(F.SLOT)) is int]
+        taken = {h[F.SLOT] for h in holders}
         free = [n for n in range(self.max_sessions) if n not in taken]
         if free:
             return random.choice(free)  # random, so concurrent creates rarely collide
-        stale = [h for h in holders if h["exp"] <= now and h["_id"] != exclude]
+        stale = [h for h in holders if h[F.EXPIRES] <= now and h[F.ID] != exclude]
         random.shuffle(stale)
         for h in stale:
             with storage_errors():
                 released = self.collections.write(persist).update_one(
-                    {"_id": h["_id"], "uid": user_id, "slot": h["slot"], "exp": {"$lte": now}},
-                    {"$set": {"slot": h["_id"]}},
+                    {**by_id(h[F.ID], user_id), F.SLOT: h[F.SLOT], F.EXPIRES: {"$lte": now}},
+                    {"$set": {F.SLOT: h[F.ID]}},
                 )
             if released.modified_count:
-                return h["slot"]
+                return int(h[F.SLOT])
         raise errors.SessionLimitExceeded(limit=self.max_sessions)
 
     def insert(self, user_id: str, build: Callable[[int], list[dict]], now: int, *, persist: bool) -> Session | str:
@@ -64,5 +64,5 @@ class Slots:
             if duplicate is not None and inserted == 0:
                 return ID_TAKEN if is_id_conflict(duplicate) else SLOT_TAKEN
             if duplicate is not None:  # the session went in; an older tombstone kept the new one out
-                coll.replace_one({"_id": docs[1]["_id"], "uid": docs[1]["uid"]}, docs[1], upsert=True)
+                coll.replace_one(by_id(docs[1][F.ID], docs[1][F.USER]), docs[1], upsert=True)
         return from_doc(docs[0])

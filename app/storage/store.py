@@ -8,6 +8,7 @@ copies every document): only features MongoDB 5.0+ and nx-27017 both handle.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import logging
@@ -36,16 +37,16 @@ from app.storage.archive import CHUNK_SIZE, Archive
 from app.storage.cache import SessionCache
 from app.storage.deletion import Deletion
 from app.storage.expiry import Expiry
-from app.storage.layout import DELETED
+from app.storage.layout import DELETED, F
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
 from app.storage.transfer import Transfer
-from app.storage.updates import PATCH_LOG_BYTES, Guess, after_update, diagnose, plan
+from app.storage.updates import PATCH_LOG_BYTES, Guess, after_update, judge, plan
 
 log = logging.getLogger(__name__)
-NO_MESSAGES = {"msgs": 0}
-SUMMARY = {"msgs": 0, "ctx": 0, "cp": 0}
+NO_MESSAGES = layout.without(F.MESSAGES)
+SUMMARY = layout.without(F.MESSAGES, F.CONTEXT, F.PATCHES)
 FOLD_AFTER = 8  # patches in the context's log before a worker folds them into the stored text
 
 
@@ -92,27 +93,27 @@ class SessionStore:
     def read(self, user_id: str, session_id: str) -> Session | None:
         """The stored session in any state, without its messages; None if there is none."""
         with storage_errors(writing=False):
-            doc = self.collections.read.find_one({"_id": layout.key(user_id, session_id), "uid": user_id}, NO_MESSAGES)
+            doc = self.collections.read.find_one(layout.by_id(layout.key(user_id, session_id), user_id), NO_MESSAGES)
         return self._learned(doc) if doc else None
 
     def _inspect(self, key: str, user_id: str, *, messages: bool = False) -> tuple[Session | None, bool]:
         """The stored session (any state) and whether its tombstone exists: why a write missed."""
-        ids = {"$in": [key, layout.tomb_key(key)]}
+        ids = layout.by_ids([key, layout.tomb_key(key)], user_id)
         with storage_errors(writing=False):
-            docs = list(self.collections.read.find({"_id": ids, "uid": user_id}, None if messages else NO_MESSAGES))
-        session = next((self._learned(d) for d in docs if d.get("k") == "s"), None)
-        return session, any(d.get("k") == "t" for d in docs)
+            docs = list(self.collections.read.find(ids, None if messages else NO_MESSAGES))
+        session = next((self._learned(d) for d in docs if d.get(F.KIND) == layout.SESSION), None)
+        return session, any(d.get(F.KIND) == layout.TOMBSTONE for d in docs)
 
     def list(self, user_id: str, now: int, status: str, limit: int, after: tuple[int, str] | None) -> list[Session]:
         """The user's sessions, newest first; `after` is the (created, session id) a page ended at."""
-        query: dict = {"uid": user_id, "k": "s", **layout.not_deleted()}
+        query: dict = {**layout.of_user(user_id, layout.SESSION), **layout.not_deleted()}
         if status == "expired":
-            query["exp"] = {"$lte": now}
-        elif status in ("active", "closed"):
-            query["st"] = status
-            query["exp"] = {"$gt": now}
+            query[F.EXPIRES] = {"$lte": now}
+        elif status in (layout.ACTIVE, layout.CLOSED):
+            query[F.STATUS] = status
+            query[F.EXPIRES] = {"$gt": now}
         if after is not None:
-            query["$or"] = [{"c": {"$lt": after[0]}}, {"c": after[0], "sid": {"$lt": after[1]}}]
+            query["$or"] = [{F.CREATED: {"$lt": after[0]}}, {F.CREATED: after[0], F.SESSION: {"$lt": after[1]}}]
         with storage_errors(writing=False):
             cursor = self.collections.read.find(query, SUMMARY).sort(layout.LIST_SORT).limit(limit)
             return [layout.from_doc(d) for d in cursor]
@@ -121,7 +122,7 @@ class SessionStore:
         """Remove the session and every document of it: (anything was deleted, a repeat of an earlier delete)."""
         return self.deletion.delete(user_id, session_id, expect, now=now, persist=persist)
 
-    def messages(self, s: Session, first: int, last: int) -> list[Message]:
+    def messages(self, s: Session, first: int, last: int) -> builtins.list[Message]:  # `list` is a method here
         """The visible messages with seqs in [first, last]; `s` from a write asked `with_messages`."""
         return self.archive.messages(s, first, last)
 
@@ -141,14 +142,14 @@ class SessionStore:
         for _ in LOST_RACES.rounds():
             if caller_id:
                 existing, receipt = self.deletion.with_receipt(key, new.user_id)
-                if receipt is not None and request_id in receipt.get("rq", ()):
-                    return Applied(None, replayed=True, created=receipt.get("cq") == request_id)
-                earlier = tuple(receipt.get("rq", ())) if receipt else ()
+                if receipt is not None and request_id in receipt.get(F.REQUESTS, ()):
+                    return Applied(None, replayed=True, created=receipt.get(F.CREATE_REQUEST) == request_id)
+                earlier = tuple(receipt.get(F.REQUESTS, ())) if receipt else ()
                 if existing is not None and existing.status == DELETED:  # a delete did not finish: finish it
                     self.deletion.remove(key, new.user_id, new.session_id, persist)
                     continue
                 if existing is not None:
-                    keep = not existing.expired(now) or (existing.status == "active" and not existing.auto_clean)
+                    keep = not existing.expired(now) or (existing.status == layout.ACTIVE and not existing.auto_clean)
                     if keep:  # live, or kept expired (auto_clean false) for the caller to revive
                         repeat = bool(request_id) and request_id in existing.stored.requests
                         made_it = repeat and existing.stored.create_request == request_id
@@ -197,8 +198,9 @@ class SessionStore:
             except errors.ServiceError:  # the change refused by the state it was computed from
                 if not guess.cached:
                     raise
-                stored, tomb = self._inspect(key, user_id)  # the remembered state may be stale: judge what is stored
-                if diagnose(stored, tomb, change, expect, now):
+                # the remembered state may be stale: judge what is stored
+                stored, repeat = judge(self._inspect(key, user_id), change, expect, now)
+                if repeat:
                     return self._replayed(stored, change, expect, now, persist)
                 guess = dataclasses.replace(guess.learn(stored), base=stored, cached=False)
                 continue
@@ -213,7 +215,7 @@ class SessionStore:
                 except DuplicateKeyError:  # the slot a revival chose was taken meanwhile
                     before = None
             if before:
-                if before.get("st") == DELETED:  # a read raced a delete that has marked it
+                if before.get(F.STATUS) == DELETED:  # a read raced a delete that has marked it
                     raise errors.SessionNotFound()
                 s = self._learned(after_update(before, update))
                 self._after(s, change, guess, before, persist)
@@ -221,8 +223,8 @@ class SessionStore:
                     return Applied(s, seqs=range(s.last_seq - len(change.messages) + 1, s.last_seq + 1))
                 return Applied(s, lock_token=change.token if isinstance(change, Lock) else "")
             replay_append = isinstance(change, Append) and bool(expect.request_id)
-            stored, tomb = self._inspect(key, user_id, messages=replay_append)
-            if diagnose(stored, tomb, change, expect, now):
+            stored, repeat = judge(self._inspect(key, user_id, messages=replay_append), change, expect, now)
+            if repeat:
                 return self._replayed(stored, change, expect, now, persist)
             guess = self._corrected(guess, stored, change, now, persist)
         raise errors.StorageUnavailable()
@@ -237,7 +239,7 @@ class SessionStore:
         if persist:
             with storage_errors():
                 self.collections.durable.update_one(
-                    {"_id": stored.stored.key, "uid": stored.user_id}, {"$max": {"v": 0}}
+                    layout.by_id(stored.stored.key, stored.user_id), {"$max": {F.VERSION: 0}}
                 )
         if not self.expiry.keep_purgeable_after(stored, persist=persist):
             raise errors.SessionExpired()
@@ -253,9 +255,8 @@ class SessionStore:
         """The timeout and max_history this process last saw; for a merge, whether to merge here."""
         guess = Guess(*self.cache.shape(key))
         if isinstance(change, Compact):  # from what is stored now: it counts the messages it keeps
-            known, tomb = self._inspect(key, user_id)
-            diagnose(known, tomb, change, expect, now)
-            return dataclasses.replace(guess.learn(known), base=known)
+            stored, _ = judge(self._inspect(key, user_id), change, expect, now)
+            return dataclasses.replace(guess.learn(stored), base=stored)
         if not isinstance(change, MergeContext):
             return guess
         known = self.cache.recall(key)
@@ -265,9 +266,8 @@ class SessionStore:
             return guess  # onto the patch log, unapplied: no read
         # Merged here and compared-and-set, from the state this process last saw if it can be current.
         cached = known is not None and (expect.version is None or known.version == expect.version)
-        if not cached:
-            known, tomb = self._inspect(key, user_id)
-            diagnose(known, tomb, change, expect, now)  # a repeat is recognised when the write misses
+        if known is None or not cached:  # a repeat is recognised when the write misses
+            known, _ = judge(self._inspect(key, user_id), change, expect, now)
         return dataclasses.replace(guess.learn(known), base=known, cached=cached)
 
     def _corrected(self, guess: Guess, stored: Session, change: Change, now: int, persist: bool) -> Guess:
@@ -288,8 +288,8 @@ class SessionStore:
             try:
                 with storage_errors():
                     self.collections.write(persist).update_one(
-                        {"_id": s.stored.key, "uid": s.user_id, "r": s.stored.nonce, "v": s.version},
-                        {"$set": {"ctx": s.context, "cp": [], "csz": len(s.context.encode())}},
+                        {**layout.by_id(s.stored.key, s.user_id), F.NONCE: s.stored.nonce, F.VERSION: s.version},
+                        {"$set": layout.context_fields(s.context)},
                     )
             except errors.ServiceError:  # the merge is stored: answer it; a later merge folds the log
                 log.warning("could not fold a context's patch log; a later merge will")

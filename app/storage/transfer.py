@@ -13,7 +13,21 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from app.storage.layout import from_doc, in_slot, not_deleted
+from app.storage.layout import (
+    CHUNK,
+    RECEIPT,
+    SESSION,
+    TOMBSTONE,
+    F,
+    by_id,
+    by_ids,
+    from_doc,
+    in_slot,
+    not_deleted,
+    of_session,
+    of_user,
+    only,
+)
 from app.storage.mongo import Collections, DuplicateKeyError, insert_new, is_id_conflict, storage_errors
 from app.storage.records import (
     chunk_ids,
@@ -62,17 +76,15 @@ class Transfer:
     def sessions(self, user: str | None = None, tenant: str | None = None) -> Iterator[dict]:
         """Every session's record (of one stored user key, or of one tenant, if given), in batches; one a
         delete is removing is gone."""
-        where: dict = {"k": "s", **not_deleted()}
-        if user is not None:
-            where["uid"] = user
-        elif tenant is not None and key_range(tenant):
-            where["uid"] = key_range(tenant)  # an index range, not the whole collection
+        where: dict = {**of_user(user, SESSION), **not_deleted()}
+        if user is None and tenant is not None and key_range(tenant):
+            where[F.USER] = key_range(tenant)  # an index range, not the whole collection
         ids: list[str] = []
         with storage_errors(writing=False):
-            for doc in self.collections.read.find(where, {"_id": 1, "uid": 1}).batch_size(1000):
-                if tenant is not None and split_user_key(doc["uid"])[0] != tenant:
+            for doc in self.collections.read.find(where, only(F.ID, F.USER)).batch_size(1000):
+                if tenant is not None and split_user_key(doc[F.USER])[0] != tenant:
                     continue
-                ids.append(doc["_id"])
+                ids.append(doc[F.ID])
                 if len(ids) == BATCH:
                     yield from self._read(ids)
                     ids = []
@@ -80,22 +92,22 @@ class Transfer:
 
     def markers(self, user: str | None = None, tenant: str | None = None) -> Iterator[dict]:
         """Every tombstone's and delete receipt's record (of one stored user key, or of one tenant, if given)."""
-        for kind in ("t", "d"):
-            where: dict = {"k": kind} if user is None else {"uid": user, "k": kind}
+        for kind in (TOMBSTONE, RECEIPT):
+            where = of_user(user, kind)
             if user is None and tenant is not None and key_range(tenant):
-                where["uid"] = key_range(tenant)
+                where[F.USER] = key_range(tenant)
             with storage_errors(writing=False):
                 for doc in self.collections.read.find(where).batch_size(1000):
-                    if tenant is None or split_user_key(doc["uid"])[0] == tenant:
+                    if tenant is None or split_user_key(doc[F.USER])[0] == tenant:
                         yield marker_record(doc)
 
     def _read(self, ids: list[str]) -> Iterator[dict]:
         if not ids:
             return
         with storage_errors(writing=False):
-            docs = list(self.collections.read.find({"_id": {"$in": ids}}))
+            docs = list(self.collections.read.find(by_ids(ids)))
         order = {key: n for n, key in enumerate(ids)}
-        docs.sort(key=lambda d: order[d["_id"]])
+        docs.sort(key=lambda d: order[d[F.ID]])
         group: list[dict] = []
         wanted: list[str] = []
         for doc in docs:
@@ -110,27 +122,26 @@ class Transfer:
     def _records(self, docs: list[dict], wanted: list[str]) -> Iterator[dict]:
         chunks = self._chunks(wanted)
         for doc in docs:
+            current: dict | None = doc
             record = session_record(doc, chunks)
             for _ in range(REREADS):
                 if record is not None:
                     break
                 with storage_errors(writing=False):  # changed meanwhile (appended, cleared): read it again
-                    doc = self.collections.read.find_one({"_id": doc["_id"], "uid": doc["uid"]})
-                if doc is None:
+                    current = self.collections.read.find_one(by_id(doc[F.ID], doc[F.USER]))
+                if current is None:
                     break  # deleted meanwhile
-                record = session_record(doc, self._chunks(chunk_ids(from_doc(doc))))
+                record = session_record(current, self._chunks(chunk_ids(from_doc(current))))
             if record is not None:
                 yield record
-            elif doc is not None:
-                self.unreadable.append((doc["uid"], doc["sid"]))
+            elif current is not None:
+                self.unreadable.append((doc[F.USER], doc[F.SESSION]))
 
     def _chunks(self, ids: list[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for start in range(0, len(ids), CHUNKS):
             with storage_errors(writing=False):
-                out.update(
-                    (d["_id"], d) for d in self.collections.read.find({"_id": {"$in": ids[start : start + CHUNKS]}})
-                )
+                out.update((d[F.ID], d) for d in self.collections.read.find(by_ids(ids[start : start + CHUNKS])))
         return out
 
     # import
@@ -145,12 +156,13 @@ class Transfer:
     def _restore_sessions(self, sessions: list[tuple[int, dict]], replace: bool, done: Restored) -> None:
         keys = [record_key(r) for _, r in sessions]
         with storage_errors(writing=False):
-            stored = {d["_id"]: d for d in self.collections.read.find({"_id": {"$in": keys}}, {"r": 1, "v": 1})}
+            stored = {d[F.ID]: d for d in self.collections.read.find(by_ids(keys), only(F.NONCE, F.VERSION))}
         todo: list[tuple[int, dict]] = []
         chunks: list[dict] = []
         for n, record in sessions:
             there = stored.get(record_key(record))
-            if there is not None and (there.get("r"), there.get("v")) == (record["incarnation"], record["version"]):
+            same = (record["incarnation"], record["version"])
+            if there is not None and (there.get(F.NONCE), there.get(F.VERSION)) == same:
                 done.unchanged["session"] += 1
                 continue
             if there is not None and not replace:
@@ -165,9 +177,7 @@ class Transfer:
         if chunks:
             for i in self._insert(chunks):  # left by an interrupted import of the same incarnation
                 with storage_errors():
-                    self.collections.write(True).replace_one(
-                        {"_id": chunks[i]["_id"], "uid": chunks[i]["uid"]}, chunks[i]
-                    )
+                    self.collections.write(True).replace_one(by_id(chunks[i][F.ID], chunks[i][F.USER]), chunks[i])
         slotted = [t for t in todo if self._fits(t[1])]
         failed = set(self._insert([doc for _, doc in slotted]))
         retry = [t for t in todo if not self._fits(t[1])] + [t for i, t in enumerate(slotted) if i in failed]
@@ -181,7 +191,7 @@ class Transfer:
 
     def _fits(self, doc: dict) -> bool:
         """Whether the document's slot means the same here (a number below this server's MAX_SESSIONS, or none)."""
-        return type(doc["slot"]) is not int or doc["slot"] < self.max_sessions
+        return type(doc[F.SLOT]) is not int or doc[F.SLOT] < self.max_sessions
 
     def _insert(self, docs: list[dict]) -> list[int]:
         """Insert what is not there yet; the indexes of the documents a duplicate key kept out."""
@@ -193,14 +203,16 @@ class Transfer:
     def _insert_in_free_slot(self, doc: dict) -> str:
         """Insert a session whose slot is held here by another; "" when done, else why not."""
         for _ in range(self.max_sessions + 1):
-            if type(doc["slot"]) is int:
+            if type(doc[F.SLOT]) is int:
                 with storage_errors(writing=False):
-                    holders = self.collections.read.find({"uid": doc["uid"], **in_slot(self.max_sessions)}, {"slot": 1})
-                    taken = {h["slot"] for h in holders}
+                    holders = self.collections.read.find(
+                        {**of_user(doc[F.USER]), **in_slot(self.max_sessions)}, only(F.SLOT)
+                    )
+                    taken = {h[F.SLOT] for h in holders}
                 free = [n for n in range(self.max_sessions) if n not in taken]
                 if not free:
                     return f"its user already holds all {self.max_sessions} active slots (MAX_SESSIONS) here"
-                doc["slot"] = free[0]
+                doc[F.SLOT] = free[0]
             with storage_errors():
                 try:
                     self.collections.write(True).insert_one(doc)
@@ -215,8 +227,8 @@ class Transfer:
         user, sid = stored_user(record), record["session_id"]
         with storage_errors():
             coll = self.collections.write(True)
-            coll.delete_many({"uid": user, "sid": sid, "k": "m"})
-            coll.delete_one({"_id": record_key(record), "uid": user})
+            coll.delete_many(of_session(user, sid, CHUNK))
+            coll.delete_one(by_id(record_key(record), user))
 
     def _restore_markers(self, markers: list[tuple[int, dict]], replace: bool, done: Restored) -> None:
         docs = [marker_doc(r) for _, r in markers]
@@ -227,7 +239,7 @@ class Transfer:
                 done.imported[name] += 1
             elif replace:
                 with storage_errors():
-                    self.collections.write(True).replace_one({"_id": docs[i]["_id"], "uid": docs[i]["uid"]}, docs[i])
+                    self.collections.write(True).replace_one(by_id(docs[i][F.ID], docs[i][F.USER]), docs[i])
                 done.replaced[name] += 1
             else:
                 done.unchanged[name] += 1

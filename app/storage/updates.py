@@ -27,7 +27,8 @@ from app.model import (
     Unlock,
 )
 from app.storage import layout
-from app.storage.layout import encode_message, text_bytes
+from app.storage.layout import F
+from app.storage.messages import encode_message, text_bytes
 
 PATCH_LOG_BYTES = 64 * 1024  # contexts up to this size take merges unapplied: one round trip, no read
 
@@ -46,30 +47,32 @@ class Guess:
         return replace(self, timeout_ms=stored.timeout_ms, max_history=stored.max_history)
 
 
-def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, now: int, max_sessions: int):
+def plan(
+    key: str, user_id: str, change: Change, expect: Expect, guess: Guess, now: int, max_sessions: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The (filter, update) of one atomic write; every write restarts the sliding timeout.
 
     A request id is checked and recorded by the same command (`$nin` in the filter, `$push` in the
     update): of any number of concurrent repeats, exactly one applies.
     """
-    where: dict[str, Any] = {"_id": key, "uid": user_id}
+    where: dict[str, Any] = layout.by_id(key, user_id)
     sets: dict[str, Any] = {}
     inc: dict[str, int] = {}
     push: dict[str, Any] = {}
     if expect.writable:
-        where["st"] = layout.ACTIVE
+        where[F.STATUS] = layout.ACTIVE
     if expect.live:
-        where["exp"] = {"$gt": now}
+        where[F.EXPIRES] = {"$gt": now}
     if expect.version is not None:
-        where["v"] = expect.version
+        where[F.VERSION] = expect.version
     if isinstance(change, Slide) and change.timeout_ms is not None:
-        sets.update(tmo=change.timeout_ms, exp=now + change.timeout_ms)
+        sets.update({F.TIMEOUT: change.timeout_ms, F.EXPIRES: now + change.timeout_ms})
     elif not isinstance(change, Unlock) or change.slide:  # unlock slides only a live session (never revives)
-        where["tmo"] = guess.timeout_ms
-        sets["exp"] = now + guess.timeout_ms
+        where[F.TIMEOUT] = guess.timeout_ms
+        sets[F.EXPIRES] = now + guess.timeout_ms
     if not isinstance(change, Slide | Lock | Unlock):
-        sets["u"] = now
-        inc["v"] = 1
+        sets[F.UPDATED] = now
+        inc[F.VERSION] = 1
     # a repeat recognised from the state read: the write below will miss, and be answered as a replay
     replaying = bool(expect.request_id) and guess.base is not None and expect.request_id in guess.base.stored.requests
     if expect.request_id:
@@ -84,48 +87,51 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         if change.revive and guess.slot is None:
             where.update(layout.in_slot(max_sessions))
         elif change.revive:
-            where.update(slot=key, v=guess.base.version)  # its slot was given up while it was expired
-            sets["slot"] = guess.slot
+            assert guess.base is not None  # a slot is chosen from the state read (SessionStore._corrected)
+            where.update({F.SLOT: key, F.VERSION: guess.base.version})  # its slot was given up while it was expired
+            sets[F.SLOT] = guess.slot
     elif isinstance(change, ReplaceContext):
-        sets.update(ctx=change.text, cp=[], csz=len(change.text.encode()))
+        sets.update(layout.context_fields(change.text))
     elif isinstance(change, MergeContext) and guess.base is not None:
         text = guess.base.context if replaying else change.onto(guess.base.context)
-        sets.update(ctx=text, cp=[], csz=len(text.encode()))
-        where.update(r=guess.base.stored.nonce, v=guess.base.version)
+        sets.update(layout.context_fields(text))
+        where.update({F.NONCE: guess.base.stored.nonce, F.VERSION: guess.base.version})
     elif isinstance(change, MergeContext):
         # Stored unapplied, under a bound that keeps the merged context within the limit.
         patch = change.text
         size = len(patch.encode())
-        push["cp"] = patch
-        inc["csz"] = size
-        where["csz"] = {"$lte": min(change.limit, PATCH_LOG_BYTES) - size}
+        push[F.PATCHES] = patch
+        inc[F.CONTEXT_BYTES] = size
+        where[F.CONTEXT_BYTES] = {"$lte": min(change.limit, PATCH_LOG_BYTES) - size}
     elif isinstance(change, Append):
         texts = [encode_message(role, content, change.at, expect.request_id) for role, content in change.messages]
         k = len(texts)
-        push["msgs"] = {"$each": texts}
-        inc.update(n=k, tot=k, pl=k, sb=text_bytes(texts))
+        push[F.MESSAGES] = {"$each": texts}
+        inc.update({F.APPENDED: k, F.LAST_SEQ: k, F.INLINE: k, F.INLINE_BYTES: text_bytes(texts)})
         if change.reject_overflow:
-            where.update(mh=guess.max_history, n={"$lte": guess.max_history - k})
+            where.update({F.MAX_HISTORY: guess.max_history, F.APPENDED: {"$lte": guess.max_history - k}})
     elif isinstance(change, ClearHistory):
         # bk stays: its chunks are out of view now, and a clear retried after a failed drop finds them;
         # the summary goes with the messages it summed up
-        sets.update(msgs=[], n=0, pl=0, sb=0, sm="", su=0)
+        sets.update({F.MESSAGES: [], F.APPENDED: 0, F.INLINE: 0, F.INLINE_BYTES: 0, F.SUMMARY: "", F.SUMMARY_UPTO: 0})
     elif isinstance(change, Close):
-        sets.update(st=layout.CLOSED, slot=key)
+        sets.update({F.STATUS: layout.CLOSED, F.SLOT: key})
     elif isinstance(change, Lock):
-        sets.update(lk=change.token, lu=now + change.lease_ms)
+        sets.update({F.LOCK_TOKEN: change.token, F.LOCKED_UNTIL: now + change.lease_ms})
     elif isinstance(change, Unlock):
-        sets.update(lk="", lu=0)
+        sets.update({F.LOCK_TOKEN: "", F.LOCKED_UNTIL: 0})
     elif isinstance(change, Compact):
         base = guess.base  # compacted from the state read: any append since makes this miss, and retry
+        assert base is not None  # SessionStore._first_guess reads it
         if change.upto > base.last_seq and not replaying:
             if not base.last_seq:
                 raise errors.OutOfRange("compact.upto", "no_messages")
             raise errors.OutOfRange("compact.upto", "upto_last", base.last_seq)
         if change.upto < base.summary_upto and not replaying:  # the new summary replaces one that covered more
             raise errors.OutOfRange("compact.upto", "upto_summary", base.summary_upto)
-        where.update(tot=base.last_seq, n=base.appended)
-        sets.update(sm=change.summary, su=change.upto, n=max(0, min(base.appended, base.last_seq - change.upto)))
+        where.update({F.LAST_SEQ: base.last_seq, F.APPENDED: base.appended})
+        kept = max(0, min(base.appended, base.last_seq - change.upto))
+        sets.update({F.SUMMARY: change.summary, F.SUMMARY_UPTO: change.upto, F.APPENDED: kept})
     update: dict[str, Any] = {"$set": sets}
     if inc:
         update["$inc"] = inc
@@ -145,7 +151,7 @@ def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect,
         return True
     if expect.live and stored.expired(now):
         raise errors.SessionExpired(session=stored)
-    if expect.writable and stored.status == "closed":
+    if expect.writable and stored.status == layout.CLOSED:
         raise errors.SessionClosed(session=stored)
     if expect.guarded and expect.lock_token:
         if stored.stored.lock_token != expect.lock_token or not stored.locked(now):
@@ -155,9 +161,17 @@ def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect,
     if expect.version is not None and stored.version != expect.version:
         raise errors.VersionConflict(session=stored, current=stored.version)
     full = isinstance(change, Append) and stored.appended > stored.max_history - len(change.messages)
-    if full and change.reject_overflow:
+    if full and isinstance(change, Append) and change.reject_overflow:
         raise errors.HistoryLimit(session=stored, limit=stored.max_history)
     return False
+
+
+def judge(found: tuple[Session | None, bool], change: Change, expect: Expect, now: int) -> tuple[Session, bool]:
+    """Diagnose a miss from what `_inspect`-style reads found: (the stored session, whether the write is a repeat)."""
+    stored, tomb = found
+    repeat = diagnose(stored, tomb, change, expect, now)
+    assert stored is not None  # diagnose raised: nothing is stored
+    return stored, repeat
 
 
 def after_update(doc: dict, update: dict) -> dict:
