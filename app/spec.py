@@ -591,6 +591,12 @@ ERRORS: dict[str, ErrorSpec] = {
             "未持有会话锁：令牌已释放、已过期或属于其他持有者",
             "lock not held: the token was released, has expired, or is another holder's",
         ),
+        ErrorSpec(
+            "CONDITION_FAILED",
+            200,
+            "条件不满足：{field}（test）不成立，未做任何修改",
+            "condition failed: {field} (test) does not hold; nothing was changed",
+        ),
         ErrorSpec("UNAUTHORIZED", 401, "未授权：服务令牌缺失或错误", "unauthorized: missing or wrong service token"),
         ErrorSpec(
             "PAYLOAD_TOO_LARGE", 413, "请求体过大（上限 {limit} 字节）", "request body too large (limit {limit} bytes)"
@@ -635,4 +641,18 @@ REASONS: dict[str, tuple[str, str]] = {
     "no_such_tool": ("不是此服务的工具", "is not a tool of this service"),
     "schema": ("不符合上下文结构（{expected}）", "does not match the context schema ({expected})"),
     "method": ("只接受 POST 请求", "accepts POST only"),
+    "pointer": (
+        "不是有效的 JSON Pointer（以 / 开头，~0 表示 ~，~1 表示 /）",
+        "is not a valid JSON Pointer (starts with /, ~0 for ~, ~1 for /)",
+    ),
+    "pointer_root": ("不能指向整个上下文（请用 context）", "must not point at the whole context (use context)"),
+    "json_value": ("不是有效的 JSON 文本", "is not valid JSON text"),
+    "edit_number": ("应为 JSON 数字", "must be a JSON number"),
+    "edit_array": ("应为 JSON 数组", "must be a JSON array"),
+    "edit_not_number": ("路径上的值不是数字", "the value at its path is not a number"),
+    "edit_not_array": ("路径上的值不是数组", "the value at its path is not an array"),
+    "edit_path": (
+        "路径无法到达（{expected} 不是对象，或数组下标越界）",
+        "cannot reach its path ({expected} is not an object, or an array index is out of range)",
+    ),
 }
