@@ -60,6 +60,7 @@ class Field:
     max_items: int | None = None
     items: Field | None = None
     properties: dict[str, Field] = field(default_factory=dict)
+    required: tuple[str, ...] | None = None  # of an object's properties; None: all of them
 
     def but(self, **changes: Any) -> Field:
         """This field with some attributes replaced (a tool-specific default, say)."""
@@ -74,6 +75,45 @@ MESSAGE_IN = Field(
         "role": Field("string", "角色", "Who spoke.", enum=ROLES),
         "content": Field("string", "消息内容（最多 64 KiB）", "Message text, at most 64 KiB."),
     },
+)
+
+MAX_EDITS = 100
+EDIT_OPS = ("set", "remove", "increment", "append", "extend", "remove_value", "test")
+EDIT_ROW = Field(
+    "object",
+    "一项修改：op 操作、path 路径（JSON Pointer）、value 值（JSON 文本）、keep_last 保留最新几项",
+    "One edit: op, path (JSON Pointer), value (JSON text), keep_last.",
+    properties={
+        "op": Field(
+            "string",
+            "操作：set 设置、remove 删除、increment 加数、append 追加一项、extend 追加多项、"
+            "remove_value 删除等于 value 的项、test 检查值相等（否则整次调用不生效）",
+            "set, remove, increment (add a number), append (one item), extend (items of an array), "
+            "remove_value (every item equal to value), test (apply the call only if the value equals).",
+            enum=EDIT_OPS,
+        ),
+        "path": Field(
+            "string",
+            "JSON Pointer 路径，例如 /cart/A1/qty（~1 表示 /，~0 表示 ~，/- 表示数组末尾）",
+            "JSON Pointer, e.g. /cart/A1/qty (~1 for /, ~0 for ~, /- for the end of an array).",
+            max_length=4096,
+        ),
+        "value": Field(
+            "string",
+            '值的 JSON 文本，例如 2、"abc"、{"sku":"A1"}；remove 不需要（留空）',
+            'The value as JSON text, e.g. 2, "abc", {"sku":"A1"}; empty for remove.',
+            default="",
+        ),
+        "keep_last": Field(
+            "integer",
+            "append/extend：只保留数组最新的几项（0 表示全部保留）",
+            "append/extend: keep only the newest items of the array (0: keep all).",
+            default=0,
+            minimum=0,
+            maximum=MAX_SAFE_INTEGER,
+        ),
+    },
+    required=("op", "path"),
 )
 
 INPUTS: dict[str, Field] = {
@@ -124,6 +164,13 @@ INPUTS: dict[str, Field] = {
         "Request id: a repeat on the same session (a retry) applies nothing and answers replayed=true "
         "(1-128 letters, digits or _ - . :).",
         pattern=TOKEN_PATTERN,
+    ),
+    "edits": Field(
+        "array",
+        "按顺序执行的上下文修改（最多 100 项，全部生效或全部不生效）",
+        "Context edits applied in order, all or nothing (at most 100).",
+        items=EDIT_ROW,
+        max_items=MAX_EDITS,
     ),
     "summary": Field(
         "string",
@@ -380,10 +427,11 @@ OPERATIONS: dict[str, Operation] = {
         ),
         Operation(
             "update",
-            "修改上下文：合并（默认）或替换",
-            "Change the context: merge (default, JSON Merge Patch) or replace.",
-            (*_ID, "context"),
-            (*_WRITE, "context"),
+            "修改上下文：合并（默认）或替换，和/或按路径修改（edits：设置、删除、加数、追加、条件检查）",
+            "Change the context: merge (default, JSON Merge Patch) or replace, and/or edit it by path "
+            "(edits: set, remove, increment, append, extend, remove_value, test).",
+            _ID,
+            (*_WRITE, "context", "edits"),
             ("merge", "expected_version", "resume", "persist", "lang"),
             ("replayed", "resumed"),
         ),
