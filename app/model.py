@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app import errors, jsontext
+from app import errors, jsontext, seqs
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,20 @@ class Session:
     max_history: int
     auto_clean: bool
     message_count: int  # visible messages: the newest min(appended, max_history)
-    appended: int  # messages appended since the last clear
-    last_seq: int  # the newest message's seq (0 before the first)
+    appended: int  # messages appended since the last clear (less those a rewind dropped)
+    last_seq: int  # the highest seq ever given (0 before the first): the next append continues after it
     locked_until: int = 0  # epoch milliseconds; the lock is held while it is in the future
     summary: str = ""  # what compact left in place of the messages up to summary_upto
     summary_upto: int = 0
+    gaps: seqs.Gaps = ()  # seqs a rewind dropped: no message holds them (see app.seqs)
+    forked_from: str = ""  # the session this one was forked from ("" if not made by fork)
+    forked_at_seq: int = 0
     stored: Any = field(default=None, compare=False, repr=False)
 
     @property
     def first_seq(self) -> int:
         """The seq of the oldest message the history shows."""
-        return self.last_seq - self.message_count + 1
+        return seqs.first_visible(self.last_seq, self.message_count, self.gaps)
 
     def expired(self, now: int) -> bool:
         return self.expires <= now

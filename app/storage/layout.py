@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from app import jsontext
+from app import jsontext, seqs
 from app.model import NewSession, Session
 
 FIELDS: dict[str, str] = {
@@ -52,6 +52,9 @@ FIELDS: dict[str, str] = {
     "rq": "the last request ids applied to the session (or, in a receipt, to its delete), oldest first",
     "sm": "the summary compact left in place of the messages up to su",
     "su": "the last seq the summary covers (0: no summary)",
+    "gp": "seqs a rewind dropped, flat [first, last, ...] of ascending ranges (app.seqs); absent: none",
+    "ff": "the session id this one was forked from; absent: not made by fork",
+    "fa": "the seq the fork was cut at",
     # archive chunks
     "seq": "the chunk's first seq",
 }
@@ -116,6 +119,10 @@ def decode_message(text: str) -> tuple[str, str, int, str]:
     return head[1], content, int(head[3]), head[4] or ""
 
 
+# What a dropped message's place holds, inline or archived: seqs are positions, and never reused.
+DROPPED = "system|0|"
+
+
 def text_bytes(texts: tuple[str, ...] | list[str]) -> int:
     return sum(len(t.encode("utf-8")) for t in texts)
 
@@ -149,14 +156,16 @@ def inline_first(s: Session) -> int:
 
 
 def inline_texts(s: Session) -> Iterator[tuple[int, str]]:
-    """(seq, message text) of the messages kept in the session document (`s` read with them), oldest first."""
+    """(seq, message text) of the messages kept in the session document (`s` read with them), oldest
+    first; seqs a rewind dropped are left out."""
     start = inline_first(s)
-    return ((start + i, text) for i, text in enumerate(s.stored.texts or ()))
+    return ((start + i, t) for i, t in enumerate(s.stored.texts or ()) if not seqs.is_gap(start + i, s.gaps))
 
 
-def chunk_texts(chunk: dict) -> Iterator[tuple[int, str]]:
-    """(seq, message text) of an archive chunk's messages, oldest first."""
-    return ((chunk["seq"] + i, text) for i, text in enumerate(chunk["msgs"]))
+def chunk_texts(chunk: dict, gaps: seqs.Gaps = ()) -> Iterator[tuple[int, str]]:
+    """(seq, message text) of an archive chunk's messages, oldest first, but those in `gaps`."""
+    first = chunk["seq"]
+    return ((first + i, t) for i, t in enumerate(chunk["msgs"]) if not seqs.is_gap(first + i, gaps))
 
 
 def chunk_ranges(s: Session) -> list[tuple[int, int]]:
@@ -188,6 +197,9 @@ def from_doc(doc: dict) -> Session:
         locked_until=doc.get("lu", 0),
         summary=doc.get("sm", ""),
         summary_upto=doc.get("su", 0),
+        gaps=seqs.from_stored(doc.get("gp", ())),
+        forked_from=doc.get("ff", ""),
+        forked_at_seq=doc.get("fa", 0),
         stored=Stored(
             key=doc["_id"],
             nonce=doc.get("r", ""),

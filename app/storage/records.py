@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app import jsontext, spec
+from app import jsontext, seqs, spec
 from app.model import NewSession, Session
 from app.storage.archive import INLINE_BYTES
 from app.storage.layout import (
+    DROPPED,
     chunk_key,
     chunk_ranges,
     chunk_texts,
@@ -53,6 +54,9 @@ SESSION_FIELDS: dict[str, tuple[str, Any]] = {
     "request_ids": ("rq", []),
     "summary": ("sm", ""),
     "summary_upto": ("su", 0),
+    "gaps": ("gp", []),
+    "forked_from": ("ff", ""),
+    "forked_at_seq": ("fa", 0),
 }
 # what no record can do without; the others (and any field added later) import at their default
 REQUIRED = frozenset(
@@ -79,8 +83,8 @@ def session_record(doc: dict, chunks: dict[str, dict]) -> dict | None:
     for cid in chunk_ids(s):
         if cid not in chunks:
             return None
-        texts.update(chunk_texts(chunks[cid]))
-    seqs = range(s.first_seq, s.last_seq + 1)
+        texts.update(chunk_texts(chunks[cid], s.gaps))
+    seqs = _visible(s.last_seq, s.message_count, s.gaps)
     if any(seq not in texts for seq in seqs):
         return None
     record: dict[str, Any] = {"kind": "session", "user_id": s.user_id, "session_id": s.session_id}
@@ -128,8 +132,10 @@ def session_docs(record: dict, inline: int) -> tuple[dict, list[dict]]:
         doc.pop("pms", None)
     else:
         doc.update(purge_fields(record["purge"]))
-    texts = [encode_message(m["role"], m["content"], m["ts"], m["request_id"]) for m in record["messages"]]
-    first = record["last_seq"] - len(texts) + 1
+    by_seq = {m["seq"]: encode_message(m["role"], m["content"], m["ts"], m["request_id"]) for m in record["messages"]}
+    gaps = seqs.from_stored(record.get("gaps", []))
+    first = seqs.first_visible(record["last_seq"], len(by_seq), gaps)
+    texts = [by_seq.get(seq, DROPPED) for seq in range(first, record["last_seq"] + 1)]  # gaps keep their places
     whole = _whole_chunks(texts, size, record["max_history"])
     inline_part = texts[whole * size :]
     doc.update(
@@ -205,13 +211,27 @@ def _check_messages(record: dict) -> None:
     visible = min(record["appended"], record["max_history"])
     if len(messages) != visible:
         raise BadRecord(f"messages holds {len(messages)}, but appended and max_history make {visible} visible")
+    flat = record.get("gaps", [])
+    ends = [0, *flat]  # first <= last within a pair, and each pair after the one before
+    if (
+        len(flat) % 2
+        or any(type(n) is not int for n in flat)
+        or any(ends[i] >= ends[i + 1] if i % 2 == 0 else ends[i] > ends[i + 1] for i in range(len(flat)))
+    ):
+        raise BadRecord("gaps must be ascending, disjoint [first, last] pairs of seqs")
+    wanted = _visible(record["last_seq"], visible, seqs.from_stored(flat))
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in spec.ROLES:
             raise BadRecord(f"messages[{i}] must have a role of {', '.join(spec.ROLES)}")
-        if type(m.get("seq")) is not int or m["seq"] != record["last_seq"] - len(messages) + 1 + i:
-            raise BadRecord(f"messages[{i}].seq must continue to last_seq without a gap")
+        if type(m.get("seq")) is not int or m["seq"] != wanted[i]:
+            raise BadRecord(f"messages[{i}].seq must be the next seq up to last_seq outside the gaps")
         if type(m.get("ts")) is not int or type(m.get("content")) is not str or type(m.get("request_id")) is not str:
             raise BadRecord(f"messages[{i}] needs ts (integer), content and request_id (strings)")
+
+
+def _visible(last: int, count: int, gaps: seqs.Gaps) -> list[int]:
+    """The seqs of the visible history, oldest first: the newest `count` up to `last` outside the gaps."""
+    return [q for q in range(seqs.first_visible(last, count, gaps), last + 1) if not seqs.is_gap(q, gaps)]
 
 
 def _string(record: dict, name: str, pattern: re.Pattern) -> None:
