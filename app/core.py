@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from app import errors, prompt
 from app.context_schema import ContextSchema
+from app.edits import apply_edits
 from app.jsontext import merge_patch
 from app.model import (
     Append,
@@ -34,6 +35,7 @@ from app.model import (
     NewSession,
     Outcome,
     ReplaceContext,
+    Rewind,
     Slide,
     Unlock,
     context_text,
@@ -49,6 +51,7 @@ FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5  # seconds between tries while waiting fo
 # replica set without a majority still answers reads (a lost timeout restart costs nothing).
 READ = Expect(writable=False, guarded=False)
 LOCK_WAIT = "lock_wait"  # event: a `lock` found the session locked and waits for it (once per call)
+WRITE_RACE = "write_race"  # event: a conditional write lost a race and was re-applied on the fresher state
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,10 @@ class Sessions:
         self, call: Call, change: Change, expect: Expect, now: int, persist: bool | None = None, **kw
     ) -> Applied:
         persist = call.options.get("persist", True) if persist is None else persist
-        return self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
+        done = self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
+        for _ in range(done.races):
+            self.events(WRITE_RACE)
+        return done
 
     def _resuming(self, call: Call, run: Callable[[int], Outcome], *, guarded: bool) -> Outcome:
         """`run` at the current time; with options.resume, an expired session still stored is first
@@ -179,9 +185,11 @@ class Sessions:
     def op_update(self, call: Call) -> Outcome:
         if call.options.get("merge", True):
             check = self.limits.context_schema.check if self.limits.context_schema else None
-            change: Change = MergeContext(call.context or {}, self.limits.max_context_bytes, call.fields, check)
-        else:
-            change = ReplaceContext(self._context(merge_patch(call.context or {}, call.fields or {})))
+            limit = self.limits.max_context_bytes
+            change: Change = MergeContext(call.context or {}, limit, call.fields, check, call.edits)
+        else:  # the edits' result does not depend on what is stored: computed here, once
+            replaced = merge_patch(call.context or {}, call.fields or {})
+            change = ReplaceContext(self._context(apply_edits(replaced, call.edits)))
 
         def update(now: int) -> Outcome:
             done = self._apply(call, change, self._expect(call), now)
@@ -305,6 +313,44 @@ class Sessions:
                     until_free = (exc.session.locked_until - self.clock()) / 1000
                     time.sleep(max(0.0, min(pause, left, until_free)))
                     pause = min(pause * 2, LONGEST_PAUSE)
+
+    def op_rewind(self, call: Call) -> Outcome:
+        to_seq = call.options.get("to_seq")
+        if to_seq is None:
+            raise errors.InvalidArgument("options.to_seq", "required")
+        now = self.clock()
+        done = self._apply(call, Rewind(to_seq), self._expect(call), now)
+        return Outcome(at=now, session=done.session, replayed=done.replayed, dropped=done.dropped)
+
+    def op_fork(self, call: Call) -> Outcome:
+        self._check_caps(call)
+        opts = call.options
+        new_id = opts.get("new_session_id") or (
+            derived_session_id(call.user_id, f"fork\0{call.session_id}\0{call.request_id}")
+            if call.request_id
+            else new_session_id()
+        )
+        source = self.store.read(call.user_id, call.session_id)
+        if source is None:  # settings to copy; the fork itself judges the source again (expired, deleted)
+            raise errors.SessionNotFound()
+        target = NewSession(
+            user_id=call.user_id,
+            session_id=new_id,
+            context="",
+            timeout_ms=opts["timeout"] * 1000 if "timeout" in opts else source.timeout_ms,
+            max_history=opts.get("max_history", source.max_history),
+            auto_clean=opts.get("auto_clean", source.auto_clean),
+        )
+        now = self.clock()
+        done = self.store.fork(
+            call.session_id,
+            target,
+            at_seq=opts.get("at_seq"),
+            now=now,
+            persist=opts.get("persist", True),
+            request_id=call.request_id,
+        )
+        return Outcome(at=now, session=done.session, created=done.created or done.replayed, replayed=done.replayed)
 
     def op_unlock(self, call: Call) -> Outcome:
         return self._write(call, Unlock(), self._expect(call, writable=False, live=False))

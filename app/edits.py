@@ -1,7 +1,7 @@
 """Context edits: JSON Pointer paths (RFC 6901) and the edit ops of `update`. Pure: no I/O.
 
 An edit list is checked once, at the edge (`parse`: ops, pointers, values as JSON text), into
-`Edit` values; `apply` then runs the whole list on a copy of a context, in order, all or nothing:
+`Edit` values; `apply_edits` then runs the whole list on a copy of a context, in order, all or nothing:
 the storage calls it on the stored context inside its compare-and-set, and again on a fresher
 state when another write got there first. Every error names the edit by its index (`edits[3]`).
 """
@@ -86,7 +86,7 @@ def parse(rows: list[dict]) -> tuple[Edit, ...]:
     return tuple(out)
 
 
-def apply(context: dict, edits: tuple[Edit, ...]) -> dict:
+def apply_edits(context: dict, edits: tuple[Edit, ...]) -> dict:
     """The context with every edit applied in order; the input is never changed (all or nothing)."""
     if not edits:
         return context

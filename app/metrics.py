@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app import spec
-from app.core import LOCK_WAIT
+from app.core import LOCK_WAIT, WRITE_RACE
 from app.settings import Settings, SettingsError
 
 # lock waits take up to 25 s (MAX_WAIT): the top buckets tell a waiting lock from a slow database
@@ -65,6 +65,11 @@ class Metrics:
             "session_lock_conflicts", "Writes refused by the session lock, by error code", ["error_code"], registry=r
         )
         self.lock_waits = Counter("session_lock_waits", "lock calls that waited for a held session lock", registry=r)
+        self.write_races = Counter(
+            "session_write_races",
+            "Conditional writes that lost a race to another write and were re-applied on the fresher state",
+            registry=r,
+        )
         self.replays = Counter(
             "session_replays", "Writes answered as repeats of a request_id, by operation", ["operation"], registry=r
         )
@@ -97,6 +102,8 @@ class Metrics:
         """What the core reports while it works (core.Sessions' `events`)."""
         if name == LOCK_WAIT:
             self.lock_waits.inc()
+        elif name == WRITE_RACE:
+            self.write_races.inc()
 
     def authorized(self, header: str) -> bool:
         """Without METRICS_TOKEN the endpoint is open; with it, `Bearer <token>`, compared in constant time."""

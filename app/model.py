@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import errors, jsontext, seqs
+from app.edits import Edit, apply_edits
 
 
 @dataclass(frozen=True)
@@ -90,22 +91,25 @@ class ReplaceContext:
 
 @dataclass(frozen=True)
 class MergeContext:
-    """JSON Merge Patch `patch` (then typed `fields`) into the context; the result must stay within
-    `limit` bytes and, if `check` is given, satisfy it (the storage then merges it before writing)."""
+    """JSON Merge Patch `patch` (then typed `fields`, then `edits`) into the context; the result must
+    stay within `limit` bytes and, if `check` is given, satisfy it (the storage then merges it before
+    writing; with edits always, on the state it compares-and-sets)."""
 
     patch: dict
     limit: int
     fields: dict | None = None
     check: Callable[[dict], None] | None = None
+    edits: tuple[Edit, ...] = ()  # applied last, in order, all or nothing
 
     @property
     def text(self) -> str:
         return jsontext.dumps(self.patch)
 
     def onto(self, context: str) -> str:
-        """The merged context's text, refused if over the limit or against the check."""
+        """The merged (then edited) context's text, refused if over the limit or against the check."""
         merged = jsontext.merge_patch(jsontext.loads(context), self.patch)
-        return context_text(jsontext.merge_patch(merged, self.fields or {}), self.limit, self.check)
+        merged = jsontext.merge_patch(merged, self.fields or {})
+        return context_text(apply_edits(merged, self.edits), self.limit, self.check)
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,14 @@ class Compact:
     upto: int
 
 
-Change = Slide | ReplaceContext | MergeContext | Append | ClearHistory | Close | Lock | Unlock | Compact
+@dataclass(frozen=True)
+class Rewind:
+    """Drop every message with seq > to_seq; their seqs become a gap and are never given again."""
+
+    to_seq: int
+
+
+Change = Slide | ReplaceContext | MergeContext | Append | ClearHistory | Close | Lock | Unlock | Compact | Rewind
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,8 @@ class Applied:
     replayed: bool = False
     created: bool = False
     seqs: range = range(0)  # the seqs an append's messages got (the first time, for a repeat)
+    dropped: int = 0  # the messages a rewind dropped
+    races: int = 0  # conditional writes that missed because another write came first, then re-applied
     lock_token: str = ""  # the token a lock took or renewed (the first time, for a repeat)
 
 

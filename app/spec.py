@@ -135,6 +135,8 @@ INPUTS: dict[str, Field] = {
             "lock",
             "unlock",
             "compact",
+            "rewind",
+            "fork",
         ),
     ),
     "user_id": Field(
@@ -298,6 +300,26 @@ OPTIONS: dict[str, Field] = {
         minimum=1,
         maximum=MAX_SAFE_INTEGER,
     ),
+    "to_seq": Field(
+        "integer",
+        "回退到此序号：删除序号大于它的消息（0 表示全部删除）",
+        "Rewind to this seq: drop every message after it (0: all of them).",
+        minimum=0,
+        maximum=MAX_SAFE_INTEGER,
+    ),
+    "at_seq": Field(
+        "integer",
+        "分叉点：新会话保留序号不大于它的消息（0 表示全部）",
+        "Fork point: the new session keeps the messages up to this seq (0: all).",
+        minimum=0,
+        maximum=MAX_SAFE_INTEGER,
+    ),
+    "new_session_id": Field(
+        "string",
+        "新会话的ID（为空则自动生成）",
+        "The new session's id (empty: generated).",
+        pattern=SESSION_ID_PATTERN,
+    ),
     "resume": Field(
         "boolean",
         "自动重连：会话已超时但尚未清理时先恢复它（如同 touch）",
@@ -362,6 +384,12 @@ OUTPUTS: dict[str, Field] = {
     "summary_upto": Field(
         "integer", "摘要覆盖到的消息序号；没有摘要时为 0", "The last seq the summary covers; 0 when none."
     ),
+    "forked_from": Field(
+        "string", "分叉来源的会话ID；不是分叉得到的会话为空", "The session this one was forked from; empty if none."
+    ),
+    "forked_at_seq": Field(
+        "integer", "分叉时截取到的消息序号；不是分叉得到的会话为 0", "The seq the fork was cut at; 0 if not a fork."
+    ),
     "created": Field("boolean", "是否新建", "True when a new session was created."),
     "replayed": Field(
         "boolean",
@@ -372,7 +400,11 @@ OUTPUTS: dict[str, Field] = {
     "lock_token": Field(
         "string", "本次获得或续期的锁令牌；否则为空", "The lock token this call took or renewed; empty otherwise."
     ),
-    "dropped": Field("integer", "被丢弃的最旧消息数", "Oldest messages dropped by this append."),
+    "dropped": Field(
+        "integer",
+        "被丢弃的消息数（追加时超出上限的最旧消息；回退时删除的消息）",
+        "Messages dropped: the oldest past max_history (append), or those after to_seq (rewind).",
+    ),
     "messages": Field("array", "消息（按时间顺序）", "Messages, oldest first.", items=MESSAGE_OUT),
     "next_cursor": Field("string", "下一页游标；没有更多时为空", "Cursor of the next page; empty when no more."),
     "transcript": Field(
@@ -384,7 +416,7 @@ OUTPUTS: dict[str, Field] = {
     "tokens": Field("integer", "本页的估计令牌数", "The page's estimated tokens."),
     "sessions": Field("array", "会话列表", "The user's sessions.", items=SESSION_ITEM),
 }
-BASE_OUTPUTS = tuple(list(OUTPUTS)[: list(OUTPUTS).index("summary_upto") + 1])
+BASE_OUTPUTS = tuple(list(OUTPUTS)[: list(OUTPUTS).index("forked_at_seq") + 1])
 
 
 @dataclass(frozen=True)
@@ -529,6 +561,31 @@ OPERATIONS: dict[str, Operation] = {
             ("upto_seq", "expected_version", "persist", "lang"),
             ("replayed",),
         ),
+        Operation(
+            "rewind",
+            "回退：删除 options.to_seq 之后的消息（撤销一轮、重新生成回答）；序号不再复用",
+            "Rewind: drop the messages after options.to_seq (undo a turn, regenerate an answer); seqs are "
+            "never reused.",
+            _ID,
+            _WRITE,
+            ("to_seq", "expected_version", "persist", "lang"),
+            ("replayed", "dropped"),
+        ),
+        Operation(
+            "fork",
+            "分叉：用此会话的上下文、摘要和 options.at_seq 及之前的消息新建同一用户的会话（尝试另一个分支）",
+            "Fork: a new session of the same user with this session's context, summary and messages up "
+            "to options.at_seq (try another branch); the answer is the new session's.",
+            _ID,
+            (*_ID, "request_id"),
+            ("at_seq", "new_session_id", "timeout", "max_history", "auto_clean", "persist", "lang"),
+            ("created", "replayed"),
+            option_overrides={
+                "timeout": {"default": None},
+                "max_history": {"default": None},
+                "auto_clean": {"default": None},
+            },
+        ),
     )
 }
 
@@ -581,9 +638,9 @@ MANAGE_TOOL = Tool(
     "session_manage",
     "/v1/session",
     "会话管理：用 operation 选择操作（create、get、update、append_messages、history、"
-    "clear_history、touch、list、close、delete、lock、unlock、compact）",
+    "clear_history、touch、list、close、delete、lock、unlock、compact、rewind、fork）",
     "Session management: choose the operation with `operation` (create, get, update, "
-    "append_messages, history, clear_history, touch, list, close, delete, lock, unlock, compact).",
+    "append_messages, history, clear_history, touch, list, close, delete, lock, unlock, compact, rewind, fork).",
     tuple(OPERATIONS),
 )
 TOOLS: tuple[Tool, ...] = (
@@ -689,6 +746,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "no_such_tool": ("不是此服务的工具", "is not a tool of this service"),
     "schema": ("不符合上下文结构（{expected}）", "does not match the context schema ({expected})"),
     "method": ("只接受 POST 请求", "accepts POST only"),
+    "update_needs": ("需要 context、fields 或 edits 之一", "needs context, fields or edits"),
     "pointer": (
         "不是有效的 JSON Pointer（以 / 开头，~0 表示 ~，~1 表示 /）",
         "is not a valid JSON Pointer (starts with /, ~0 for ~, ~1 for /)",

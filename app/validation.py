@@ -16,7 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from app import jsontext, schemas, spec
+from app import edits, jsontext, schemas, spec
 from app.errors import InvalidArgument
 
 _VALIDATORS = {  # (tool, whether typed context fields are configured)
@@ -45,18 +45,31 @@ class Call:
     lock_token: str = ""
     summary: str = ""
     fields: dict | None = None  # typed context fields (CONTEXT_SCHEMA), merged after `context`
+    edits: tuple[edits.Edit, ...] = ()  # applied after `context` and `fields`
 
     @property
     def lang(self) -> str:
         return self.options.get("lang", "zh")
 
 
+ZERO_MEANS_ZERO = frozenset(("to_seq",))  # options where 0 is a meaningful value, not "not given"
+CONTEXT_INPUTS = ("context", "fields", "edits")  # update needs at least one of them
+
+
 def _given(value: Any) -> bool:
     return value is not None and value != "" and value != [] and not (type(value) is int and value == 0)
 
 
+def _path(parts: Any) -> str:
+    """A field's path as errors name it: `options.cursor`, `messages.0.content`, `edits[3].op`."""
+    names = [str(p) for p in parts]
+    if len(names) >= 2 and names[0] == "edits":  # the contract names an edit by its index
+        return f"edits[{names[1]}]" + "".join("." + n for n in names[2:])
+    return ".".join(names)
+
+
 def _schema_error(error: Any) -> InvalidArgument:
-    path = ".".join(str(p) for p in error.absolute_path)
+    path = _path(error.absolute_path)
     keyword = error.validator
     expected: Any = error.validator_value
     if keyword == "required":
@@ -108,7 +121,7 @@ def parse(
         data["options"] = {
             k: v
             for k, v in data["options"].items()
-            if _given(v) or v == []  # [] is no option's type: left to be refused
+            if _given(v) or v == [] or (k in ZERO_MEANS_ZERO and v == 0)  # [] is no option's type: refused
             if used is None or k in used or k not in _ANY_OPTION  # an unknown name is still refused
         }
     if data.get("fields") == {}:  # a Coze node sends the object even with every field unset
@@ -124,6 +137,8 @@ def parse(
     for need in op.needs:
         if need not in data and not (need == "context" and "fields" in data):
             raise InvalidArgument(need, "required")
+    if operation == "update" and not any(n in data for n in CONTEXT_INPUTS):
+        raise InvalidArgument("context", "update_needs")
     fields = _OPTIONS[operation]
     options = {n: f.default for n, f in fields.items() if f.default is not None}
     options.update({k: v for k, v in (defaults or {}).items() if options.get(k) is not None})
@@ -146,6 +161,7 @@ def parse(
         lock_token=data.get("lock_token", "") if "lock_token" in op.inputs else "",
         summary=data.get("summary", "") if "summary" in op.inputs else "",
         fields=data.get("fields") if "context" in op.inputs else None,
+        edits=edits.parse(data["edits"]) if "edits" in data and "edits" in op.inputs else (),
     )
 
 

@@ -17,7 +17,7 @@ from app.context_schema import ContextSchema
 from scripts import cozerules
 from tests.coze_standin import WorkflowNode
 from tests.support import AUTH, ctx, fail, ok
-from tests.test_memory import CART
+from tests.test_memory import CART, nodes
 
 IDS = {"user_id": "u1"}
 USERS = itertools.count()
@@ -84,7 +84,7 @@ def test_merge_then_fields_then_edits_in_one_version(api):
     ("bad", "code", "field"),
     [
         (edit("increment", "/name", 1), "INVALID_ARGUMENT", "edits[1]"),
-        (edit("test", "/n", 2), "CONDITION_FAILED", None),
+        (edit("test", "/n", 1), "CONDITION_FAILED", None),  # edits[0] made it 2: in order
         (edit("append", "/name", 1), "INVALID_ARGUMENT", "edits[1]"),
         (edit("set", "/name/x", 1), "INVALID_ARGUMENT", "edits[1]"),
         ({"op": "set", "path": "/x", "value": "{oops"}, "INVALID_ARGUMENT", "edits[1].value"),
@@ -154,21 +154,21 @@ def test_edits_on_a_context_with_a_patch_log_see_every_merge(api, collection):
 
 
 @pytest.fixture
-def typed_api(settings, make_app, tmp_path):
-    from tests.support import Api
-
+def typed(settings, make_app, tmp_path):
+    """call(op, **inputs): a workflow node on the document with CONTEXT_SCHEMA's typed fields."""
     path = tmp_path / "context.schema.json"
     path.write_text(json.dumps(CART))
-    return Api(make_app(dataclasses.replace(settings, context_schema_path=str(path))).test_client())
+    app = make_app(dataclasses.replace(settings, context_schema_path=str(path)))
+    return nodes(app, app.config["CONTEXT_SCHEMA"])
 
 
-def test_an_edit_against_the_context_schema_stores_nothing_and_names_the_path(typed_api):
-    sid = typed_api.create("u1", context='{"cart_items": []}')["session_id"]
-    ok(update(typed_api, sid, edit("append", "/cart_items", {"sku": "a", "qty": 1})))
-    bad = update(typed_api, sid, edit("append", "/cart_items", {"sku": "b", "qty": 0}))
+def test_an_edit_against_the_context_schema_stores_nothing_and_names_the_path(typed):
+    sid = ok(typed("create", context='{"cart_items": []}'))["session_id"]
+    ok(typed("update", session_id=sid, edits=[edit("append", "/cart_items", {"sku": "a", "qty": 1})]))
+    bad = typed("update", session_id=sid, edits=[edit("append", "/cart_items", {"sku": "b", "qty": 0})])
     fail(bad, "INVALID_ARGUMENT", field="context.cart_items[1].qty")
-    fail(update(typed_api, sid, edit("set", "/vip", "yes")), "INVALID_ARGUMENT", field="context.vip")
-    state = ok(typed_api.call("get", {**IDS, "session_id": sid}))
+    fail(typed("update", session_id=sid, edits=[edit("set", "/vip", "yes")]), "INVALID_ARGUMENT", field="context.vip")
+    state = ok(typed("get", session_id=sid))
     assert (state["fields"]["cart_items"], state["version"]) == ([{"sku": "a", "qty": 1}], 2)
 
 

@@ -10,7 +10,7 @@ from app import edits, errors
 
 
 def run(context: dict, *rows: dict) -> dict:
-    return edits.apply(context, edits.parse(list(rows)))
+    return edits.apply_edits(context, edits.parse(list(rows)))
 
 
 NONE = object()

@@ -29,10 +29,11 @@ from app.model import (
     MergeContext,
     Message,
     NewSession,
+    Rewind,
     Session,
     Slide,
 )
-from app.storage import layout
+from app.storage import forking, layout
 from app.storage.archive import INLINE, Archive
 from app.storage.client import Collections, storage_errors
 from app.storage.deletion import DELETED, Deletion
@@ -85,10 +86,11 @@ class SessionStore(Deletion):
 
     # reads
 
-    def read(self, user_id: str, session_id: str) -> Session | None:
-        """The stored session in any state, without its messages; None if there is none."""
+    def read(self, user_id: str, session_id: str, *, messages: bool = False) -> Session | None:
+        """The stored session in any state, without its messages unless asked; None if there is none."""
         with storage_errors(writing=False):
-            doc = self.collections.read.find_one({"_id": layout.key(user_id, session_id), "uid": user_id}, NO_MESSAGES)
+            ids = {"_id": layout.key(user_id, session_id), "uid": user_id}
+            doc = self.collections.read.find_one(ids, None if messages else NO_MESSAGES)
         return self._learned(doc) if doc else None
 
     def _inspect(self, key: str, user_id: str, *, messages: bool = False) -> tuple[Session | None, bool]:
@@ -124,9 +126,19 @@ class SessionStore(Deletion):
 
     # writes
 
-    def create(self, new: NewSession, *, now: int, persist: bool, caller_id: bool, request_id: str = "") -> Applied:
+    def create(
+        self,
+        new: NewSession,
+        *,
+        now: int,
+        persist: bool,
+        caller_id: bool,
+        request_id: str = "",
+        template: dict | None = None,
+    ) -> Applied:
         """Insert a new session in a free slot, or answer the live one stored under a caller's id
-        (a repeat of the create that made it when `request_id` is among its requests)."""
+        (a repeat of the create that made it when `request_id` is among its requests); `template`:
+        the new document already built but for its slot (a fork's)."""
         key = layout.key(new.user_id, new.session_id)
         for _ in LOST_RACES.rounds():
             if caller_id:
@@ -144,8 +156,12 @@ class SessionStore(Deletion):
 
             def build(slot: int) -> list[dict]:
                 purge = self.expiry.purge_for(now + new.timeout_ms, new.timeout_ms)
-                doc = layout.new_doc(
-                    new, now=now, slot=slot, purge_ms=purge, chunk_size=self.archive.inline, request_id=request_id
+                doc = (
+                    {**template, "slot": slot}
+                    if template is not None
+                    else layout.new_doc(
+                        new, now=now, slot=slot, purge_ms=purge, chunk_size=self.archive.inline, request_id=request_id
+                    )
                 )
                 return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
@@ -176,10 +192,10 @@ class SessionStore(Deletion):
             token = expect.lock_token or _token_prefix(expect.request_id) + secrets.token_hex(12)
             change = dataclasses.replace(change, token=token)
         guess = self._first_guess(key, user_id, change, expect, now)
-        for _ in LOST_RACES.rounds():
+        for races in LOST_RACES.rounds():
             try:
                 where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions)
-            except (errors.ContextTooLarge, errors.InvalidArgument):
+            except (errors.ContextTooLarge, errors.InvalidArgument, errors.ConditionFailed):
                 if not guess.cached:
                     raise
                 stored, tomb = self._inspect(key, user_id)  # the remembered state may be stale: judge what is stored
@@ -204,13 +220,19 @@ class SessionStore(Deletion):
                 self._after(s, change, guess, before, persist)
                 if isinstance(change, Append):
                     return Applied(s, seqs=range(s.last_seq - len(change.messages) + 1, s.last_seq + 1))
-                return Applied(s, lock_token=change.token if isinstance(change, Lock) else "")
+                if isinstance(change, Rewind):
+                    return Applied(s, dropped=guess.base.message_count - s.message_count, races=races)
+                return Applied(s, lock_token=change.token if isinstance(change, Lock) else "", races=races)
             replay_append = isinstance(change, Append) and bool(expect.request_id)
-            stored, tomb = self._inspect(key, user_id, messages=replay_append)
+            stored, tomb = self._inspect(key, user_id, messages=replay_append or isinstance(change, Rewind))
             if diagnose(stored, tomb, change, expect, now):
                 return self._replayed(stored, change, expect, now, persist)
             guess = self._corrected(guess, stored, change, now, persist)
         raise errors.StorageUnavailable()
+
+    def fork(self, source_id: str, target: NewSession, **how) -> Applied:
+        """A new session from `source_id` (see app.storage.forking)."""
+        return forking.fork(self, source_id, target, **how)
 
     def _replayed(self, stored: Session, change: Change, expect: Expect, now: int, persist: bool) -> Applied:
         """The answer to a repeat: the session as it is, with what the first application got.
@@ -237,8 +259,8 @@ class SessionStore(Deletion):
     def _first_guess(self, key: str, user_id: str, change: Change, expect: Expect, now: int) -> Guess:
         """The timeout and max_history this process last saw; for a merge, whether to merge here."""
         guess = Guess(*self.memory.shape(key))
-        if isinstance(change, Compact):  # from what is stored now: it counts the messages it keeps
-            known, tomb = self._inspect(key, user_id)
+        if isinstance(change, Compact | Rewind):  # from what is stored now: it counts the messages it keeps
+            known, tomb = self._inspect(key, user_id, messages=isinstance(change, Rewind))
             diagnose(known, tomb, change, expect, now)
             return dataclasses.replace(guess.learn(known), base=known)
         if not isinstance(change, MergeContext):
@@ -246,7 +268,7 @@ class SessionStore(Deletion):
         known = self.memory.recall(key)
         text = known.context if known is not None else ""
         known_large = len(text) * 4 > PATCH_LOG_BYTES and len(text.encode()) > PATCH_LOG_BYTES
-        if change.check is None and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
+        if not (change.check or change.edits) and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
             return guess  # onto the patch log, unapplied: no read
         # Merged here and compared-and-set, from the state this process last saw if it can be current.
         cached = known is not None and (expect.version is None or known.version == expect.version)
@@ -260,7 +282,7 @@ class SessionStore(Deletion):
         if not stored.stored.lockable:
             self._make_lockable(stored, persist)
         guess = guess.learn(stored)
-        if isinstance(change, MergeContext | Compact):  # a conflict, or the log's bound: onto what is stored
+        if isinstance(change, MergeContext | Compact | Rewind):  # a conflict, or onto what is stored
             return dataclasses.replace(guess, base=stored)
         if isinstance(change, Slide) and change.revive and not stored.stored.holds_slot:
             slot = self.slots.free_slot(stored.user_id, now, exclude=stored.stored.key, persist=persist)

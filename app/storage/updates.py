@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app import errors
+from app import errors, seqs
 from app.model import (
     Append,
     Change,
@@ -22,11 +22,12 @@ from app.model import (
     Lock,
     MergeContext,
     ReplaceContext,
+    Rewind,
     Session,
     Slide,
     Unlock,
 )
-from app.storage.layout import encode_message, text_bytes
+from app.storage.layout import DROPPED, encode_message, inline_first, text_bytes
 
 PATCH_LOG_BYTES = 64 * 1024  # contexts up to this size take merges unapplied: one round trip, no read
 REQUESTS_KEPT = 100  # request ids a session remembers (PRODUCT: at least its last 100)
@@ -124,7 +125,7 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
     elif isinstance(change, ClearHistory):
         # bk stays: its chunks are out of view now, and a clear retried after a failed drop finds them;
         # the summary goes with the messages it summed up
-        sets.update(msgs=[], n=0, pl=0, sb=0, sm="", su=0)
+        sets.update(msgs=[], n=0, pl=0, sb=0, sm="", su=0, gp=[])
     elif isinstance(change, Close):
         sets.update(st="closed", slot=key)
     elif isinstance(change, Lock):
@@ -138,13 +139,31 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         if change.upto < base.summary_upto and not replaying:  # the new summary replaces one that covered more
             raise errors.InvalidArgument("options.upto_seq", "minimum", base.summary_upto)
         where.update(tot=base.last_seq, n=base.appended)
-        sets.update(sm=change.summary, su=change.upto, n=max(0, min(base.appended, base.last_seq - change.upto)))
+        kept = seqs.live_between(change.upto + 1, base.last_seq, base.gaps)
+        sets.update(sm=change.summary, su=change.upto, n=max(0, min(base.appended, kept)))
+    elif isinstance(change, Rewind) and not replaying:
+        sets.update(rewound(guess.base, change.to_seq))
+        where.update(tot=guess.base.last_seq, n=guess.base.appended, pl=guess.base.stored.inline)
     update: dict[str, Any] = {"$set": sets}
     if inc:
         update["$inc"] = inc
     if push:
         update["$push"] = push
     return where, update
+
+
+def rewound(base: Session, to_seq: int) -> dict:
+    """The fields a rewind to `to_seq` sets, from `base` read with its messages: the seqs after it
+    become a gap, their inline texts are blanked, and only the messages left count."""
+    if to_seq < base.summary_upto:  # the summary already covers those turns
+        raise errors.InvalidArgument("options.to_seq", "minimum", base.summary_upto)
+    top = base.last_seq
+    to = min(to_seq, top)
+    dropped = seqs.live_between(max(to + 1, base.first_seq), top, base.gaps)
+    start = inline_first(base)
+    texts = [DROPPED if start + i > to else t for i, t in enumerate(base.stored.texts or ())]
+    gaps = seqs.cut(base.gaps, to, top, base.first_seq)
+    return {"n": base.message_count - dropped, "gp": seqs.to_stored(gaps), "msgs": texts, "sb": text_bytes(texts)}
 
 
 def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect, now: int) -> bool:
