@@ -125,6 +125,9 @@ def session_docs(record: dict, inline: int) -> tuple[dict, list[dict]]:
     size = record["chunk_size"] or inline
     doc = new_doc(new, now=record["created"], slot=0, purge_ms=record["purge"] or 0, chunk_size=size)
     doc.update((field, record[name]) for name, (field, _) in SESSION_FIELDS.items() if name in record)
+    for field, absent in (("gp", []), ("ff", ""), ("fa", 0)):  # stored only once a rewind or a fork sets them
+        if doc.get(field) == absent:
+            doc.pop(field)
     doc["cs"] = size
     doc["slot"] = record["slot"] if record["slot"] is not None else doc["_id"]
     if record["purge"] is None:
@@ -224,7 +227,7 @@ def _check_messages(record: dict) -> None:
         if not isinstance(m, dict) or m.get("role") not in spec.ROLES:
             raise BadRecord(f"messages[{i}] must have a role of {', '.join(spec.ROLES)}")
         if type(m.get("seq")) is not int or m["seq"] != wanted[i]:
-            raise BadRecord(f"messages[{i}].seq must be the next seq up to last_seq outside the gaps")
+            raise BadRecord(f"messages[{i}].seq must continue to last_seq without a gap (but those in gaps)")
         if type(m.get("ts")) is not int or type(m.get("content")) is not str or type(m.get("request_id")) is not str:
             raise BadRecord(f"messages[{i}] needs ts (integer), content and request_id (strings)")
 

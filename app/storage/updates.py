@@ -125,7 +125,7 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
     elif isinstance(change, ClearHistory):
         # bk stays: its chunks are out of view now, and a clear retried after a failed drop finds them;
         # the summary goes with the messages it summed up
-        sets.update(msgs=[], n=0, pl=0, sb=0, sm="", su=0, gp=[])
+        sets.update(msgs=[], n=0, pl=0, sb=0, sm="", su=0)  # gaps stay: all below any seq to come
     elif isinstance(change, Close):
         sets.update(st="closed", slot=key)
     elif isinstance(change, Lock):
