@@ -8,6 +8,7 @@ copies every document): only features MongoDB 5.0+ and nx-27017 both handle.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -41,11 +42,13 @@ from app.storage.expiry import Expiry
 from app.storage.memory import Memory
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
+from app.storage.turns import Turns
 from app.storage.updates import PATCH_LOG_BYTES, Guess, applied, diagnose, plan
 
 log = logging.getLogger(__name__)
 NO_MESSAGES = {"msgs": 0}
 SUMMARY = {"msgs": 0, "ctx": 0, "cp": 0}
+TURN_PATIENCE = 2.0  # seconds a computed write waits for its session's turn in this process, then races
 FOLD_AFTER = 8  # patches in the context's log before a worker folds them into the stored text
 LIST_INDEX = [("uid", 1), ("k", 1), ("c", -1), ("sid", -1)]  # list: equality, then its sort (ESR)
 
@@ -72,6 +75,7 @@ class SessionStore(Deletion):
         self.expiry = Expiry(collections, purge_grace_ms, retention_ms)
         self.archive = Archive(collections, inline)
         self.slots = Slots(collections, max_sessions)
+        self.turns = Turns(patience=TURN_PATIENCE)
 
     def ensure_indexes(self) -> None:
         """Create the indexes (idempotent); called once at start-up, never per request."""
@@ -172,6 +176,26 @@ class SessionStore(Deletion):
         raise errors.StorageUnavailable()
 
     def apply(
+        self,
+        user_id: str,
+        session_id: str,
+        change: Change,
+        expect: Expect,
+        *,
+        now: int,
+        persist: bool,
+        with_messages: bool = False,
+    ) -> Applied:
+        """`_apply`; a write computed from the stored state first takes its turn within this process."""
+        computed = isinstance(change, Compact | Rewind) or (
+            isinstance(change, MergeContext) and (change.edits or change.check is not None)
+        )
+        with self.turns.turn(layout.key(user_id, session_id)) if computed else contextlib.nullcontext():
+            return self._apply(
+                user_id, session_id, change, expect, now=now, persist=persist, with_messages=with_messages
+            )
+
+    def _apply(
         self,
         user_id: str,
         session_id: str,
