@@ -22,9 +22,10 @@ def service(mongo_uri, tmp_path_factory):
     client = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     try:
-        with fresh_database(mongo_uri, "test_edits") as db, gunicorn(
-            service_env(mongo_uri, db), workers=3, threads=8, log=log
-        ) as base:
+        with (
+            fresh_database(mongo_uri, "test_edits") as db,
+            gunicorn(service_env(mongo_uri, db), workers=3, threads=8, log=log) as base,
+        ):
             yield ToolClient(base)
     finally:
         client.close()

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from app import errors, seqs
 from app.model import Applied, Expect, NewSession, Session, Slide
 from app.storage import records
-from app.storage.client import storage_errors
-from app.storage.deletion import DELETED
+from app.storage.layout import DELETED
+from app.storage.mongo import storage_errors
 
 if TYPE_CHECKING:
     from app.storage.store import SessionStore
@@ -38,9 +38,9 @@ def fork(
     source = _source(store, target.user_id, source_id, now)
     at = source.last_seq if at_seq is None else at_seq
     if at > source.last_seq:
-        raise errors.InvalidArgument("options.at_seq", "maximum", source.last_seq)
+        raise errors.OutOfRange("fork.at", "maximum", source.last_seq)
     if at < source.summary_upto:  # the summary would cover turns the fork does not have
-        raise errors.InvalidArgument("options.at_seq", "minimum", source.summary_upto)
+        raise errors.OutOfRange("fork.at", "minimum", source.summary_upto)
     kept = store.archive.messages(source, source.first_seq, at)[-target.max_history :]
     first = kept[0].seq if kept else at + 1
     gaps = tuple(g for g in seqs.clip(source.gaps, at) if g[1] >= first)
@@ -70,7 +70,7 @@ def fork(
         "purge": store.expiry.purge_for(now + target.timeout_ms, target.timeout_ms) if auto_clean else None,
         "messages": [{"seq": m.seq, "role": m.role, "content": m.content, "ts": m.ts, "request_id": ""} for m in kept],
     }
-    doc, chunks = records.session_docs(record, store.archive.inline)
+    doc, chunks = records.session_docs(record, store.archive.chunk_size)
     if chunks:
         store.archive._insert_chunks(chunks, persist)  # duplicates (a retried fork) are fine
     try:
