@@ -9,96 +9,111 @@ slot of its user like any create, so a fork counts toward the limit and a repeat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from app import errors, seqs
 from app.model import Applied, Expect, NewSession, Session, Slide
 from app.storage import records
+from app.storage.archive import Archive
+from app.storage.expiry import Expiry
 from app.storage.layout import DELETED
-from app.storage.mongo import storage_errors
-
-if TYPE_CHECKING:
-    from app.storage.store import SessionStore
+from app.storage.mongo import Collections, storage_errors
 
 SOURCE_READ = Expect(writable=False, guarded=False)  # as get reads: never blocked by the lock, closed is fine
 
 
-def fork(
-    store: SessionStore,
-    source_id: str,
-    target: NewSession,
-    *,
-    at_seq: int | None,
-    now: int,
-    persist: bool,
-    request_id: str = "",
-) -> Applied:
-    """The new session `target` (its settings already resolved) from `source_id` cut at `at_seq`
-    (None: everything); a repeat, or an existing session under the target's id, is answered as is."""
-    source = _source(store, target.user_id, source_id, now)
-    at = source.last_seq if at_seq is None else at_seq
-    if at > source.last_seq:
-        raise errors.OutOfRange("fork.at", "maximum", source.last_seq)
-    if at < source.summary_upto:  # the summary would cover turns the fork does not have
-        raise errors.OutOfRange("fork.at", "minimum", source.summary_upto)
-    kept = store.archive.messages(source, source.first_seq, at)[-target.max_history :]
-    first = kept[0].seq if kept else at + 1
-    gaps = tuple(g for g in seqs.clip(source.gaps, at) if g[1] >= first)
-    auto_clean = target.auto_clean
-    record = {
-        "user_id": target.user_id,
-        "session_id": target.session_id,
-        "context": source.context,
-        "status": "active",
-        "version": 1,
-        "created": now,
-        "updated": now,
-        "expires": now + target.timeout_ms,
-        "timeout_ms": target.timeout_ms,
-        "max_history": target.max_history,
-        "auto_clean": auto_clean,
-        "appended": len(kept),
-        "last_seq": at,
-        "chunk_size": store.archive.size(source),
-        "request_ids": [request_id] if request_id else [],
-        "summary": source.summary,
-        "summary_upto": source.summary_upto,
-        "gaps": seqs.to_stored(gaps),
-        "forked_from": source_id,
-        "forked_at_seq": at,
-        "slot": None,
-        "purge": store.expiry.purge_for(now + target.timeout_ms, target.timeout_ms) if auto_clean else None,
-        "messages": [{"seq": m.seq, "role": m.role, "content": m.content, "ts": m.ts, "request_id": ""} for m in kept],
-    }
-    doc, chunks = records.session_docs(record, store.archive.chunk_size)
-    if chunks:
-        store.archive._insert_chunks(chunks, persist)  # duplicates (a retried fork) are fine
-    try:
-        done = store.create(target, now=now, persist=persist, caller_id=True, request_id=request_id, template=doc)
-    except BaseException:
-        _drop(store, target.user_id, chunks, persist)
-        raise
-    if done.session.stored.nonce != doc["r"]:  # another session answered (a repeat): ours is no one's
-        _drop(store, target.user_id, chunks, persist)
-    return done
+class Forks:
+    """Forks of the store's sessions; `read`, `apply` and `create` are the store's own."""
 
+    def __init__(
+        self,
+        collections: Collections,
+        archive: Archive,
+        expiry: Expiry,
+        *,
+        read: Callable[..., Session | None],
+        apply: Callable[..., Applied],
+        create: Callable[..., Applied],
+    ) -> None:
+        self.collections, self.archive, self.expiry = collections, archive, expiry
+        self.read, self.apply, self.create = read, apply, create
 
-def _source(store: SessionStore, user_id: str, session_id: str, now: int) -> Session:
-    """The source with its messages: read as get reads it, or as stored when it has expired."""
-    try:
-        return store.apply(
-            user_id, session_id, Slide(), SOURCE_READ, now=now, persist=False, with_messages=True
-        ).session
-    except errors.SessionExpired as exc:
-        if exc.session is None:
+    def fork(
+        self,
+        source_id: str,
+        target: NewSession,
+        *,
+        at_seq: int | None,
+        now: int,
+        persist: bool,
+        request_id: str = "",
+    ) -> Applied:
+        """The new session `target` (its settings already resolved) from `source_id` cut at `at_seq`
+        (None: everything); a repeat, or an existing session under the target's id, is answered as is."""
+        source = self._source(target.user_id, source_id, now)
+        at = source.last_seq if at_seq is None else at_seq
+        if at > source.last_seq:
+            raise errors.OutOfRange("fork.at", "maximum", source.last_seq)
+        if at < source.summary_upto:  # the summary would cover turns the fork does not have
+            raise errors.OutOfRange("fork.at", "minimum", source.summary_upto)
+        kept = self.archive.messages(source, source.first_seq, at)[-target.max_history :]
+        first = kept[0].seq if kept else at + 1
+        gaps = tuple(g for g in seqs.clip(source.gaps, at) if g[1] >= first)
+        auto_clean = target.auto_clean
+        record = {
+            "user_id": target.user_id,
+            "session_id": target.session_id,
+            "context": source.context,
+            "status": "active",
+            "version": 1,
+            "created": now,
+            "updated": now,
+            "expires": now + target.timeout_ms,
+            "timeout_ms": target.timeout_ms,
+            "max_history": target.max_history,
+            "auto_clean": auto_clean,
+            "appended": len(kept),
+            "last_seq": at,
+            "chunk_size": self.archive.size(source),
+            "request_ids": [request_id] if request_id else [],
+            "summary": source.summary,
+            "summary_upto": source.summary_upto,
+            "gaps": seqs.to_stored(gaps),
+            "forked_from": source_id,
+            "forked_at_seq": at,
+            "slot": None,
+            "purge": self.expiry.purge_for(now + target.timeout_ms, target.timeout_ms) if auto_clean else None,
+            "messages": [
+                {"seq": m.seq, "role": m.role, "content": m.content, "ts": m.ts, "request_id": ""} for m in kept
+            ],
+        }
+        doc, chunks = records.session_docs(record, self.archive.chunk_size)
+        if chunks:
+            self.archive._insert_chunks(chunks, persist)  # duplicates (a retried fork) are fine
+        try:
+            done = self.create(target, now=now, persist=persist, caller_id=True, request_id=request_id, template=doc)
+        except BaseException:
+            self._drop(target.user_id, chunks, persist)
             raise
-    found = store.read(user_id, session_id, messages=True)
-    if found is None or found.status == DELETED:
-        raise errors.SessionExpired()
-    return found
+        if done.session.stored.nonce != doc["r"]:  # another session answered (a repeat): ours is no one's
+            self._drop(target.user_id, chunks, persist)
+        return done
 
+    def _source(self, user_id: str, session_id: str, now: int) -> Session:
+        """The source with its messages: read as get reads it, or as stored when it has expired."""
+        try:
+            read = self.apply(user_id, session_id, Slide(), SOURCE_READ, now=now, persist=False, with_messages=True)
+            return read.session
+        except errors.SessionExpired as exc:
+            if exc.session is None:
+                raise
+        found = self.read(user_id, session_id, messages=True)
+        if found is None or found.status == DELETED:
+            raise errors.SessionExpired()
+        return found
 
-def _drop(store: SessionStore, user_id: str, chunks: list[dict], persist: bool) -> None:
-    if chunks:
-        with storage_errors():
-            store.collections.write(persist).delete_many({"_id": {"$in": [c["_id"] for c in chunks]}, "uid": user_id})
+    def _drop(self, user_id: str, chunks: list[dict], persist: bool) -> None:
+        if chunks:
+            with storage_errors():
+                ids = [c["_id"] for c in chunks]
+                self.collections.write(persist).delete_many({"_id": {"$in": ids}, "uid": user_id})

@@ -76,6 +76,9 @@ class SessionStore:
         self.archive = Archive(collections, chunk_size)
         self.slots = Slots(collections, max_sessions)
         self.turns = Turns(patience=TURN_PATIENCE)
+        self.forks = forking.Forks(
+            collections, self.archive, self.expiry, read=self.read, apply=self.apply, create=self.create
+        )
         self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect)
 
     # the admin CLI's
@@ -269,7 +272,7 @@ class SessionStore:
 
     def fork(self, source_id: str, target: NewSession, **how) -> Applied:
         """A new session from `source_id` (see app.storage.forking)."""
-        return forking.fork(self, source_id, target, **how)
+        return self.forks.fork(source_id, target, **how)
 
     def _replayed(self, stored: Session, change: Change, expect: Expect, now: int, persist: bool) -> Applied:
         """The answer to a repeat: the session as it is, with what the first application got.
