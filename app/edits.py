@@ -9,6 +9,7 @@ state when another write got there first. Every error names the edit by its inde
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,10 @@ def apply_edits(context: dict, edits: tuple[Edit, ...]) -> dict:
     doc = copy.deepcopy(context)
     for edit in edits:
         _apply_one(doc, edit)
+    try:  # a value set deep down may nest the context past what its text may hold
+        jsontext.check_depth(doc)
+    except jsontext.JSONTextError as exc:
+        raise errors.InvalidArgument("edits", exc.reason, exc.expected) from None
     return doc
 
 
@@ -123,7 +128,7 @@ def _apply_one(doc: dict, edit: Edit) -> None:
         elif not _is_number(current):
             raise errors.InvalidArgument(edit.where, "edit_not_number")
         else:
-            _put(parent, last, current + edit.value, edit)
+            _put(parent, last, _sum(current, edit), edit)
     elif op == "remove_value":
         if not isinstance(current, list):
             raise errors.InvalidArgument(edit.where, "edit_not_array")
@@ -181,6 +186,17 @@ def _put(parent: Any, token: str, value: Any, edit: Edit) -> None:
         parent[int(token)] = value
     else:
         raise errors.InvalidArgument(edit.where, "edit_path", _pointer(edit.tokens))
+
+
+def _sum(current: int | float, edit: Edit) -> int | float:
+    """current + value, refused where JSON text cannot hold the result (a float past 1.8e308)."""
+    try:
+        total = current + edit.value
+    except OverflowError:  # a huge integer plus a float
+        raise errors.InvalidArgument(edit.where, "edit_overflow") from None
+    if isinstance(total, float) and not math.isfinite(total):
+        raise errors.InvalidArgument(edit.where, "edit_overflow")
+    return total
 
 
 def _pointer(tokens: tuple[str, ...]) -> str:

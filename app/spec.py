@@ -756,6 +756,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "edit_number": ("应为 JSON 数字", "must be a JSON number"),
     "edit_array": ("应为 JSON 数组", "must be a JSON array"),
     "edit_not_number": ("路径上的值不是数字", "the value at its path is not a number"),
+    "edit_overflow": ("结果超出 JSON 数字的范围", "the result is out of the range of a JSON number"),
     "edit_not_array": ("路径上的值不是数组", "the value at its path is not an array"),
     "edit_path": (
         "路径无法到达（{expected} 不是对象，或数组下标越界）",

@@ -161,3 +161,14 @@ def test_errors_have_texts_in_both_languages():
     assert "edits[3]" in err.message("zh") and "edits[3]" in err.message("en")
     bad = errors.InvalidArgument("edits[0]", "edit_path", "/a")
     assert "/a" in bad.message("en")
+
+
+def test_results_json_text_cannot_hold_are_refused_naming_the_edit():
+    for there, by in ((1e308, "1e308"), (10**400, "0.5")):
+        with pytest.raises(errors.InvalidArgument) as exc:
+            edits.apply_edits({"n": there}, edits.parse([{"op": "increment", "path": "/n", "value": by}]))
+        assert exc.value.field == "edits[0]"
+    deep = json.dumps(json.loads("[" * 60 + "]" * 60))
+    with pytest.raises(errors.InvalidArgument) as exc:
+        run({}, row("set", "/" + "/".join(["a"] * 50), json.loads(deep)))
+    assert (exc.value.field, exc.value.reason) == ("edits", "nesting")
