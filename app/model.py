@@ -126,6 +126,11 @@ class MergeContext:
     def text(self) -> str:
         return jsontext.dumps(self.patch)
 
+    @property
+    def computed(self) -> bool:
+        """Whether the result must be computed from the stored context (never left on the patch log)."""
+        return bool(self.edits) or self.check is not None
+
     def onto(self, context: str) -> str:
         """The merged (then edited) context's text, refused if over the limit or against the check."""
         merged = jsontext.merge_patch(jsontext.loads(context), self.patch)

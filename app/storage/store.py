@@ -191,25 +191,11 @@ class SessionStore:
                 return Applied(outcome, created=True)
         raise errors.StorageUnavailable()
 
-    def apply(
-        self,
-        user_id: str,
-        session_id: str,
-        change: Change,
-        expect: Expect,
-        *,
-        now: int,
-        persist: bool,
-        with_messages: bool = False,
-    ) -> Applied:
+    def apply(self, user_id: str, session_id: str, change: Change, expect: Expect, **how) -> Applied:
         """`_apply`; a write computed from the stored state first takes its turn within this process."""
-        computed = isinstance(change, Compact | Rewind) or (
-            isinstance(change, MergeContext) and (change.edits or change.check is not None)
-        )
+        computed = isinstance(change, Compact | Rewind) or (isinstance(change, MergeContext) and change.computed)
         with self.turns.turn(layout.key(user_id, session_id)) if computed else contextlib.nullcontext():
-            return self._apply(
-                user_id, session_id, change, expect, now=now, persist=persist, with_messages=with_messages
-            )
+            return self._apply(user_id, session_id, change, expect, **how)
 
     def _apply(
         self,
@@ -259,7 +245,8 @@ class SessionStore:
                 s = self._learned(after_update(before, update))
                 self._after(s, change, guess, before, persist)
                 if isinstance(change, Append):
-                    return Applied(s, seqs=range(s.last_seq - len(change.messages) + 1, s.last_seq + 1))
+                    seqs = range(s.last_seq - len(change.messages) + 1, s.last_seq + 1)
+                    return Applied(s, seqs=seqs, races=races)
                 if isinstance(change, Rewind):
                     return Applied(s, dropped=guess.base.message_count - s.message_count, races=races)
                 return Applied(s, lock_token=change.token if isinstance(change, Lock) else "", races=races)
@@ -308,7 +295,7 @@ class SessionStore:
         known = self.cache.recall(key)
         text = known.context if known is not None else ""
         known_large = len(text) * 4 > PATCH_LOG_BYTES and len(text.encode()) > PATCH_LOG_BYTES
-        if not (change.check or change.edits) and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
+        if not change.computed and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
             return guess  # onto the patch log, unapplied: no read
         # Merged here and compared-and-set, from the state this process last saw if it can be current.
         cached = known is not None and (expect.version is None or known.version == expect.version)
