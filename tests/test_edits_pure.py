@@ -172,3 +172,19 @@ def test_results_json_text_cannot_hold_are_refused_naming_the_edit():
     with pytest.raises(errors.InvalidArgument) as exc:
         run({}, row("set", "/" + "/".join(["a"] * 50), json.loads(deep)))
     assert (exc.value.field, exc.value.reason) == ("edits", "nesting")
+
+
+def test_turns_are_served_in_order_and_one_that_gave_up_is_skipped():
+    import threading
+
+    from app.storage.turns import _Turn
+
+    turn = _Turn()
+    assert turn.take(1) == 0
+    assert turn.take(0.05) is None  # ticket 1 gave up while 0 held the turn
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(turn.take(5)))
+    waiter.start()
+    turn.done()  # 0 is done: 1 is skipped, 2 is served
+    waiter.join(timeout=5)
+    assert got == [2]

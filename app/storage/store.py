@@ -49,7 +49,7 @@ from app.storage.updates import PATCH_LOG_BYTES, Guess, after_update, diagnose, 
 log = logging.getLogger(__name__)
 NO_MESSAGES = {"msgs": 0}
 SUMMARY = {"msgs": 0, "ctx": 0, "cp": 0}
-TURN_PATIENCE = 2.0  # seconds a computed write waits for its session's turn in this process, then races
+TURN_PATIENCE = LOST_RACES.seconds  # a computed write waits this long for its session's turn, then races
 FOLD_AFTER = 8  # patches in the context's log before a worker folds them into the stored text
 
 
@@ -255,6 +255,7 @@ class SessionStore:
             if diagnose(stored, tomb, change, expect, now):
                 return self._replayed(stored, change, expect, now, persist)
             guess = self._corrected(guess, stored, change, now, persist)
+        log.warning("storage unavailable: a %s lost every race of the retry policy", type(change).__name__)
         raise errors.StorageUnavailable()
 
     def fork(self, source_id: str, target: NewSession, **how) -> Applied:
