@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument(
+        "--new-connections", action="store_true", help="a new connection per call, spread over every worker"
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="measure-edits-"))
@@ -67,6 +70,8 @@ def run(base: str, args: argparse.Namespace) -> None:
     def client(n: int) -> None:
         http = requests.Session()
         http.headers.update(AUTH)
+        if args.new_connections:
+            http.headers["Connection"] = "close"
         i = 0
         while time.monotonic() < stop:
             edits = [
@@ -97,7 +102,9 @@ def run(base: str, args: argparse.Namespace) -> None:
     items = len(context["cart_items"])
     latencies.sort()
     ok = codes["OK"]
-    print(f"connections: {args.connections}, gunicorn {args.workers} workers x {args.threads} threads, {elapsed:.1f} s")
+    kind = "a new connection per call" if args.new_connections else "keep-alive"
+    server = f"gunicorn {args.workers} workers x {args.threads} threads"
+    print(f"connections: {args.connections} ({kind}), {server}, {elapsed:.1f} s")
     print(f"answers: {dict(codes)}")
     print(f"items/s: {ok / elapsed:.1f}")
     print(f"lost races re-applied internally: {int(lost)} ({lost / max(ok, 1):.2f} per update)")
