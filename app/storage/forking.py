@@ -76,6 +76,7 @@ class Forks:
             "last_seq": at,
             "chunk_size": self.archive.size(source),
             "request_ids": [request_id] if request_id else [],
+            "create_request": request_id,  # a repeat of the fork answers created, as a create's does
             "summary": source.summary,
             "summary_upto": source.summary_upto,
             "gaps": seqs.to_stored(gaps),
@@ -95,7 +96,7 @@ class Forks:
         except BaseException:
             self._drop(target.user_id, chunks, persist)
             raise
-        if done.session.stored.nonce != doc["r"]:  # another session answered (a repeat): ours is no one's
+        if done.session is None or done.session.stored.nonce != doc["r"]:  # a repeat answered: ours is no one's
             self._drop(target.user_id, chunks, persist)
         return done
 

@@ -65,7 +65,7 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         where["v"] = expect.version
     if isinstance(change, Slide) and change.timeout_ms is not None:
         sets.update(tmo=change.timeout_ms, exp=now + change.timeout_ms)
-    elif not isinstance(change, Unlock):  # unlock never slides: it must not revive an expired session
+    elif not isinstance(change, Unlock) or change.slide:  # unlock slides only a live session (never revives)
         where["tmo"] = guess.timeout_ms
         sets["exp"] = now + guess.timeout_ms
     if not isinstance(change, Slide | Lock | Unlock):
