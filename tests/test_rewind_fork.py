@@ -215,3 +215,13 @@ def test_fork_past_the_newest_or_below_the_summary_is_refused(api, at, field):
 def test_fork_of_another_users_session_is_not_found(api):
     sid = conversation(api, 1)
     fail(api.call("fork", {"user_id": "u2", "session_id": sid}), "SESSION_NOT_FOUND")
+
+
+def test_a_repeat_of_a_fork_whose_session_was_deleted_makes_no_second_one(api):
+    sid = conversation(api, 2)
+    made = ok(api.call("fork", {**IDS, "session_id": sid, "request_id": "f-del"}))
+    assert made["created"]
+    ok(api.call("delete", {**IDS, "session_id": made["session_id"], "request_id": "d-1"}))
+    again = ok(api.call("fork", {**IDS, "session_id": sid, "request_id": "f-del"}))
+    assert (again["replayed"], again["status"], again["session_id"]) == (True, "deleted", made["session_id"])
+    assert len(ok(api.call("list", IDS))["sessions"]) == 1
