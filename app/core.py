@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from app import errors, options, prompt
 from app.context_schema import ContextSchema
+from app.edits import apply_edits
 from app.jsontext import merge_patch
 from app.model import (
     Append,
@@ -33,6 +34,7 @@ from app.model import (
     NewSession,
     Outcome,
     ReplaceContext,
+    Rewind,
     Slide,
     Unlock,
     context_text,
@@ -50,6 +52,7 @@ FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5  # seconds between tries while waiting fo
 # replica set without a majority still answers reads (a lost timeout restart costs nothing).
 READ = Expect(writable=False, guarded=False)
 LOCK_WAIT = "lock_wait"  # event: a `lock` found the session locked and waits for it (once per call)
+WRITE_RACE = "write_race"  # event: a conditional write lost a race and was re-applied on the fresher state
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,10 @@ class Sessions:
         return Expect(version=version, lock_token=call.lock_token, request_id=call.request_id, **conditions)
 
     def _apply(self, call: Call, change: Change, expect: Expect, now: int, persist: bool, **kw: bool) -> Applied:
-        return self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
+        done = self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
+        for _ in range(done.races):
+            self.events(WRITE_RACE)
+        return done
 
     def _resuming(self, call: Call, run: Callable[[int], Outcome], *, resume: bool, persist: bool = True) -> Outcome:
         """`run` at the current time; with `resume`, an expired session still stored is first revived
@@ -165,9 +171,11 @@ class Sessions:
         self._typed_fields(call)
         if opts.merge:
             check = self.limits.context_schema.check if self.limits.context_schema else None
-            change: Change = MergeContext(call.context or {}, self.limits.max_context_bytes, call.fields, check)
-        else:
-            change = ReplaceContext(self._context(merge_patch(call.context or {}, call.fields or {})))
+            limit = self.limits.max_context_bytes
+            change: Change = MergeContext(call.context or {}, limit, call.fields, check, call.edits)
+        else:  # the edits' result does not depend on what is stored: computed here, once
+            replaced = merge_patch(call.context or {}, call.fields or {})
+            change = ReplaceContext(self._context(apply_edits(replaced, call.edits)))
 
         def update(now: int) -> Outcome:
             done = self._apply(call, change, self._expect(call, opts.expected_version), now, opts.persist)
@@ -283,6 +291,39 @@ class Sessions:
                     until_free = (exc.session.locked_until - self.clock()) / 1000
                     time.sleep(max(0.0, min(pause, left, until_free)))
                     pause = min(pause * 2, LONGEST_PAUSE)
+
+    def op_rewind(self, call: Call) -> Outcome:
+        opts = _options(call, options.RewindOptions)
+        now = self.clock()
+        done = self._apply(call, Rewind(opts.to_seq), self._expect(call, opts.expected_version), now, opts.persist)
+        return Outcome(at=now, session=done.session, replayed=done.replayed, dropped=done.dropped)
+
+    def op_fork(self, call: Call) -> Outcome:
+        opts = _options(call, options.ForkOptions)
+        new_id = opts.new_session_id or (
+            derived_session_id(call.user_id, f"fork\0{call.session_id}\0{call.request_id}")
+            if call.request_id
+            else new_session_id()
+        )
+        source = self.store.read(call.user_id, call.session_id)
+        if source is None:  # its settings to copy; the fork judges the source again (expired, deleted)
+            raise errors.SessionNotFound()
+        target = NewSession(
+            user_id=call.user_id,
+            session_id=new_id,
+            context="",
+            timeout_ms=opts.timeout * 1000 if opts.timeout is not None else source.timeout_ms,
+            max_history=opts.max_history if opts.max_history is not None else source.max_history,
+            auto_clean=opts.auto_clean if opts.auto_clean is not None else source.auto_clean,
+        )
+        now = self.clock()
+        at = opts.at_seq or None  # 0: everything
+        done = self.store.fork(
+            call.session_id, target, at_seq=at, now=now, persist=opts.persist, request_id=call.request_id
+        )
+        if done.session is None:  # a repeat of a fork whose session was deleted since: never a second one
+            return Outcome(at=now, session_id=new_id, status="deleted", created=done.created, replayed=True)
+        return Outcome(at=now, session=done.session, created=done.created, replayed=done.replayed)
 
     def op_unlock(self, call: Call) -> Outcome:
         """Release the lock; a live session's timeout restarts, an expired one is released, not revived."""

@@ -106,6 +106,12 @@ class LockNotHeld(ServiceError):
     code = "LOCK_NOT_HELD"
 
 
+class ConditionFailed(ServiceError):
+    """A `test` edit found another value at its path (`field` names the edit); nothing was applied."""
+
+    code = "CONDITION_FAILED"
+
+
 class Unauthorized(ServiceError):
     """A wrong or missing service token; with `metrics`, a wrong or missing METRICS_TOKEN."""
 

@@ -24,7 +24,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app import spec
-from app.core import LOCK_WAIT
+from app.core import LOCK_WAIT, WRITE_RACE
 from app.settings import Settings, SettingsError
 
 # lock waits take up to 25 s (MAX_WAIT): the top buckets tell a waiting lock from a slow database
@@ -74,6 +74,12 @@ class Metrics:
         self.lock_waits = Counter(
             "session_lock_waits", "lock calls that waited for a held session lock, by tenant", ["tenant"], registry=r
         )
+        self.write_races = Counter(
+            "session_write_races",
+            "Conditional writes that lost a race to another write and were re-applied on the fresher state, by tenant",
+            ["tenant"],
+            registry=r,
+        )
         self.replays = Counter(
             "session_replays",
             "Writes answered as repeats of a request_id, by tenant and operation",
@@ -114,6 +120,8 @@ class Metrics:
         """What the core reports while it works (core.Sessions' `events`), for `tenant`."""
         if name == LOCK_WAIT:
             self.lock_waits.labels(tenant).inc()
+        elif name == WRITE_RACE:
+            self.write_races.labels(tenant).inc()
 
     def authorized(self, header: str) -> bool:
         """Without METRICS_TOKEN the endpoint is open; with it, `Bearer <token>`, compared in constant time."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app import errors, jsontext
+from app import errors, jsontext, seqs
+from app.edits import Edit, apply_edits
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,20 @@ class Session:
     max_history: int
     auto_clean: bool
     message_count: int  # visible messages: the newest min(appended, max_history)
-    appended: int  # messages appended since the last clear
-    last_seq: int  # the newest message's seq (0 before the first)
+    appended: int  # messages appended since the last clear (less those a rewind dropped)
+    last_seq: int  # the highest seq ever given (0 before the first): the next append continues after it
     locked_until: int = 0  # epoch milliseconds; the lock is held while it is in the future
     summary: str = ""  # what compact left in place of the messages up to summary_upto
     summary_upto: int = 0
+    gaps: seqs.Gaps = ()  # seqs a rewind dropped: no message holds them (see app.seqs)
+    forked_from: str = ""  # the session this one was forked from ("" if not made by fork)
+    forked_at_seq: int = 0
     stored: Stored = field(kw_only=True, compare=False, repr=False)
 
     @property
     def first_seq(self) -> int:
         """The seq of the oldest message the history shows."""
-        return self.last_seq - self.message_count + 1
+        return seqs.first_visible(self.last_seq, self.message_count, self.gaps)
 
     def expired(self, now: int) -> bool:
         return self.expires <= now
@@ -109,22 +113,30 @@ class ReplaceContext:
 
 @dataclass(frozen=True)
 class MergeContext:
-    """JSON Merge Patch `patch` (then typed `fields`) into the context; the result must stay within
-    `limit` bytes and, if `check` is given, satisfy it (the storage then merges it before writing)."""
+    """JSON Merge Patch `patch` (then typed `fields`, then `edits`) into the context; the result must
+    stay within `limit` bytes and, if `check` is given, satisfy it (the storage then merges it before
+    writing; with edits always, on the state it compares-and-sets)."""
 
     patch: dict
     limit: int
     fields: dict | None = None
     check: Callable[[dict], dict] | None = None
+    edits: tuple[Edit, ...] = ()  # applied last, in order, all or nothing
 
     @property
     def text(self) -> str:
         return jsontext.dumps(self.patch)
 
+    @property
+    def computed(self) -> bool:
+        """Whether the result must be computed from the stored context (never left on the patch log)."""
+        return bool(self.edits) or self.check is not None
+
     def onto(self, context: str) -> str:
-        """The merged context's text, refused if over the limit or against the check."""
+        """The merged (then edited) context's text, refused if over the limit or against the check."""
         merged = jsontext.merge_patch(jsontext.loads(context), self.patch)
-        return context_text(jsontext.merge_patch(merged, self.fields or {}), self.limit, self.check)
+        merged = jsontext.merge_patch(merged, self.fields or {})
+        return context_text(apply_edits(merged, self.edits), self.limit, self.check)
 
 
 @dataclass(frozen=True)
@@ -169,7 +181,14 @@ class Compact:
     upto: int
 
 
-Change = Slide | ReplaceContext | MergeContext | Append | ClearHistory | Close | Lock | Unlock | Compact
+@dataclass(frozen=True)
+class Rewind:
+    """Drop every message with seq > to_seq; their seqs become a gap and are never given again."""
+
+    to_seq: int
+
+
+Change = Slide | ReplaceContext | MergeContext | Append | ClearHistory | Close | Lock | Unlock | Compact | Rewind
 
 
 @dataclass(frozen=True)
@@ -194,6 +213,8 @@ class Applied:
     replayed: bool = False
     created: bool = False
     seqs: range = range(0)  # the seqs an append's messages got (the first time, for a repeat)
+    dropped: int = 0  # the messages a rewind dropped
+    races: int = 0  # conditional writes that missed because another write came first, then re-applied
     lock_token: str = ""  # the token a lock took or renewed (the first time, for a repeat)
 
 

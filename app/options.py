@@ -103,6 +103,23 @@ class CompactOptions(Options):
     upto_seq: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class RewindOptions(Options):
+    persist: bool
+    expected_version: int | None
+    to_seq: int  # 0 is a seq here (drop every message), not "not given"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForkOptions(Options):
+    persist: bool
+    at_seq: int | None  # None: the source's whole history
+    new_session_id: str | None  # None: generated
+    timeout: int | None  # seconds; None: the source's (as max_history and auto_clean)
+    max_history: int | None
+    auto_clean: bool | None
+
+
 BY_OPERATION: dict[str, type[Options]] = {
     "create": CreateOptions,
     "get": GetOptions,
@@ -117,4 +134,6 @@ BY_OPERATION: dict[str, type[Options]] = {
     "lock": LockOptions,
     "unlock": UnlockOptions,
     "compact": CompactOptions,
+    "rewind": RewindOptions,
+    "fork": ForkOptions,
 }

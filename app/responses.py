@@ -57,6 +57,8 @@ def session(s: Session, now: int) -> dict[str, Any]:
         locked_until=iso(s.locked_until) if s.locked(now) else "",
         summary=s.summary,
         summary_upto=s.summary_upto,
+        forked_from=s.forked_from,
+        forked_at_seq=s.forked_at_seq,
     )
     return out
 

@@ -41,7 +41,7 @@ def field_schema(f: Field, *, strict: bool) -> dict[str, Any]:
         if f.max_items is not None:
             out["maxItems"] = f.max_items
         if f.properties:
-            out["required"] = list(f.properties)
+            out["required"] = list(f.properties if f.required is None else f.required)
             out["additionalProperties"] = False
     return out
 

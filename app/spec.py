@@ -61,6 +61,7 @@ class Field:
     max_items: int | None = None
     items: Field | None = None
     properties: dict[str, Field] = field(default_factory=dict)
+    required: tuple[str, ...] | None = None  # of an object's properties; None: all of them
 
     def but(self, **changes: Any) -> Field:
         """This field with some attributes replaced (a tool-specific default, say)."""
@@ -75,6 +76,45 @@ MESSAGE_IN = Field(
         "role": Field("string", "角色", "Who spoke.", enum=ROLES),
         "content": Field("string", "消息内容（最多 64 KiB）", "Message text, at most 64 KiB."),
     },
+)
+
+MAX_EDITS = 100
+EDIT_OPS = ("set", "remove", "increment", "append", "extend", "remove_value", "test")
+EDIT_ROW = Field(
+    "object",
+    "一项修改：op 操作、path 路径（JSON Pointer）、value 值（JSON 文本）、keep_last 保留最新几项",
+    "One edit: op, path (JSON Pointer), value (JSON text), keep_last.",
+    properties={
+        "op": Field(
+            "string",
+            "操作：set 设置、remove 删除、increment 加数、append 追加一项、extend 追加多项、"
+            "remove_value 删除等于 value 的项、test 检查值相等（否则整次调用不生效）",
+            "set, remove, increment (add a number), append (one item), extend (items of an array), "
+            "remove_value (every item equal to value), test (apply the call only if the value equals).",
+            enum=EDIT_OPS,
+        ),
+        "path": Field(
+            "string",
+            "JSON Pointer 路径，例如 /cart/A1/qty（~1 表示 /，~0 表示 ~，/- 表示数组末尾）",
+            "JSON Pointer, e.g. /cart/A1/qty (~1 for /, ~0 for ~, /- for the end of an array).",
+            max_length=4096,
+        ),
+        "value": Field(
+            "string",
+            '值的 JSON 文本，例如 2、"abc"、{"sku":"A1"}；remove 不需要（留空）',
+            'The value as JSON text, e.g. 2, "abc", {"sku":"A1"}; empty for remove.',
+            default="",
+        ),
+        "keep_last": Field(
+            "integer",
+            "append/extend：只保留数组最新的几项（0 表示全部保留）",
+            "append/extend: keep only the newest items of the array (0: keep all).",
+            default=0,
+            minimum=0,
+            maximum=MAX_SAFE_INTEGER,
+        ),
+    },
+    required=("op", "path"),
 )
 
 INPUTS: dict[str, Field] = {
@@ -96,6 +136,8 @@ INPUTS: dict[str, Field] = {
             "lock",
             "unlock",
             "compact",
+            "rewind",
+            "fork",
         ),
     ),
     "user_id": Field(
@@ -125,6 +167,13 @@ INPUTS: dict[str, Field] = {
         "Request id: a repeat on the same session (a retry) applies nothing and answers replayed=true "
         "(1-128 letters, digits or _ - . :).",
         pattern=TOKEN_PATTERN,
+    ),
+    "edits": Field(
+        "array",
+        "按顺序执行的上下文修改（最多 100 项，全部生效或全部不生效）",
+        "Context edits applied in order, all or nothing (at most 100).",
+        items=EDIT_ROW,
+        max_items=MAX_EDITS,
     ),
     "summary": Field(
         "string",
@@ -252,6 +301,26 @@ OPTIONS: dict[str, Field] = {
         minimum=1,
         maximum=MAX_SAFE_INTEGER,
     ),
+    "to_seq": Field(
+        "integer",
+        "回退到此序号：删除序号大于它的消息（0 表示全部删除）",
+        "Rewind to this seq: drop every message after it (0: all of them).",
+        minimum=0,
+        maximum=MAX_SAFE_INTEGER,
+    ),
+    "at_seq": Field(
+        "integer",
+        "分叉点：新会话保留序号不大于它的消息（0 表示全部）",
+        "Fork point: the new session keeps the messages up to this seq (0: all).",
+        minimum=0,
+        maximum=MAX_SAFE_INTEGER,
+    ),
+    "new_session_id": Field(
+        "string",
+        "新会话的ID（为空则自动生成）",
+        "The new session's id (empty: generated).",
+        pattern=SESSION_ID_PATTERN,
+    ),
     "resume": Field(
         "boolean",
         "自动重连：会话已超时但尚未清理时先恢复它（如同 touch）",
@@ -322,6 +391,12 @@ OUTPUTS: dict[str, Field] = {
     "summary_upto": Field(
         "integer", "摘要覆盖到的消息序号；没有摘要时为 0", "The last seq the summary covers; 0 when none."
     ),
+    "forked_from": Field(
+        "string", "分叉来源的会话ID；不是分叉得到的会话为空", "The session this one was forked from; empty if none."
+    ),
+    "forked_at_seq": Field(
+        "integer", "分叉时截取到的消息序号；不是分叉得到的会话为 0", "The seq the fork was cut at; 0 if not a fork."
+    ),
     "created": Field("boolean", "是否新建", "True when a new session was created."),
     "replayed": Field(
         "boolean",
@@ -332,7 +407,11 @@ OUTPUTS: dict[str, Field] = {
     "lock_token": Field(
         "string", "本次获得或续期的锁令牌；否则为空", "The lock token this call took or renewed; empty otherwise."
     ),
-    "dropped": Field("integer", "被丢弃的最旧消息数", "Oldest messages dropped by this append."),
+    "dropped": Field(
+        "integer",
+        "被丢弃的消息数（追加时超出上限的最旧消息；回退时删除的消息）",
+        "Messages dropped: the oldest past max_history (append), or those after to_seq (rewind).",
+    ),
     "messages": Field("array", "消息（按时间顺序）", "Messages, oldest first.", items=MESSAGE_OUT),
     "next_cursor": Field("string", "下一页游标；没有更多时为空", "Cursor of the next page; empty when no more."),
     "transcript": Field(
@@ -344,7 +423,7 @@ OUTPUTS: dict[str, Field] = {
     "tokens": Field("integer", "本页的估计令牌数", "The page's estimated tokens."),
     "sessions": Field("array", "会话列表", "The user's sessions.", items=SESSION_ITEM),
 }
-BASE_OUTPUTS = tuple(list(OUTPUTS)[: list(OUTPUTS).index("summary_upto") + 1])
+BASE_OUTPUTS = tuple(list(OUTPUTS)[: list(OUTPUTS).index("forked_at_seq") + 1])
 
 
 @dataclass(frozen=True)
@@ -388,10 +467,11 @@ OPERATIONS: dict[str, Operation] = {
         ),
         Operation(
             "update",
-            "修改上下文：合并（默认）或替换",
-            "Change the context: merge (default, JSON Merge Patch) or replace.",
-            (*_ID, "context"),
-            (*_WRITE, "context"),
+            "修改上下文：合并（默认）或替换，和/或按路径修改（edits：设置、删除、加数、追加、条件检查）",
+            "Change the context: merge (default, JSON Merge Patch) or replace, and/or edit it by path "
+            "(edits: set, remove, increment, append, extend, remove_value, test).",
+            _ID,
+            (*_WRITE, "context", "edits"),
             ("merge", "expected_version", "resume", "persist", "lang"),
             ("replayed", "resumed"),
         ),
@@ -490,6 +570,31 @@ OPERATIONS: dict[str, Operation] = {
             ("replayed",),
             option_needs=("upto_seq",),
         ),
+        Operation(
+            "rewind",
+            "回退：删除 options.to_seq 之后的消息（撤销一轮、重新生成回答）；序号不再复用",
+            "Rewind: drop the messages after options.to_seq (undo a turn, regenerate an answer); seqs are "
+            "never reused.",
+            _ID,
+            _WRITE,
+            ("to_seq", "expected_version", "persist", "lang"),
+            ("replayed", "dropped"),
+        ),
+        Operation(
+            "fork",
+            "分叉：用此会话的上下文、摘要和 options.at_seq 及之前的消息新建同一用户的会话（尝试另一个分支）",
+            "Fork: a new session of the same user with this session's context, summary and messages up "
+            "to options.at_seq (try another branch); the answer is the new session's.",
+            _ID,
+            (*_ID, "request_id"),
+            ("at_seq", "new_session_id", "timeout", "max_history", "auto_clean", "persist", "lang"),
+            ("created", "replayed"),
+            option_overrides={
+                "timeout": {"default": None},
+                "max_history": {"default": None},
+                "auto_clean": {"default": None},
+            },
+        ),
     )
 }
 
@@ -548,9 +653,9 @@ MANAGE_TOOL = Tool(
     "session_manage",
     "/v1/session",
     "会话管理：用 operation 选择操作（create、get、update、append_messages、history、"
-    "clear_history、touch、list、close、delete、lock、unlock、compact）",
+    "clear_history、touch、list、close、delete、lock、unlock、compact、rewind、fork）",
     "Session management: choose the operation with `operation` (create, get, update, "
-    "append_messages, history, clear_history, touch, list, close, delete, lock, unlock, compact).",
+    "append_messages, history, clear_history, touch, list, close, delete, lock, unlock, compact, rewind, fork).",
     tuple(OPERATIONS),
 )
 TOOLS: tuple[Tool, ...] = (
@@ -605,6 +710,12 @@ ERRORS: dict[str, ErrorSpec] = {
             200,
             "未持有会话锁：令牌已释放、已过期或属于其他持有者",
             "lock not held: the token was released, has expired, or is another holder's",
+        ),
+        ErrorSpec(
+            "CONDITION_FAILED",
+            200,
+            "条件不满足：{field}（test）不成立，未做任何修改",
+            "condition failed: {field} (test) does not hold; nothing was changed",
         ),
         ErrorSpec("UNAUTHORIZED", 401, "未授权：服务令牌缺失或错误", "unauthorized: missing or wrong service token"),
         # GET /metrics with METRICS_TOKEN set: the token it wants is not the service token (errors.Unauthorized)
@@ -670,4 +781,20 @@ REASONS: dict[str, tuple[str, str]] = {
     "unreadable": ("无法读取（格式错误、中断或超时）", "could not be read (malformed, cut off or too slow)"),
     "http": ("无效（HTTP {expected}）", "is invalid (HTTP {expected})"),
     "int64": ("超出 64 位整数范围（{expected}）", "is outside the 64-bit integer range ({expected})"),
+    "update_needs": ("需要 context、fields 或 edits 之一", "needs context, fields or edits"),
+    "pointer": (
+        "不是有效的 JSON Pointer（以 / 开头，~0 表示 ~，~1 表示 /）",
+        "is not a valid JSON Pointer (starts with /, ~0 for ~, ~1 for /)",
+    ),
+    "pointer_root": ("不能指向整个上下文（请用 context）", "must not point at the whole context (use context)"),
+    "json_value": ("不是有效的 JSON 文本", "is not valid JSON text"),
+    "edit_number": ("应为 JSON 数字", "must be a JSON number"),
+    "edit_array": ("应为 JSON 数组", "must be a JSON array"),
+    "edit_not_number": ("路径上的值不是数字", "the value at its path is not a number"),
+    "edit_overflow": ("结果超出 JSON 数字的范围", "the result is out of the range of a JSON number"),
+    "edit_not_array": ("路径上的值不是数组", "the value at its path is not an array"),
+    "edit_path": (
+        "路径无法到达（{expected} 不是对象，或数组下标越界）",
+        "cannot reach its path ({expected} is not an object, or an array index is out of range)",
+    ),
 }

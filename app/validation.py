@@ -16,7 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from app import errors, jsontext, schemas, spec
+from app import edits, errors, jsontext, schemas, spec
 from app.errors import InvalidArgument
 from app.options import BY_OPERATION, Options
 
@@ -30,7 +30,7 @@ _ANY_OPTION = set(spec.OPTIONS)
 for _v in _VALIDATORS.values():
     Draft202012Validator.check_schema(_v.schema)
 # What the stored state refuses, named in the domain (errors.OutOfRange.value), as the caller's field
-DOMAIN_FIELDS = {"compact.upto": "options.upto_seq"}
+DOMAIN_FIELDS = {"compact.upto": "options.upto_seq", "rewind.to": "options.to_seq", "fork.at": "options.at_seq"}
 MAX_INT64 = 2**63 - 1  # what a stored integer (BSON int64) holds
 
 
@@ -48,18 +48,31 @@ class Call:
     lock_token: str = ""
     summary: str = ""
     fields: dict | None = None  # typed context fields (CONTEXT_SCHEMA), merged after `context`
+    edits: tuple[edits.Edit, ...] = ()  # applied after `context` and `fields`
 
     @property
     def lang(self) -> str:
         return self.options.lang
 
 
+ZERO_MEANS_ZERO = frozenset(("to_seq",))  # options where 0 is a meaningful value, not "not given"
+CONTEXT_INPUTS = ("context", "fields", "edits")  # update needs at least one of them
+
+
 def _given(value: Any) -> bool:
     return value is not None and value != "" and value != [] and not (type(value) is int and value == 0)
 
 
+def _path(parts: Any) -> str:
+    """A field's path as errors name it: `options.cursor`, `messages.0.content`, `edits[3].op`."""
+    names = [str(p) for p in parts]
+    if len(names) >= 2 and names[0] == "edits":  # the contract names an edit by its index
+        return f"edits[{names[1]}]" + "".join("." + n for n in names[2:])
+    return ".".join(names)
+
+
 def _schema_error(error: Any) -> InvalidArgument:
-    path = ".".join(str(p) for p in error.absolute_path)
+    path = _path(error.absolute_path)
     keyword = error.validator
     expected: Any = error.validator_value
     if keyword == "required":
@@ -118,7 +131,7 @@ def parse(
         data["options"] = {
             k: v
             for k, v in data["options"].items()
-            if _given(v) or v == []  # [] is no option's type: left to be refused
+            if _given(v) or v == [] or (k in ZERO_MEANS_ZERO and v == 0)  # [] is no option's type: refused
             if used is None or k in used or k not in _ANY_OPTION  # an unknown name is still refused
         }
     if data.get("fields") == {}:  # a Coze node sends the object even with every field unset
@@ -134,6 +147,8 @@ def parse(
     for need in op.needs:
         if need not in data and not (need == "context" and "fields" in data):
             raise InvalidArgument(need, "required")
+    if operation == "update" and not any(n in data for n in CONTEXT_INPUTS):
+        raise InvalidArgument("context", "update_needs")
     fields = _OPTIONS[operation]
     options = {n: f.default for n, f in fields.items() if f.default is not None}
     options.update({k: v for k, v in (defaults or {}).items() if options.get(k) is not None})
@@ -161,6 +176,7 @@ def parse(
         lock_token=data.get("lock_token", "") if "lock_token" in op.inputs else "",
         summary=summary,
         fields=data.get("fields") if "context" in op.inputs else None,
+        edits=edits.parse(data["edits"]) if "edits" in data and "edits" in op.inputs else (),
     )
 
 
@@ -188,6 +204,8 @@ def _typed_options(operation: str, fields: dict, options: dict[str, Any], summar
             raise InvalidArgument("options.upto_seq", "required")
         if len(summary.encode("utf-8")) > spec.MAX_SUMMARY_BYTES:
             raise InvalidArgument("summary", "message_size", spec.MAX_SUMMARY_BYTES)
+    elif operation == "rewind" and values["to_seq"] is None:
+        raise InvalidArgument("options.to_seq", "required")
     return BY_OPERATION[operation](**values)
 
 

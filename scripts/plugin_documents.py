@@ -90,6 +90,8 @@ def sample_parameters(tool: spec.Tool, user_id: str, session_id: str, lock_token
         params["options"]["lease"] = 10  # released by session_unlock right after, or soon anyway
     if "upto_seq" in tool.options() and op_name == "compact":
         params["options"]["upto_seq"] = 1  # session_append_messages ran before: seq 1 exists
+    if "to_seq" in tool.options() and op_name == "rewind":
+        params["options"]["to_seq"] = 1  # at what compact summed up: allowed, drops what came after
     return params
 
 

@@ -152,7 +152,7 @@ class Registrar:
         passed = sum(t.debug_status == 1 for t in tools)
         self.out.step("tools", f"{len(tools)} enabled, {passed} passed debug before this run")
         user_id = f"coze-debug-{secrets.token_hex(6)}"
-        session_id = lock_token = ""
+        session_id = lock_token = forked = ""
         fallback_id = f"coze-debug-{secrets.token_hex(6)}"  # if session_create fails, the others still run
         failures: dict[str, str] = {}
         deleted = False
@@ -178,9 +178,13 @@ class Registrar:
                     session_id = str(resp["session_id"])
                 if spec_tool.operations == ("lock",) and resp.get("lock_token"):
                     lock_token = str(resp["lock_token"])
+                if spec_tool.operations == ("fork",) and resp.get("session_id") and not resp.get("error_code"):
+                    forked = str(resp["session_id"])  # a second session of the throw-away user
                 if spec_tool.operations == ("delete",) and not resp.get("error_code"):
                     deleted = True
         finally:
+            if forked and forked != session_id:
+                self._cleanup(tools, user_id, forked)
             if session_id and not deleted:
                 self._cleanup(tools, user_id, session_id)
             elif session_id:

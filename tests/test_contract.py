@@ -85,9 +85,11 @@ def test_context_is_a_json_string_and_booleans_live_in_options_with_their_defaul
             assert body["properties"]["context"]["type"] == "string"
         for name, prop in body["properties"].items():
             assert prop["type"] != "boolean", f"top-level boolean {name} would arrive false from Coze"
-        for prop in body["properties"]["options"]["properties"].values():
-            if prop["type"] == "boolean":  # unset inside an object, Coze sends the declared default
-                assert type(prop["default"]) is bool
+        # fork copies the source's auto_clean when it is not given: no default wherever fork is served
+        copies = "fork" in spec.TOOLS_BY_NAME[item["post"]["operationId"]].operations
+        for name, prop in body["properties"]["options"]["properties"].items():
+            if prop["type"] == "boolean" and not (copies and name == "auto_clean"):
+                assert type(prop["default"]) is bool  # unset inside an object, Coze sends the declared default
         out = item["post"]["responses"]["200"]["content"]["application/json"]["schema"]
         assert out["properties"]["context"]["type"] == "string"
 

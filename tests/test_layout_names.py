@@ -10,7 +10,7 @@ from app.storage import layout
 STORAGE = Path(__file__).resolve().parent.parent / "app" / "storage"
 # Names of the export format (records.py) that happen to equal a stored field name: a record's "slot"
 # and a message record's "seq" are the record's own keys, not the stored fields.
-RECORD_NAMES = {"records.py": {"slot", "seq"}}
+RECORD_NAMES = {"records.py": {"slot", "seq"}, "forking.py": {"slot", "seq"}}  # forking builds a record
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

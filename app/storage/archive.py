@@ -38,6 +38,11 @@ CHUNK_SIZE = 50  # messages per chunk by default (HISTORY_INLINE): one default `
 INLINE_BYTES = 2 * 1024 * 1024  # past this, every whole chunk moves out, whatever the count
 
 
+def _window(s: Session) -> int:
+    """How many seqs the visible history spans: max_history, plus the gaps a rewind left among them."""
+    return s.last_seq - s.first_seq + 1
+
+
 def _slack(max_history: int) -> int:
     """How far the inline history may run past a small max_history before it is trimmed."""
     return max(1, max_history // 10)
@@ -56,17 +61,18 @@ class Archive:
         """Keep the session document small after an append: trim a short history, archive a long one."""
         size, st = self.size(s), s.stored
         if s.max_history <= size:
-            if st.inline >= s.max_history + _slack(s.max_history):
+            if st.inline >= _window(s) + _slack(s.max_history):
                 self._trim(s, persist)
         elif st.inline >= 2 * size or (st.inline >= size and st.inline_bytes >= INLINE_BYTES):
             self._archive(s, persist)
 
     def _trim(self, s: Session, persist: bool) -> None:
-        """Cut the inline history down to max_history; skipped if another append raced it."""
+        """Cut the inline history down to the visible window; skipped if another write raced it."""
+        keep = _window(s)
         with storage_errors():
             self.collections.write(persist).update_one(
-                {**by_id(s.stored.key, s.user_id), F.INLINE: s.stored.inline},
-                {"$push": {F.MESSAGES: {"$each": [], "$slice": -s.max_history}}, "$set": {F.INLINE: s.max_history}},
+                {**by_id(s.stored.key, s.user_id), F.INLINE: s.stored.inline, F.LAST_SEQ: s.last_seq},
+                {"$push": {F.MESSAGES: {"$each": [], "$slice": -keep}}, "$set": {F.INLINE: keep}},
             )
 
     def _archive(self, s: Session, persist: bool) -> None:
@@ -184,5 +190,5 @@ class Archive:
             docs = list(self.collections.read.find(by_ids(ids, s.user_id)))
         out: dict[int, str] = {}
         for doc in docs:
-            out.update((seq, text) for seq, text in chunk_texts(doc) if first <= seq <= last)
+            out.update((seq, text) for seq, text in chunk_texts(doc, s.gaps) if first <= seq <= last)
         return out

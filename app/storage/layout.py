@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from app import jsontext
+from app import jsontext, seqs
 from app.model import NewSession, Session, Stored
 
 
@@ -59,6 +59,9 @@ class F:
     CREATE_REQUEST = "cq"  # the request id of the create that made the session, '' when none (kept in its receipt)
     SUMMARY = "sm"  # the summary compact left in place of the messages up to su
     SUMMARY_UPTO = "su"  # the last seq the summary covers (0: no summary)
+    GAPS = "gp"  # seqs a rewind dropped, flat [first, last, ...] of ascending ranges (app.seqs); absent: none
+    FORKED_FROM = "ff"  # the session id this one was forked from; absent: not made by fork
+    FORKED_AT = "fa"  # the seq the fork was cut at
     # archive chunks
     FIRST_SEQ = "seq"  # the chunk's first seq
 
@@ -205,6 +208,9 @@ def from_doc(doc: dict) -> Session:
         locked_until=doc.get(F.LOCKED_UNTIL, 0),
         summary=doc.get(F.SUMMARY, ""),
         summary_upto=doc.get(F.SUMMARY_UPTO, 0),
+        gaps=seqs.from_stored(doc.get(F.GAPS, ())),
+        forked_from=doc.get(F.FORKED_FROM, ""),
+        forked_at_seq=doc.get(F.FORKED_AT, 0),
         stored=Stored(
             key=doc[F.ID],
             nonce=doc.get(F.NONCE, ""),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from app import seqs
 from app.model import Session
 from app.storage.layout import F
 
@@ -38,6 +39,10 @@ def decode_message(text: str) -> tuple[str, str, int, str]:
     return head[1], content, int(head[3]), head[4] or ""
 
 
+# What a dropped message's place holds, inline or archived: seqs are positions, and never reused.
+DROPPED = "system|0|"
+
+
 def text_bytes(texts: tuple[str, ...] | list[str]) -> int:
     return sum(len(t.encode("utf-8")) for t in texts)
 
@@ -48,14 +53,16 @@ def inline_first(s: Session) -> int:
 
 
 def inline_texts(s: Session) -> Iterator[tuple[int, str]]:
-    """(seq, message text) of the messages kept in the session document (`s` read with them), oldest first."""
+    """(seq, message text) of the messages kept in the session document (`s` read with them), oldest
+    first; seqs a rewind dropped are left out."""
     start = inline_first(s)
-    return ((start + i, text) for i, text in enumerate(s.stored.texts or ()))
+    return ((start + i, t) for i, t in enumerate(s.stored.texts or ()) if not seqs.is_gap(start + i, s.gaps))
 
 
-def chunk_texts(chunk: dict) -> Iterator[tuple[int, str]]:
-    """(seq, message text) of an archive chunk's messages, oldest first."""
-    return ((chunk[F.FIRST_SEQ] + i, text) for i, text in enumerate(chunk[F.MESSAGES]))
+def chunk_texts(chunk: dict, gaps: seqs.Gaps = ()) -> Iterator[tuple[int, str]]:
+    """(seq, message text) of an archive chunk's messages, oldest first, but those in `gaps`."""
+    first = chunk[F.FIRST_SEQ]
+    return ((first + i, t) for i, t in enumerate(chunk[F.MESSAGES]) if not seqs.is_gap(first + i, gaps))
 
 
 def chunk_ranges(s: Session) -> list[tuple[int, int]]:

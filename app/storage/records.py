@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app import jsontext, spec, tenants
+from app import jsontext, seqs, spec, tenants
 from app.model import NewSession, Session
 from app.storage.archive import INLINE_BYTES
 from app.storage.layout import (
@@ -29,7 +29,15 @@ from app.storage.layout import (
     receipt_doc,
     tomb_doc,
 )
-from app.storage.messages import chunk_ranges, chunk_texts, decode_message, encode_message, inline_texts, text_bytes
+from app.storage.messages import (
+    DROPPED,
+    chunk_ranges,
+    chunk_texts,
+    decode_message,
+    encode_message,
+    inline_texts,
+    text_bytes,
+)
 
 FORMAT, VERSION = "coze-session-node", 1
 # record name: (stored field, its value when a document or a record lacks it, whose type a record's
@@ -53,6 +61,9 @@ SESSION_FIELDS: dict[str, tuple[str, Any]] = {
     "create_request": (F.CREATE_REQUEST, ""),
     "summary": (F.SUMMARY, ""),
     "summary_upto": (F.SUMMARY_UPTO, 0),
+    "gaps": (F.GAPS, []),
+    "forked_from": (F.FORKED_FROM, ""),
+    "forked_at_seq": (F.FORKED_AT, 0),
 }
 # what no record can do without; the others (and any field added later) import at their default
 REQUIRED = frozenset(
@@ -79,8 +90,8 @@ def session_record(doc: dict, chunks: dict[str, dict]) -> dict | None:
     for cid in chunk_ids(s):
         if cid not in chunks:
             return None
-        texts.update(chunk_texts(chunks[cid]))
-    seqs = range(s.first_seq, s.last_seq + 1)
+        texts.update(chunk_texts(chunks[cid], s.gaps))
+    seqs = _visible(s.last_seq, s.message_count, s.gaps)
     if any(seq not in texts for seq in seqs):
         return None
     tenant, user_id = tenants.split_user_key(s.user_id)
@@ -124,6 +135,9 @@ def session_docs(record: dict, chunk_size: int) -> tuple[dict, list[dict]]:
     size = record["chunk_size"] or chunk_size
     doc = new_doc(new, now=record["created"], slot=0, purge_ms=record["purge"] or 0, chunk_size=size)
     doc.update((field, record[name]) for name, (field, _) in SESSION_FIELDS.items() if name in record)
+    for field, absent in ((F.GAPS, []), (F.FORKED_FROM, ""), (F.FORKED_AT, 0)):  # stored only once set
+        if doc.get(field) == absent:
+            doc.pop(field)
     doc[F.CHUNK_SIZE] = size
     doc[F.SLOT] = record["slot"] if record["slot"] is not None else doc[F.ID]
     if record["purge"] is None:
@@ -131,8 +145,10 @@ def session_docs(record: dict, chunk_size: int) -> tuple[dict, list[dict]]:
         doc.pop(F.PURGE_MS, None)
     else:
         doc.update(purge_fields(record["purge"]))
-    texts = [encode_message(m["role"], m["content"], m["ts"], m["request_id"]) for m in record["messages"]]
-    first = record["last_seq"] - len(texts) + 1
+    by_seq = {m["seq"]: encode_message(m["role"], m["content"], m["ts"], m["request_id"]) for m in record["messages"]}
+    gaps = seqs.from_stored(record.get("gaps", []))
+    first = seqs.first_visible(record["last_seq"], len(by_seq), gaps)
+    texts = [by_seq.get(seq, DROPPED) for seq in range(first, record["last_seq"] + 1)]  # gaps keep their places
     whole = _whole_chunks(texts, size, record["max_history"])
     inline_part = texts[whole * size :]
     doc.update(
@@ -222,13 +238,27 @@ def _check_messages(record: dict) -> None:
     visible = min(record["appended"], record["max_history"])
     if len(messages) != visible:
         raise BadRecord(f"messages holds {len(messages)}, but appended and max_history make {visible} visible")
+    flat = record.get("gaps", [])
+    ends = [0, *flat]  # first <= last within a pair, and each pair after the one before
+    if (
+        len(flat) % 2
+        or any(type(n) is not int for n in flat)
+        or any(ends[i] >= ends[i + 1] if i % 2 == 0 else ends[i] > ends[i + 1] for i in range(len(flat)))
+    ):
+        raise BadRecord("gaps must be ascending, disjoint [first, last] pairs of seqs")
+    wanted = _visible(record["last_seq"], visible, seqs.from_stored(flat))
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in spec.ROLES:
             raise BadRecord(f"messages[{i}] must have a role of {', '.join(spec.ROLES)}")
-        if type(m.get("seq")) is not int or m["seq"] != record["last_seq"] - len(messages) + 1 + i:
-            raise BadRecord(f"messages[{i}].seq must continue to last_seq without a gap")
+        if type(m.get("seq")) is not int or m["seq"] != wanted[i]:
+            raise BadRecord(f"messages[{i}].seq must continue to last_seq without a gap (but those in gaps)")
         if type(m.get("ts")) is not int or type(m.get("content")) is not str or type(m.get("request_id")) is not str:
             raise BadRecord(f"messages[{i}] needs ts (integer), content and request_id (strings)")
+
+
+def _visible(last: int, count: int, gaps: seqs.Gaps) -> list[int]:
+    """The seqs of the visible history, oldest first: the newest `count` up to `last` outside the gaps."""
+    return [q for q in range(seqs.first_visible(last, count, gaps), last + 1) if not seqs.is_gap(q, gaps)]
 
 
 def _string(record: dict, name: str, pattern: re.Pattern) -> None:

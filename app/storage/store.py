@@ -9,11 +9,13 @@ copies every document): only features MongoDB 5.0+ and nx-27017 both handle.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from pymongo import ReturnDocument
 
@@ -29,10 +31,11 @@ from app.model import (
     MergeContext,
     Message,
     NewSession,
+    Rewind,
     Session,
     Slide,
 )
-from app.storage import census, layout
+from app.storage import census, forking, layout
 from app.storage.archive import CHUNK_SIZE, Archive
 from app.storage.cache import SessionCache
 from app.storage.deletion import Deletion
@@ -42,11 +45,13 @@ from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
 from app.storage.transfer import Transfer
+from app.storage.turns import Turns
 from app.storage.updates import PATCH_LOG_BYTES, Guess, after_update, judge, plan
 
 log = logging.getLogger(__name__)
 NO_MESSAGES = layout.without(F.MESSAGES)
 SUMMARY = layout.without(F.MESSAGES, F.CONTEXT, F.PATCHES)
+TURN_PATIENCE = LOST_RACES.seconds  # a computed write waits this long for its session's turn, then races
 FOLD_AFTER = 8  # patches in the context's log before a worker folds them into the stored text
 
 
@@ -72,6 +77,10 @@ class SessionStore:
         self.expiry = Expiry(collections, purge_grace_ms, retention_ms)
         self.archive = Archive(collections, chunk_size)
         self.slots = Slots(collections, max_sessions)
+        self.turns = Turns(patience=TURN_PATIENCE)
+        self.forks = forking.Forks(
+            collections, self.archive, self.expiry, read=self.read, apply=self.apply, create=self.create
+        )
         self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect)
 
     # the admin CLI's
@@ -90,10 +99,11 @@ class SessionStore:
 
     # reads
 
-    def read(self, user_id: str, session_id: str) -> Session | None:
-        """The stored session in any state, without its messages; None if there is none."""
+    def read(self, user_id: str, session_id: str, *, messages: bool = False) -> Session | None:
+        """The stored session in any state, without its messages unless asked; None if there is none."""
         with storage_errors(writing=False):
-            doc = self.collections.read.find_one(layout.by_id(layout.key(user_id, session_id), user_id), NO_MESSAGES)
+            where = layout.by_id(layout.key(user_id, session_id), user_id)
+            doc = self.collections.read.find_one(where, None if messages else NO_MESSAGES)
         return self._learned(doc) if doc else None
 
     def _inspect(self, key: str, user_id: str, *, messages: bool = False) -> tuple[Session | None, bool]:
@@ -133,10 +143,20 @@ class SessionStore:
 
     # writes
 
-    def create(self, new: NewSession, *, now: int, persist: bool, caller_id: bool, request_id: str = "") -> Applied:
+    def create(
+        self,
+        new: NewSession,
+        *,
+        now: int,
+        persist: bool,
+        caller_id: bool,
+        request_id: str = "",
+        template: dict | None = None,
+    ) -> Applied:
         """Insert a new session in a free slot, or answer the live one stored under a caller's id
         (a repeat when `request_id` is among its requests, `created` if it was the create's); a repeat
-        of a request applied to a session since deleted is answered with no session (`Applied.session`)."""
+        of a request applied to a session since deleted is answered with no session (`Applied.session`);
+        `template`: the new document already built but for its slot (a fork's)."""
         key = layout.key(new.user_id, new.session_id)
         earlier: tuple[str, ...] = ()
         for _ in LOST_RACES.rounds():
@@ -160,8 +180,12 @@ class SessionStore:
             def build(slot: int, earlier: tuple[str, ...] = earlier) -> list[dict]:
                 purge = self.expiry.purge_for(now + new.timeout_ms, new.timeout_ms)
                 size, kept = self.archive.chunk_size, earlier[-(layout.REQUESTS_KEPT - 1) :]
-                doc = layout.new_doc(
-                    new, now=now, slot=slot, purge_ms=purge, chunk_size=size, request_id=request_id, earlier=kept
+                doc = (
+                    {**template, F.SLOT: slot}
+                    if template is not None
+                    else layout.new_doc(
+                        new, now=now, slot=slot, purge_ms=purge, chunk_size=size, request_id=request_id, earlier=kept
+                    )
                 )
                 return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
@@ -171,7 +195,13 @@ class SessionStore:
                 return Applied(outcome, created=True)
         raise errors.StorageUnavailable()
 
-    def apply(
+    def apply(self, user_id: str, session_id: str, change: Change, expect: Expect, **how: Any) -> Applied:
+        """`_apply`; a write computed from the stored state first takes its turn within this process."""
+        computed = isinstance(change, Compact | Rewind) or (isinstance(change, MergeContext) and change.computed)
+        with self.turns.turn(layout.key(user_id, session_id)) if computed else contextlib.nullcontext():
+            return self._apply(user_id, session_id, change, expect, **how)
+
+    def _apply(
         self,
         user_id: str,
         session_id: str,
@@ -192,7 +222,7 @@ class SessionStore:
             token = expect.lock_token or _token_prefix(expect.request_id) + secrets.token_hex(12)
             change = dataclasses.replace(change, token=token)
         guess = self._first_guess(key, user_id, change, expect, now)
-        for _ in LOST_RACES.rounds():
+        for races in LOST_RACES.rounds():
             try:
                 where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions)
             except errors.ServiceError:  # the change refused by the state it was computed from
@@ -220,14 +250,24 @@ class SessionStore:
                 s = self._learned(after_update(before, update))
                 self._after(s, change, guess, before, persist)
                 if isinstance(change, Append):
-                    return Applied(s, seqs=range(s.last_seq - len(change.messages) + 1, s.last_seq + 1))
-                return Applied(s, lock_token=change.token if isinstance(change, Lock) else "")
+                    seqs = range(s.last_seq - len(change.messages) + 1, s.last_seq + 1)
+                    return Applied(s, seqs=seqs, races=races)
+                if isinstance(change, Rewind):
+                    dropped = guess.base.message_count - s.message_count if guess.base else 0
+                    return Applied(s, dropped=dropped, races=races)
+                return Applied(s, lock_token=change.token if isinstance(change, Lock) else "", races=races)
             replay_append = isinstance(change, Append) and bool(expect.request_id)
-            stored, repeat = judge(self._inspect(key, user_id, messages=replay_append), change, expect, now)
+            inspected = self._inspect(key, user_id, messages=replay_append or isinstance(change, Rewind))
+            stored, repeat = judge(inspected, change, expect, now)
             if repeat:
                 return self._replayed(stored, change, expect, now, persist)
             guess = self._corrected(guess, stored, change, now, persist)
+        log.warning("storage unavailable: a %s lost every race of the retry policy", type(change).__name__)
         raise errors.StorageUnavailable()
+
+    def fork(self, source_id: str, target: NewSession, **how: Any) -> Applied:
+        """A new session from `source_id` (see app.storage.forking)."""
+        return self.forks.fork(source_id, target, **how)
 
     def _replayed(self, stored: Session, change: Change, expect: Expect, now: int, persist: bool) -> Applied:
         """The answer to a repeat: the session as it is, with what the first application got.
@@ -254,15 +294,16 @@ class SessionStore:
     def _first_guess(self, key: str, user_id: str, change: Change, expect: Expect, now: int) -> Guess:
         """The timeout and max_history this process last saw; for a merge, whether to merge here."""
         guess = Guess(*self.cache.shape(key))
-        if isinstance(change, Compact):  # from what is stored now: it counts the messages it keeps
-            stored, _ = judge(self._inspect(key, user_id), change, expect, now)
+        if isinstance(change, Compact | Rewind):  # from what is stored now: it counts the messages it keeps
+            inspected = self._inspect(key, user_id, messages=isinstance(change, Rewind))
+            stored, _ = judge(inspected, change, expect, now)
             return dataclasses.replace(guess.learn(stored), base=stored)
         if not isinstance(change, MergeContext):
             return guess
         known = self.cache.recall(key)
         text = known.context if known is not None else ""
         known_large = len(text) * 4 > PATCH_LOG_BYTES and len(text.encode()) > PATCH_LOG_BYTES
-        if change.check is None and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
+        if not change.computed and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
             return guess  # onto the patch log, unapplied: no read
         # Merged here and compared-and-set, from the state this process last saw if it can be current.
         cached = known is not None and (expect.version is None or known.version == expect.version)
@@ -273,7 +314,7 @@ class SessionStore:
     def _corrected(self, guess: Guess, stored: Session, change: Change, now: int, persist: bool) -> Guess:
         """What the next round assumes, after a miss that no error explains: a race, or a stale guess."""
         guess = guess.learn(stored)
-        if isinstance(change, MergeContext | Compact):  # a conflict, or the log's bound: onto what is stored
+        if isinstance(change, MergeContext | Compact | Rewind):  # a conflict, or onto what is stored
             return dataclasses.replace(guess, base=stored)
         if isinstance(change, Slide) and change.revive and not stored.stored.holds_slot:
             slot = self.slots.free_slot(stored.user_id, now, exclude=stored.stored.key, persist=persist)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app import errors
+from app import errors, seqs
 from app.model import (
     Append,
     Change,
@@ -22,13 +22,14 @@ from app.model import (
     Lock,
     MergeContext,
     ReplaceContext,
+    Rewind,
     Session,
     Slide,
     Unlock,
 )
 from app.storage import layout
 from app.storage.layout import F
-from app.storage.messages import encode_message, text_bytes
+from app.storage.messages import DROPPED, encode_message, inline_first, text_bytes
 
 PATCH_LOG_BYTES = 64 * 1024  # contexts up to this size take merges unapplied: one round trip, no read
 
@@ -113,6 +114,7 @@ def plan(
     elif isinstance(change, ClearHistory):
         # bk stays: its chunks are out of view now, and a clear retried after a failed drop finds them;
         # the summary goes with the messages it summed up
+        # gaps stay: all below any seq to come
         sets.update({F.MESSAGES: [], F.APPENDED: 0, F.INLINE: 0, F.INLINE_BYTES: 0, F.SUMMARY: "", F.SUMMARY_UPTO: 0})
     elif isinstance(change, Close):
         sets.update({F.STATUS: layout.CLOSED, F.SLOT: key})
@@ -130,14 +132,42 @@ def plan(
         if change.upto < base.summary_upto and not replaying:  # the new summary replaces one that covered more
             raise errors.OutOfRange("compact.upto", "upto_summary", base.summary_upto)
         where.update({F.LAST_SEQ: base.last_seq, F.APPENDED: base.appended})
-        kept = max(0, min(base.appended, base.last_seq - change.upto))
-        sets.update({F.SUMMARY: change.summary, F.SUMMARY_UPTO: change.upto, F.APPENDED: kept})
+        kept = seqs.live_between(change.upto + 1, base.last_seq, base.gaps)
+        sets.update(
+            {F.SUMMARY: change.summary, F.SUMMARY_UPTO: change.upto, F.APPENDED: max(0, min(base.appended, kept))}
+        )
+    elif isinstance(change, Rewind):  # noqa: SIM102 -- one branch a change type, as above
+        if not replaying:
+            assert guess.base is not None  # SessionStore._first_guess reads it
+            sets.update(rewound(guess.base, change.to_seq))
+            where.update(
+                {F.LAST_SEQ: guess.base.last_seq, F.APPENDED: guess.base.appended, F.INLINE: guess.base.stored.inline}
+            )
     update: dict[str, Any] = {"$set": sets}
     if inc:
         update["$inc"] = inc
     if push:
         update["$push"] = push
     return where, update
+
+
+def rewound(base: Session, to_seq: int) -> dict:
+    """The fields a rewind to `to_seq` sets, from `base` read with its messages: the seqs after it
+    become a gap, their inline texts are blanked, and only the messages left count."""
+    if to_seq < base.summary_upto:  # the summary already covers those turns
+        raise errors.OutOfRange("rewind.to", "minimum", base.summary_upto)
+    top = base.last_seq
+    to = min(to_seq, top)
+    dropped = seqs.live_between(max(to + 1, base.first_seq), top, base.gaps)
+    start = inline_first(base)
+    texts = [DROPPED if start + i > to else t for i, t in enumerate(base.stored.texts or ())]
+    gaps = seqs.cut(base.gaps, to, top, base.first_seq)
+    return {
+        F.APPENDED: base.message_count - dropped,
+        F.GAPS: seqs.to_stored(gaps),
+        F.MESSAGES: texts,
+        F.INLINE_BYTES: text_bytes(texts),
+    }
 
 
 def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect, now: int) -> bool:
