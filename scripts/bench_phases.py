@@ -31,12 +31,18 @@ class Bench(Scale):
         if op == "create":
             ctx = json.dumps(json.dumps({"topic": "bench", "n": 1}))
             return [("/v1/session/create", f'{{"user_id":"bench-new-{run}-%N%","context":{ctx}}}')]
-        path = f"/v1/session/{op}"
+        path = "/v1/session/update" if op == "update_edits" else f"/v1/session/{op}"
         out = []
         for user, sid in users:
             body: dict[str, Any] = {"user_id": user, "session_id": sid}
             if op == "update":
                 body["context"] = '{"step":%N%,"last":"bench"}'
+            elif op == "update_edits":  # three in-place edits: a counter, a window of the last 10, a field
+                body["edits"] = [
+                    {"op": "increment", "path": "/turns", "value": "1"},
+                    {"op": "append", "path": "/recent", "value": '"q%N%"', "keep_last": 10},
+                    {"op": "set", "path": "/last", "value": '"bench"'},
+                ]
             elif op == "append_messages":
                 body.update(role="user", content="hello from the benchmark, message %N% " + "x" * 60)
             elif op == "history":
