@@ -8,6 +8,7 @@ either answers that error or corrects its assumption and writes again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,8 +62,20 @@ def unlocked(now: int) -> dict:
     return {"lu": {"$lte": now}}
 
 
-def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, now: int, max_sessions: int):
+def plan(
+    key: str,
+    user_id: str,
+    change: Change,
+    expect: Expect,
+    guess: Guess,
+    now: int,
+    max_sessions: int,
+    next_due: Callable[[int, int], int] | None = None,
+):
     """The (filter, update) of one atomic write; every write restarts the sliding timeout.
+
+    With lifecycle events on, `next_due(expires, timeout)` is when the event sweeper must look at the
+    session next: set by every write that moves the expiry, in the same command (see storage.outbox).
 
     A request id is checked and recorded by the same command (`$nin` in the filter, `$push` in the
     update): of any number of concurrent repeats, exactly one applies.
@@ -82,6 +95,8 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
     elif not isinstance(change, Unlock):  # unlock never slides: it must not revive an expired session
         where["tmo"] = guess.timeout_ms
         sets["exp"] = now + guess.timeout_ms
+    if next_due is not None and "exp" in sets:
+        sets["nd"] = next_due(sets["exp"], sets.get("tmo", guess.timeout_ms))
     if not isinstance(change, Slide | Lock | Unlock):
         sets["u"] = now
         inc["v"] = 1
@@ -127,6 +142,9 @@ def plan(key: str, user_id: str, change: Change, expect: Expect, guess: Guess, n
         sets.update(msgs=[], n=0, pl=0, sb=0, sm="", su=0)
     elif isinstance(change, Close):
         sets.update(st="closed", slot=key)
+        if change.event_id:  # recorded by this very command; a pending event is moved before (storage.outbox)
+            sets.update(ei=change.event_id, et="session.closed", eo=now, ex=sets["exp"], nd=now)
+            where["ei"] = {"$exists": False}
     elif isinstance(change, Lock):
         sets.update(lk=change.token, lu=now + change.lease_ms)
     elif isinstance(change, Unlock):
