@@ -77,6 +77,23 @@ def on_starting(server):
         server.log.info(
             "embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path
         )
+    _ensure_indexes(server)
+
+
+def _ensure_indexes(server):
+    """Build the indexes before any worker starts, on a client closed before the fork; a failure stops start-up."""
+    from app.settings import Settings
+    from app.storage.database import Database, IndexBuildFailed, epoch_ms
+
+    database = Database(Settings.from_env(), epoch_ms)
+    try:
+        database.ensure_indexes()
+    except IndexBuildFailed as exc:
+        server.log.error("%s", exc)
+        raise SystemExit(f"coze-session-node: {exc}") from None
+    finally:
+        database.close()
+    server.log.info("indexes ensured on %s", database.describe())
 
 
 def _prepare_metrics_dir(var: Path) -> None:

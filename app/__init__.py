@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
     from app import admin, api, logs
     from app.core import Limits, LockWaiting
     from app.metrics import Metrics
-    from app.storage import Database, epoch_ms
+    from app.storage.database import Database, epoch_ms
 
     settings = settings or Settings.from_env()
     logs.configure(settings)

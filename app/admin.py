@@ -1,4 +1,4 @@
-"""The admin CLI on Flask's CLI: stats, export, import, wipe-user. click and Flask only.
+"""The admin CLI on Flask's CLI: stats, export, import, wipe-user, ensure-indexes. click and Flask only.
 
 `flask --app app.wsgi admin ...` (or `make admin ARGS="..."`, which also starts the embedded database
 when no MONGODB_URI is set) works on the database the service is configured with; the storage side
@@ -24,12 +24,11 @@ from flask.cli import AppGroup
 
 from app import errors
 from app.responses import iso
-from app.storage.census import census, wipe_user
-from app.storage.client import Database
+from app.storage.database import Database, IndexBuildFailed
 from app.storage.records import FORMAT, VERSION, BadRecord, check
-from app.storage.transfer import NAMES, Restored, Transfer
+from app.storage.transfer import NAMES, Restored
 
-cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user.")
+cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user, ensure-indexes.")
 BATCH, BATCH_BYTES = 200, 8 * 1024 * 1024  # records written to the database at once
 SHOWN = 50  # problem lines printed; the rest are counted
 
@@ -90,7 +89,7 @@ def stats(as_json: bool) -> None:
     """Counts of documents, sessions by status, users, messages and context bytes."""
     db = _database()
     with _failures():
-        counts = census(db.store(), db.clock())
+        counts = db.store().census(db.clock())
     if as_json:
         click.echo(orjson.dumps({"database": db.describe(), **counts}).decode())
         return
@@ -111,7 +110,7 @@ def export(user_id: str | None, out: str) -> None:
     partial = f"{out}.partial" if out != "-" else ""  # a file only appears once it is whole
     progress, counts = Progress("exported"), Counter()
     with _failures():
-        transfer = Transfer(db.store())
+        transfer = db.store().transfer()
         try:
             with click.open_file(partial or "-", "wb") as stream:
                 header = {"format": FORMAT, "version": VERSION, "exported_at": iso(db.clock())}
@@ -150,7 +149,7 @@ def import_(file: str, replace: bool) -> None:
     end = None
     with _failures(), click.open_file(file, "rb") as stream:
         _header(next(stream, b""))
-        transfer = Transfer(db.store())
+        transfer = db.store().transfer()
         batch: list[tuple[int, dict]] = []
         size = 0
         for n, raw in enumerate(stream, start=2):
@@ -218,8 +217,19 @@ def wipe(user_id: str) -> None:
     if not user_id:
         raise click.BadParameter("must not be empty", param_hint="USER_ID")
     with _failures():
-        removed, clean = wipe_user(_database().store(), user_id)
+        removed, clean = _database().store().wipe_user(user_id)
     listing = ", ".join(f"{name}: {n:,}" for name, n in removed.items())
     click.echo(f"removed {sum(removed.values()):,} documents of user {user_id!r} ({listing})")
     if not clean:
         raise click.ClickException("documents of this user were written meanwhile: stop their traffic and wipe again")
+
+
+@cli.command("ensure-indexes")
+def ensure_indexes() -> None:
+    """Build the collection's indexes (idempotent; the service also builds them when it starts)."""
+    db = _database()
+    try:
+        db.ensure_indexes()
+    except IndexBuildFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"indexes ensured on {db.describe()}")

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from app import errors, jsontext, responses, schemas, spec, validation
 from app.core import Limits, LockWaiting, Sessions
 from app.metrics import Metrics
-from app.storage import Database
+from app.storage.database import Database
 
 log = logging.getLogger("app.api")
 bp = Blueprint("api", __name__)

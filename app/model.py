@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from app import errors, jsontext
 
@@ -22,8 +21,30 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """The storage's own state of a session, besides what the core sees: only app.storage reads it."""
+
+    key: str
+    nonce: str
+    slot: int | str  # a slot number, or the session's own key when it holds none
+    purge_ms: int
+    inline: int  # pl
+    inline_bytes: int  # sb
+    chunks: tuple[int, ...] = ()
+    patches: int = 0
+    chunk_size: int = 0
+    texts: tuple[str, ...] | None = None  # msgs, when asked for
+    lock_token: str = ""
+    requests: tuple[str, ...] = ()
+
+    @property
+    def holds_slot(self) -> bool:
+        return type(self.slot) is int
+
+
+@dataclass(frozen=True)
 class Session:
-    """A stored session as the core sees it; `stored` is the storage's own state, opaque here."""
+    """A stored session as the core sees it; `stored` is the storage's own state, opaque to the core."""
 
     user_id: str
     session_id: str
@@ -42,7 +63,7 @@ class Session:
     locked_until: int = 0  # epoch milliseconds; the lock is held while it is in the future
     summary: str = ""  # what compact left in place of the messages up to summary_upto
     summary_upto: int = 0
-    stored: Any = field(default=None, compare=False, repr=False)
+    stored: Stored = field(kw_only=True, compare=False, repr=False)
 
     @property
     def first_seq(self) -> int:

@@ -6,6 +6,7 @@ afterwards); otherwise it starts a throw-away nx-27017 for the session.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ import pytest
 
 from app import create_app
 from app.settings import Settings
+from app.storage.database import Database, epoch_ms
 from scripts.embedded import free_port, start_embedded, stop_embedded
 from tests.support import HISTORY_INLINE, TOKEN, Api, FakeClock, fresh_database
 from tests.wire_faults import WireProxy
@@ -64,6 +66,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def app(settings: Settings, clock: FakeClock):
     app = create_app(settings, clock)
+    indexed(settings, settings)
     yield app
     app.extensions["database"].close()
 
@@ -75,6 +78,7 @@ def make_app(settings: Settings, clock: FakeClock):
 
     def make(custom: Settings | None = None, custom_clock=clock):
         app = create_app(custom or settings, custom_clock)
+        indexed(custom or settings, settings)
         built.append(app)
         return app
 
@@ -92,3 +96,14 @@ def api(app) -> Api:
 def collection(app):
     """The sessions collection itself, for checking what was (not) stored."""
     return app.extensions["database"].store().collections.read
+
+
+def indexed(custom: Settings, base: Settings) -> None:
+    """Build the indexes start-up builds, on the test server itself (an app may reach it through a proxy)."""
+    database = Database(
+        dataclasses.replace(base, mongodb_db=custom.mongodb_db, mongodb_collection=custom.mongodb_collection), epoch_ms
+    )
+    try:
+        database.ensure_indexes()
+    finally:
+        database.close()

@@ -15,7 +15,7 @@ from pymongo import MongoClient, monitoring
 
 from app import jsontext, responses, schemas, spec, validation
 from app.core import Sessions
-from app.storage.client import Collections
+from app.storage.mongo import Collections
 from app.storage.store import SessionStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,6 @@ from pymongo import MongoClient
 
 from app.storage import records
 from app.storage.records import SESSION_FIELDS
-from app.storage.transfer import Transfer
 from tests.support import Api, fail, fresh_database, ok
 
 USERS = ("u1", "u2", "u3")
@@ -373,6 +372,6 @@ def test_a_session_whose_chunks_moved_after_it_was_read_is_read_again(api, app, 
     populate(api, clock)
     store = app.extensions["database"].store()
     doc = store.collections.read.find_one({"uid": "u1", "sid": "long", "k": "s"})
-    transfer = Transfer(store)
+    transfer = store.transfer()
     (record,) = transfer._records([doc], wanted=[])  # as if its chunks were gone when the batch read them
     assert [m["seq"] for m in record["messages"]] == list(range(1, 21)) and not transfer.unreadable

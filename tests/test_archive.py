@@ -30,13 +30,13 @@ def log() -> CommandLog:
 
 @pytest.fixture
 def store(mongo_uri, db_name, clock, log):
-    store, client = open_store(mongo_uri, db_name, clock, log, inline=INLINE)
+    store, client = open_store(mongo_uri, db_name, clock, log, chunk_size=INLINE)
     yield store
     client.close()
 
 
 def make_store(mongo_uri, db_name, clock, inline=INLINE):
-    return open_store(mongo_uri, db_name, clock, inline=inline)
+    return open_store(mongo_uri, db_name, clock, chunk_size=inline)
 
 
 @pytest.fixture

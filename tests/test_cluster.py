@@ -16,7 +16,7 @@ from pymongo import MongoClient, ReadPreference
 from app import errors
 from app.core import Sessions
 from app.settings import Settings
-from app.storage.client import Database
+from app.storage.database import Database
 from app.storage.updates import PATCH_LOG_BYTES
 from tests.support import CommandLog, open_store, run
 from tests.test_store import LIMITS
@@ -75,7 +75,7 @@ class Workload:
 @pytest.fixture
 def workload(mongo_uri, db_name, clock):
     log = CommandLog()
-    store, client = open_store(mongo_uri, db_name, clock, log, inline=4)
+    store, client = open_store(mongo_uri, db_name, clock, log, chunk_size=4)
     yield Workload(Sessions(store, LIMITS), log)
     client.close()
 

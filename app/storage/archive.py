@@ -15,10 +15,8 @@ from __future__ import annotations
 import logging
 
 from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError
 
 from app.model import Message, Session
-from app.storage.client import Collections, storage_errors
 from app.storage.layout import (
     chunk_key,
     chunk_ranges,
@@ -32,9 +30,10 @@ from app.storage.layout import (
     purge_fields,
     text_bytes,
 )
+from app.storage.mongo import Collections, insert_new, storage_errors
 
 log = logging.getLogger(__name__)
-INLINE = 50  # messages per chunk by default: one default `history` page stays inline
+CHUNK_SIZE = 50  # messages per chunk by default (HISTORY_INLINE): one default `history` page stays inline
 INLINE_BYTES = 2 * 1024 * 1024  # past this, every whole chunk moves out, whatever the count
 
 
@@ -44,13 +43,13 @@ def _slack(max_history: int) -> int:
 
 
 class Archive:
-    def __init__(self, collections: Collections, inline: int = INLINE) -> None:
+    def __init__(self, collections: Collections, chunk_size: int = CHUNK_SIZE) -> None:
         self.collections = collections
-        self.inline = inline
+        self.chunk_size = chunk_size
 
     def size(self, s: Session) -> int:
         """The session's chunk size (fixed when it was created: workers with other settings agree)."""
-        return s.stored.chunk_size or self.inline
+        return s.stored.chunk_size or self.chunk_size
 
     def shrink(self, s: Session, *, persist: bool) -> None:
         """Keep the session document small after an append: trim a short history, archive a long one."""
@@ -123,15 +122,7 @@ class Archive:
 
     def _insert_chunks(self, chunks: list[dict], persist: bool) -> bool:
         """Insert archive chunks; True if some were there already (written by a losing archiver)."""
-        try:
-            self.collections.write(persist).insert_many(chunks, ordered=False)
-        except BulkWriteError as exc:  # the same chunk written by another process is fine
-            if exc.details.get("writeConcernErrors") or any(
-                e.get("code") != 11000 for e in exc.details.get("writeErrors", [])
-            ):
-                raise
-            return True
-        return False
+        return bool(insert_new(self.collections.write(persist), chunks))  # the same chunk from another process is fine
 
     def _drop_unreferenced(self, cur: Session, chunk_ids: list[str], persist: bool) -> None:
         """After a lost archive race: delete our chunks unless stored or future state refers to them."""

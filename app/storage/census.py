@@ -1,4 +1,4 @@
-"""What is stored, at a glance, and the erasure of one user: for the admin CLI. I/O (pymongo).
+"""What is stored, at a glance, and the erasure of one user: for the admin CLI through SessionStore. I/O (pymongo).
 
 The census streams one projection of every document and keeps counters, never documents (no
 aggregate: nx-27017 runs one over a copy of the whole collection). Erasure deletes by `uid`, which
@@ -10,21 +10,20 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from app.storage.client import storage_errors
 from app.storage.layout import KINDS
-from app.storage.store import SessionStore
+from app.storage.mongo import Collections, storage_errors
 
 PROJECTION = {"k": 1, "uid": 1, "st": 1, "exp": 1, "n": 1, "mh": 1, "lu": 1, "csz": 1, "ac": 1}
 
 
-def census(store: SessionStore, now: int) -> dict[str, Any]:
+def census(collections: Collections, max_sessions: int, now: int) -> dict[str, Any]:
     """Counts of documents, sessions, users, messages and context bytes, as of `now` (epoch ms)."""
     kinds: Counter = Counter()
     sessions: Counter = Counter()
     live_per_user: Counter = Counter()  # every user with a session, and how many of them are active
     messages = longest = context = largest = 0
     with storage_errors(writing=False):
-        for doc in store.collections.read.find({}, PROJECTION).batch_size(1000):
+        for doc in collections.read.find({}, PROJECTION).batch_size(1000):
             kinds[KINDS.get(doc.get("k"), "other")] += 1
             if doc.get("k") != "s":
                 continue
@@ -46,7 +45,7 @@ def census(store: SessionStore, now: int) -> dict[str, Any]:
         },
         "users": {
             "total": len(live_per_user),
-            "at the session limit": sum(1 for n in live_per_user.values() if n >= store.max_sessions),
+            "at the session limit": sum(1 for n in live_per_user.values() if n >= max_sessions),
         },
         "messages": {"visible": messages, "longest history": longest},
         # csz bounds a context with unfolded patches from above: "about"
@@ -54,13 +53,13 @@ def census(store: SessionStore, now: int) -> dict[str, Any]:
     }
 
 
-def wipe_user(store: SessionStore, user_id: str) -> tuple[dict[str, int], bool]:
+def wipe_user(collections: Collections, user_id: str) -> tuple[dict[str, int], bool]:
     """Delete every document of `user_id`: counts by kind, and whether none is left."""
-    coll = store.collections.write(True)
+    coll = collections.write(True)
     removed: dict[str, int] = {}
     with storage_errors():
         for kind, name in KINDS.items():  # sessions first: nothing new refers to what goes after
             removed[name] = coll.delete_many({"uid": user_id, "k": kind}).deleted_count
         removed["other"] = coll.delete_many({"uid": user_id}).deleted_count
-        left = store.collections.read.find_one({"uid": user_id}, {"_id": 1})
+        left = collections.read.find_one({"uid": user_id}, {"_id": 1})
     return removed, left is None

@@ -1,74 +1,80 @@
 """Deleting a session: marked first, then its documents removed by the session's key. I/O (pymongo).
 
-Part of SessionStore (a mixin over its collections, memory, expiry and diagnosis of misses). The
-session is marked deleted first (its slot freed, the request id recorded): a write racing the
-delete then finds it gone, not expired, and no new session can take the id until the tombstone and
-chunks are removed; the session itself goes last. A delete under a request id leaves a receipt, so
-a repeat is answered even after a new session took the id.
+A collaborator the store holds, like Archive and Expiry. The session is marked deleted first (its
+slot freed, the request id recorded): a write racing the delete then finds it gone, not expired, and
+no new session can take the id until the tombstone and chunks are removed; the session itself goes
+last. A delete under a request id leaves a receipt, so a repeat is answered even after a new session
+took the id.
 """
 
 from __future__ import annotations
 
-from pymongo.errors import DuplicateKeyError
+from collections.abc import Callable
 
 from app import errors
-from app.model import Expect, Slide
+from app.model import Expect, Session, Slide
 from app.storage import layout
-from app.storage.client import storage_errors
+from app.storage.cache import SessionCache
+from app.storage.expiry import Expiry
+from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.retry import LOST_RACES
-from app.storage.updates import REQUESTS_KEPT, diagnose, unlocked
+from app.storage.updates import diagnose
 
-DELETED = "deleted"  # the status a delete marks a session with before it removes its documents
+Inspect = Callable[[str, str], tuple[Session | None, bool]]  # (key, user id) -> (stored session, tombstone?)
 
 
 class Deletion:
+    def __init__(self, collections: Collections, cache: SessionCache, expiry: Expiry, inspect: Inspect) -> None:
+        self.collections = collections
+        self.cache = cache
+        self.expiry = expiry
+        self.inspect = inspect
+
     def delete(self, user_id: str, session_id: str, expect: Expect, *, now: int, persist: bool) -> tuple[bool, bool]:
         """Remove the session (if the lock allows), its tombstone and every archive chunk of it, listed
         or not: (anything was deleted, a repeat of an earlier delete)."""
         key = layout.key(user_id, session_id)
-        self.memory.forget(key)
+        self.cache.forget(key)
         rid = expect.request_id
         if rid and self._receipted(key, user_id, rid):  # a repeat, even after a new session took the id
             return True, True
-        where: dict = {"_id": key, "uid": user_id, "st": {"$ne": DELETED}}
-        mark: dict = {"$set": {"st": DELETED, "slot": key}}
+        where: dict = {"_id": key, "uid": user_id, **layout.not_deleted()}
+        mark: dict = {"$set": {"st": layout.DELETED, "slot": key}}
         if rid:
-            where["rq"] = {"$nin": [rid]}
-            mark["$push"] = {"rq": {"$each": [rid], "$slice": -REQUESTS_KEPT}}
-        where.update({"lk": expect.lock_token, "lu": {"$gt": now}} if expect.lock_token else unlocked(now))
+            where.update(layout.request_not_applied(rid))
+            mark["$push"] = layout.record_request(rid)
+        where.update(layout.held(expect.lock_token, now) if expect.lock_token else layout.unlocked(now))
         for _ in LOST_RACES.rounds():
             with storage_errors():
                 gone = self.collections.write(persist).find_one_and_update(where, mark, {"_id": 1})
             if gone is None:
-                stored, tomb = self._inspect(key, user_id)
+                stored, tomb = self.inspect(key, user_id)
                 if stored is not None and rid and rid in stored.stored.requests:
                     return True, True  # a concurrent repeat marked it
-                if stored is not None and stored.status != DELETED:
+                if stored is not None and stored.status != layout.DELETED:
                     if diagnose(stored, tomb, Slide(), expect, now):
                         return True, True
-                    if not stored.stored.lockable:
-                        self._make_lockable(stored, persist)
                     continue  # a race with another write: the session is there and deletable
                 if stored is None and rid and self._receipted(key, user_id, rid):
                     return True, True  # a concurrent repeat finished: its receipt precedes the removal
             if rid:  # before the session goes: a repeat then always finds one or the other
                 self._receipt(key, user_id, session_id, rid, now, persist)
-            removed = self._remove(key, user_id, session_id, persist)
+            removed = self.remove(key, user_id, session_id, persist)
             return gone is not None or removed, False
         raise errors.StorageUnavailable()
 
-    def _remove(self, key: str, user_id: str, session_id: str, persist: bool) -> bool:
+    def remove(self, key: str, user_id: str, session_id: str, persist: bool) -> bool:
         """The documents of a session marked deleted: tombstone and chunks, then the session; any removed?"""
         coll = self.collections.write(persist)
         with storage_errors():
             rest = coll.delete_many({"uid": user_id, "sid": session_id, "k": {"$nin": ["s", "d"]}})
-            own = coll.delete_one({"_id": key, "uid": user_id, "st": DELETED})
+            own = coll.delete_one({"_id": key, "uid": user_id, "st": layout.DELETED})
         return rest.deleted_count + own.deleted_count > 0
 
     def _receipt(self, key: str, user_id: str, session_id: str, request_id: str, now: int, persist: bool) -> None:
         """What a delete under a request id leaves, so a repeat finds it until it is purged a retention later."""
         fields = layout.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
-        push = {"rq": {"$each": [request_id], "$slice": -REQUESTS_KEPT}}
+        push = layout.record_request(request_id)
         receipt = {"_id": layout.receipt_key(key), "uid": user_id}
         with storage_errors():
             try:

@@ -8,8 +8,8 @@ so that a purged session still answers "expired" for EXPIRED_RETENTION.
 from __future__ import annotations
 
 from app.model import Session
-from app.storage.client import Collections, storage_errors
 from app.storage.layout import chunk_key, purge_fields, tomb_doc
+from app.storage.mongo import Collections, storage_errors
 
 
 class Expiry:

@@ -13,10 +13,9 @@ import datetime as dt
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from app import jsontext
-from app.model import NewSession, Session
+from app.model import NewSession, Session, Stored
 
 FIELDS: dict[str, str] = {
     # every document
@@ -57,6 +56,9 @@ FIELDS: dict[str, str] = {
 }
 KINDS: dict[str, str] = {"s": "sessions", "t": "tombstones", "m": "archive chunks", "d": "delete receipts"}  # `k`
 
+ACTIVE, CLOSED, DELETED = "active", "closed", "deleted"  # `st`; deleted: marked by a delete removing it
+REQUESTS_KEPT = 100  # request ids a session remembers (PRODUCT: at least its last 100)
+
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ESCAPED = re.compile("[\x00\x01]")
 _UNESCAPED = re.compile("\x01[\x02\x03]")
@@ -90,11 +92,48 @@ def from_ms(ms: int) -> dt.datetime:
     return EPOCH + dt.timedelta(milliseconds=ms)
 
 
+# Filter guards and the request-id record: every conditional write builds them here.
+
+
+def in_slot(max_sessions: int) -> dict:
+    """Filter: the document holds one of its user's slots (only numbers match the range)."""
+    return {"slot": {"$gte": 0, "$lt": max_sessions}}
+
+
+def unlocked(now: int) -> dict:
+    """Filter: nobody holds the session lock.
+
+    Never `$or`: nx-27017's findAndModify with a top-level $or ignores every other condition and
+    updates whatever document the $or matches.
+    """
+    return {"lu": {"$lte": now}}
+
+
+def held(lock_token: str, now: int) -> dict:
+    """Filter: the lock is held, with this token."""
+    return {"lk": lock_token, "lu": {"$gt": now}}
+
+
+def not_deleted() -> dict:
+    """Filter: no delete has marked the session."""
+    return {"st": {"$ne": DELETED}}
+
+
+def request_not_applied(request_id: str) -> dict:
+    """Filter: the request id is not among those recorded (not $ne: nx-27017 gets $ne on an array wrong)."""
+    return {"rq": {"$nin": [request_id]}}
+
+
+def record_request(request_id: str) -> dict:
+    """The `$push` that records a request id, keeping the last REQUESTS_KEPT."""
+    return {"rq": {"$each": [request_id], "$slice": -REQUESTS_KEPT}}
+
+
 # Messages are stored as "<role>|<ts>|<content>", so stored bytes are the content's own: MongoDB's 16 MiB
 # counts what is stored. NUL (which nx-27017's $push truncates at) and \x01 are escaped as \x01\x03 and
 # \x01\x02, after ":" instead of the first "|"; the spec counts those characters twice (message_bytes).
 # A message appended under a request_id carries it, "<role>|<ts>#<request id>|<content>": a repeat of
-# that request finds the seqs its messages got. Texts of older versions are JSON objects {"r", "c", "t"}.
+# that request finds the seqs its messages got.
 
 
 def encode_message(role: str, content: str, ts: int, request_id: str = "") -> str:
@@ -106,9 +145,6 @@ def encode_message(role: str, content: str, ts: int, request_id: str = "") -> st
 
 def decode_message(text: str) -> tuple[str, str, int, str]:
     """(role, content, ts, request id or "") of a stored message text."""
-    if text.startswith("{"):
-        m = jsontext.loads(text)
-        return m["r"], m["c"], m["t"], ""
     head = _HEAD.match(text)
     content = text[head.end() :]
     if head[2] == ":":
@@ -118,29 +154,6 @@ def decode_message(text: str) -> tuple[str, str, int, str]:
 
 def text_bytes(texts: tuple[str, ...] | list[str]) -> int:
     return sum(len(t.encode("utf-8")) for t in texts)
-
-
-@dataclass(frozen=True)
-class Stored:
-    """What the storage keeps of a session besides what the core sees."""
-
-    key: str
-    nonce: str
-    slot: object
-    purge_ms: int
-    inline: int  # pl
-    inline_bytes: int  # sb
-    chunks: tuple[int, ...] = ()
-    patches: int = 0
-    chunk_size: int = 0
-    texts: tuple[str, ...] | None = None  # msgs, when asked for
-    lock_token: str = ""
-    requests: tuple[str, ...] = ()
-    lockable: bool = True  # False for a document of a version before the lock: it has no `lu` yet
-
-    @property
-    def holds_slot(self) -> bool:
-        return type(self.slot) is int
 
 
 def inline_first(s: Session) -> int:
@@ -201,7 +214,6 @@ def from_doc(doc: dict) -> Session:
             texts=tuple(msgs) if msgs is not None else None,
             lock_token=doc.get("lk", ""),
             requests=tuple(doc.get("rq", ())),
-            lockable="lu" in doc,
         ),
     )
 

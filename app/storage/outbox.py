@@ -16,16 +16,15 @@ is not sharded: its claims filter by state and due time, not by user.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
-
 from app import jsontext
 from app.events import CLOSED, DELETED, EXPIRED, EXPIRING, Event, expiry_event_id, pause_s
-from app.storage.client import Collections, storage_errors
+from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.layout import from_ms, purge_fields, tomb_doc
 
 log = logging.getLogger(__name__)
@@ -166,10 +165,8 @@ class Outbox:
             "c": now,
         }
         with storage_errors():
-            try:
+            with contextlib.suppress(DuplicateKeyError):  # another sweeper's copy landed first: the same event
                 self.deliveries.durable.update_one({"_id": event_id}, {"$setOnInsert": record}, upsert=True)
-            except DuplicateKeyError:  # another sweeper's copy landed first: the same event
-                pass
             self._clear(doc, event_type, exp)
         log.info("event recorded", extra={"request": {"event": event_id, "type": event_type}})
         return event_type

@@ -11,24 +11,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from pymongo.errors import BulkWriteError
-
 from app import errors
 from app.model import Session
-from app.storage.client import Collections, storage_errors
-from app.storage.layout import from_doc
-from app.storage.updates import in_slot
+from app.storage.layout import from_doc, in_slot
+from app.storage.mongo import Collections, insert_ordered, is_id_conflict, storage_errors
 
 SLOT_TAKEN, ID_TAKEN = "slot taken", "id taken"  # lost races: the caller tries again
-
-
-def is_id_conflict(write_error: dict) -> bool:
-    """Whether a duplicate-key error is on _id (MongoDB names the key; nx-27017 the column)."""
-    pattern = write_error.get("keyPattern")
-    if pattern:
-        return "_id" in pattern
-    message = str(write_error.get("errmsg", ""))
-    return message.rstrip().endswith("._id") or " index: _id_ " in message
 
 
 class Slots:
@@ -72,18 +60,9 @@ class Slots:
     def _insert(self, docs: list[dict], persist: bool) -> Session | str:
         coll = self.collections.write(persist)
         with storage_errors():
-            try:
-                coll.insert_many(docs, ordered=True)
-            except BulkWriteError as exc:
-                details = exc.details
-                if details.get("writeConcernErrors"):  # inserted, but its durability is unknown
-                    raise
-                first = (details.get("writeErrors") or [{}])[0]
-                if details.get("nInserted", 0) == 0 and first.get("code") == 11000:
-                    return ID_TAKEN if is_id_conflict(first) else SLOT_TAKEN
-                if first.get("code") != 11000 or first.get("index") != 1:
-                    raise
-                coll.replace_one(
-                    {"_id": docs[1]["_id"], "uid": docs[1]["uid"]}, docs[1], upsert=True
-                )  # an older tombstone
+            inserted, duplicate = insert_ordered(coll, docs)
+            if duplicate is not None and inserted == 0:
+                return ID_TAKEN if is_id_conflict(duplicate) else SLOT_TAKEN
+            if duplicate is not None:  # the session went in; an older tombstone kept the new one out
+                coll.replace_one({"_id": docs[1]["_id"], "uid": docs[1]["uid"]}, docs[1], upsert=True)
         return from_doc(docs[0])

@@ -15,7 +15,6 @@ import secrets
 from collections.abc import Callable
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
 
 from app import errors
 from app.model import (
@@ -32,15 +31,17 @@ from app.model import (
     Session,
     Slide,
 )
-from app.storage import layout
-from app.storage.archive import INLINE, Archive
-from app.storage.client import Collections, storage_errors
-from app.storage.deletion import DELETED, Deletion
+from app.storage import census, layout
+from app.storage.archive import CHUNK_SIZE, Archive
+from app.storage.cache import SessionCache
+from app.storage.deletion import Deletion
 from app.storage.expiry import Expiry
-from app.storage.memory import Memory
+from app.storage.layout import DELETED
+from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
-from app.storage.updates import PATCH_LOG_BYTES, Guess, applied, diagnose, plan
+from app.storage.transfer import Transfer
+from app.storage.updates import PATCH_LOG_BYTES, Guess, after_update, diagnose, plan
 
 log = logging.getLogger(__name__)
 NO_MESSAGES = {"msgs": 0}
@@ -49,7 +50,7 @@ FOLD_AFTER = 8  # patches in the context's log before a worker folds them into t
 LIST_INDEX = [("uid", 1), ("k", 1), ("c", -1), ("sid", -1)]  # list: equality, then its sort (ESR)
 
 
-class SessionStore(Deletion):
+class SessionStore:
     """Sessions of one collection; `clock` returns epoch milliseconds."""
 
     def __init__(
@@ -62,15 +63,16 @@ class SessionStore(Deletion):
         retention_ms: int = 7 * 86_400_000,
         default_timeout_ms: int = 1_800_000,
         default_max_history: int = 1000,
-        inline: int = INLINE,
+        chunk_size: int = CHUNK_SIZE,
     ) -> None:
         self.collections = collections
         self.clock = clock
         self.max_sessions = max_sessions
-        self.memory = Memory(default_timeout_ms, default_max_history)
+        self.cache = SessionCache(default_timeout_ms, default_max_history)
         self.expiry = Expiry(collections, purge_grace_ms, retention_ms)
-        self.archive = Archive(collections, inline)
+        self.archive = Archive(collections, chunk_size)
         self.slots = Slots(collections, max_sessions)
+        self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect)
 
     def ensure_indexes(self) -> None:
         """Create the indexes (idempotent); called once at start-up, never per request."""
@@ -79,9 +81,20 @@ class SessionStore(Deletion):
             coll.create_index([("uid", 1), ("slot", 1)], unique=True)
             coll.create_index(LIST_INDEX)
             coll.create_index([("pa", 1)], expireAfterSeconds=0)
-            for name, index in coll.index_information().items():
-                if [k for k, _ in index["key"]] == ["uid", "k", "c"]:  # the list index before it served the sort
-                    coll.drop_index(name)
+
+    # the admin CLI's
+
+    def transfer(self) -> Transfer:
+        """Export and import of whole sessions on this store's collection."""
+        return Transfer(self.collections, self.archive.chunk_size, self.max_sessions)
+
+    def census(self, now: int) -> dict:
+        """What is stored, at a glance (see census.census)."""
+        return census.census(self.collections, self.max_sessions, now)
+
+    def wipe_user(self, user_id: str) -> tuple[dict[str, int], bool]:
+        """Delete every document of `user_id`: counts by kind, and whether none is left."""
+        return census.wipe_user(self.collections, user_id)
 
     # reads
 
@@ -101,7 +114,7 @@ class SessionStore(Deletion):
 
     def list(self, user_id: str, now: int, status: str, limit: int, after: tuple[int, str] | None) -> list[Session]:
         """The user's sessions, newest first; `after` is the (created, session id) a page ended at."""
-        query: dict = {"uid": user_id, "k": "s", "st": {"$ne": DELETED}}
+        query: dict = {"uid": user_id, "k": "s", **layout.not_deleted()}
         if status == "expired":
             query["exp"] = {"$lte": now}
         elif status in ("active", "closed"):
@@ -113,13 +126,17 @@ class SessionStore(Deletion):
             cursor = self.collections.read.find(query, SUMMARY).sort([(k, d) for k, d in LIST_INDEX[2:]]).limit(limit)
             return [layout.from_doc(d) for d in cursor]
 
+    def delete(self, user_id: str, session_id: str, expect: Expect, *, now: int, persist: bool) -> tuple[bool, bool]:
+        """Remove the session and every document of it: (anything was deleted, a repeat of an earlier delete)."""
+        return self.deletion.delete(user_id, session_id, expect, now=now, persist=persist)
+
     def messages(self, s: Session, first: int, last: int) -> list[Message]:
         """The visible messages with seqs in [first, last]; `s` from a write asked `with_messages`."""
         return self.archive.messages(s, first, last)
 
     def _learned(self, doc: dict) -> Session:
         session = layout.from_doc(doc)
-        self.memory.learn(session)
+        self.cache.learn(session)
         return session
 
     # writes
@@ -132,7 +149,7 @@ class SessionStore(Deletion):
             if caller_id:
                 existing = self.read(new.user_id, new.session_id)
                 if existing is not None and existing.status == DELETED:  # a delete did not finish: finish it
-                    self._remove(key, new.user_id, new.session_id, persist)
+                    self.deletion.remove(key, new.user_id, new.session_id, persist)
                     continue
                 if existing is not None:
                     keep = not existing.expired(now) or (existing.status == "active" and not existing.auto_clean)
@@ -145,13 +162,13 @@ class SessionStore(Deletion):
             def build(slot: int) -> list[dict]:
                 purge = self.expiry.purge_for(now + new.timeout_ms, new.timeout_ms)
                 doc = layout.new_doc(
-                    new, now=now, slot=slot, purge_ms=purge, chunk_size=self.archive.inline, request_id=request_id
+                    new, now=now, slot=slot, purge_ms=purge, chunk_size=self.archive.chunk_size, request_id=request_id
                 )
                 return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
             outcome = self.slots.insert(new.user_id, build, now, persist=persist)
             if isinstance(outcome, Session):
-                self.memory.learn(outcome)
+                self.cache.learn(outcome)
                 return Applied(outcome, created=True)
         raise errors.StorageUnavailable()
 
@@ -200,7 +217,7 @@ class SessionStore(Deletion):
             if before:
                 if before.get("st") == DELETED:  # a read raced a delete that has marked it
                     raise errors.SessionNotFound()
-                s = self._learned(applied(before, update))
+                s = self._learned(after_update(before, update))
                 self._after(s, change, guess, before, persist)
                 if isinstance(change, Append):
                     return Applied(s, seqs=range(s.last_seq - len(change.messages) + 1, s.last_seq + 1))
@@ -236,14 +253,14 @@ class SessionStore(Deletion):
 
     def _first_guess(self, key: str, user_id: str, change: Change, expect: Expect, now: int) -> Guess:
         """The timeout and max_history this process last saw; for a merge, whether to merge here."""
-        guess = Guess(*self.memory.shape(key))
+        guess = Guess(*self.cache.shape(key))
         if isinstance(change, Compact):  # from what is stored now: it counts the messages it keeps
             known, tomb = self._inspect(key, user_id)
             diagnose(known, tomb, change, expect, now)
             return dataclasses.replace(guess.learn(known), base=known)
         if not isinstance(change, MergeContext):
             return guess
-        known = self.memory.recall(key)
+        known = self.cache.recall(key)
         text = known.context if known is not None else ""
         known_large = len(text) * 4 > PATCH_LOG_BYTES and len(text.encode()) > PATCH_LOG_BYTES
         if change.check is None and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
@@ -257,8 +274,6 @@ class SessionStore(Deletion):
 
     def _corrected(self, guess: Guess, stored: Session, change: Change, now: int, persist: bool) -> Guess:
         """What the next round assumes, after a miss that no error explains: a race, or a stale guess."""
-        if not stored.stored.lockable:
-            self._make_lockable(stored, persist)
         guess = guess.learn(stored)
         if isinstance(change, MergeContext | Compact):  # a conflict, or the log's bound: onto what is stored
             return dataclasses.replace(guess, base=stored)
@@ -266,13 +281,6 @@ class SessionStore(Deletion):
             slot = self.slots.free_slot(stored.user_id, now, exclude=stored.stored.key, persist=persist)
             return dataclasses.replace(guess, slot=slot, base=stored)
         return dataclasses.replace(guess, slot=None, base=None)
-
-    def _make_lockable(self, s: Session, persist: bool) -> None:
-        """Give a document of a version before the session lock its (released) lock fields."""
-        with storage_errors():
-            self.collections.write(persist).update_one(
-                {"_id": s.stored.key, "uid": s.user_id, "lu": {"$exists": False}}, {"$set": {"lk": "", "lu": 0}}
-            )
 
     def _after(self, s: Session, change: Change, guess: Guess, before: dict, persist: bool) -> None:
         """What a write leaves to do: the purge date, folding the patch log, archiving, a cleared archive."""

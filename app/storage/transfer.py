@@ -13,14 +13,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pymongo.errors import BulkWriteError, DuplicateKeyError
-
-from app.storage.client import storage_errors
-from app.storage.layout import from_doc
+from app.storage.layout import from_doc, in_slot, not_deleted
+from app.storage.mongo import Collections, DuplicateKeyError, insert_new, is_id_conflict, storage_errors
 from app.storage.records import chunk_ids, marker_doc, marker_record, record_key, session_docs, session_record
-from app.storage.slots import is_id_conflict
-from app.storage.store import SessionStore
-from app.storage.updates import in_slot
 
 BATCH = 100  # sessions read at once
 CHUNKS = 256  # archive chunks read at once (each at most 64 messages)
@@ -45,19 +40,19 @@ class Restored:
 
 
 class Transfer:
-    """Reads and writes export records on one store's collection."""
+    """Reads and writes export records on one store's collection (SessionStore.transfer() makes one)."""
 
-    def __init__(self, store: SessionStore) -> None:
-        self.collections = store.collections
-        self.inline = store.archive.inline
-        self.max_sessions = store.max_sessions
+    def __init__(self, collections: Collections, chunk_size: int, max_sessions: int) -> None:
+        self.collections = collections
+        self.chunk_size = chunk_size
+        self.max_sessions = max_sessions
         self.unreadable: list[tuple[str, str]] = []  # (user, session) never read whole: changing, or a chunk lost
 
     # export
 
     def sessions(self, user: str | None = None) -> Iterator[dict]:
         """Every session's record (of one user, if given), in batches; one a delete is removing is gone."""
-        where: dict = {"k": "s", "st": {"$ne": "deleted"}}
+        where: dict = {"k": "s", **not_deleted()}
         if user is not None:
             where["uid"] = user
         ids: list[str] = []
@@ -146,7 +141,7 @@ class Transfer:
             if there is not None:
                 self._remove(record)
                 done.replaced["session"] += 1
-            doc, doc_chunks = session_docs(record, self.inline)
+            doc, doc_chunks = session_docs(record, self.chunk_size)
             todo.append((n, doc))
             chunks += doc_chunks
         if chunks:
@@ -175,14 +170,7 @@ class Transfer:
         if not docs:
             return []
         with storage_errors():
-            try:
-                self.collections.write(True).insert_many(docs, ordered=False)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if exc.details.get("writeConcernErrors") or any(e.get("code") != 11000 for e in errors):
-                    raise
-                return [e["index"] for e in errors]
-        return []
+            return insert_new(self.collections.write(True), docs)
 
     def _insert_in_free_slot(self, doc: dict) -> str:
         """Insert a session whose slot is held here by another; "" when done, else why not."""

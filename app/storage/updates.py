@@ -27,10 +27,10 @@ from app.model import (
     Slide,
     Unlock,
 )
+from app.storage import layout
 from app.storage.layout import encode_message, text_bytes
 
 PATCH_LOG_BYTES = 64 * 1024  # contexts up to this size take merges unapplied: one round trip, no read
-REQUESTS_KEPT = 100  # request ids a session remembers (PRODUCT: at least its last 100)
 
 
 @dataclass(frozen=True)
@@ -45,21 +45,6 @@ class Guess:
 
     def learn(self, stored: Session) -> Guess:
         return replace(self, timeout_ms=stored.timeout_ms, max_history=stored.max_history)
-
-
-def in_slot(max_sessions: int) -> dict:
-    """Filter: the document holds one of its user's slots (only numbers match the range)."""
-    return {"slot": {"$gte": 0, "$lt": max_sessions}}
-
-
-def unlocked(now: int) -> dict:
-    """Filter: nobody holds the session lock.
-
-    Never `$or` (with a missing `lu`): nx-27017's findAndModify with a top-level $or ignores every
-    other condition and updates whatever document the $or matches. A document of an older version,
-    without `lu`, is given its lock fields by the store before such a write (see SessionStore).
-    """
-    return {"lu": {"$lte": now}}
 
 
 def plan(
@@ -85,7 +70,7 @@ def plan(
     inc: dict[str, int] = {}
     push: dict[str, Any] = {}
     if expect.writable:
-        where["st"] = "active"
+        where["st"] = layout.ACTIVE
     if expect.live:
         where["exp"] = {"$gt": now}
     if expect.version is not None:
@@ -103,16 +88,16 @@ def plan(
     # a repeat recognised from the state read: the write below will miss, and be answered as a replay
     replaying = bool(expect.request_id) and guess.base is not None and expect.request_id in guess.base.stored.requests
     if expect.request_id:
-        where["rq"] = {"$nin": [expect.request_id]}  # not $ne: nx-27017 gets $ne on an array wrong
-        push["rq"] = {"$each": [expect.request_id], "$slice": -REQUESTS_KEPT}
+        where.update(layout.request_not_applied(expect.request_id))
+        push.update(layout.record_request(expect.request_id))
     if expect.guarded and expect.lock_token:
-        where.update(lk=expect.lock_token, lu={"$gt": now})
+        where.update(layout.held(expect.lock_token, now))
     elif expect.guarded:
-        where.update(unlocked(now))
+        where.update(layout.unlocked(now))
 
     if isinstance(change, Slide):
         if change.revive and guess.slot is None:
-            where.update(in_slot(max_sessions))
+            where.update(layout.in_slot(max_sessions))
         elif change.revive:
             where.update(slot=key, v=guess.base.version)  # its slot was given up while it was expired
             sets["slot"] = guess.slot
@@ -141,7 +126,7 @@ def plan(
         # the summary goes with the messages it summed up
         sets.update(msgs=[], n=0, pl=0, sb=0, sm="", su=0)
     elif isinstance(change, Close):
-        sets.update(st="closed", slot=key)
+        sets.update(st=layout.CLOSED, slot=key)
         if change.event_id:  # recorded by this very command; a pending event is moved before (storage.outbox)
             sets.update(ei=change.event_id, et="session.closed", eo=now, ex=sets["exp"], nd=now)
             where["ei"] = {"$exists": False}
@@ -170,7 +155,7 @@ def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect,
     raised for a failed condition, or False (a stale assumption or a race: correct and retry)."""
     if stored is None:
         raise errors.SessionExpired() if tomb else errors.SessionNotFound()
-    if stored.status == "deleted":  # a delete has marked it and is removing it
+    if stored.status == layout.DELETED:  # a delete has marked it and is removing it
         raise errors.SessionNotFound()
     if expect.request_id and expect.request_id in stored.stored.requests:
         return True
@@ -191,7 +176,7 @@ def diagnose(stored: Session | None, tomb: bool, change: Change, expect: Expect,
     return False
 
 
-def applied(doc: dict, update: dict) -> dict:
+def after_update(doc: dict, update: dict) -> dict:
     """The document as `update` leaves it, computed from the one it was applied to.
 
     Only the operators this service writes: $set and $inc of top-level fields, $push (of one value,

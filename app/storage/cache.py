@@ -1,4 +1,4 @@
-"""What one process remembers of the sessions it served: hints for one-round-trip writes. Pure, thread-safe.
+"""A cache of what one process saw of the sessions it served: hints for one-round-trip writes. Pure, thread-safe.
 
 Two things, both hints that are checked by the next conditional write, never trusted blindly:
 - each session's (timeout, max_history): a sliding write must state the timeout it assumes;
@@ -18,7 +18,7 @@ LEARNED_MAX = 100_000
 RECENT_MAX_BYTES = 16 * 1024 * 1024
 
 
-class Memory:
+class SessionCache:
     def __init__(self, default_timeout_ms: int, default_max_history: int, max_bytes: int = RECENT_MAX_BYTES) -> None:
         self.defaults = (default_timeout_ms, default_max_history)
         self.max_bytes = max_bytes
