@@ -46,6 +46,16 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
     app.extensions["metrics"] = metrics
     app.extensions["request_log"] = logs.RequestLog(settings)
     app.extensions["sessions"] = api.make_service(database, limits, LockWaiting(settings.lock_waiters), metrics.event)
+    if settings.events_enabled:  # started by gunicorn in each worker after the fork (gunicorn.conf.py)
+        from app.events.sweeper import Sweeper
+        from app.events.targets import target_for
+
+        def outbox():
+            return database.store().outbox
+
+        app.extensions["events"] = Sweeper(
+            outbox, target_for(settings), database.clock, metrics, poll_ms=settings.webhook_poll_ms
+        )
     app.register_blueprint(api.bp)
     api.register_error_handlers(app)
     app.cli.add_command(admin.cli)

@@ -233,3 +233,6 @@ def ensure_indexes() -> None:
     except IndexBuildFailed as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"indexes ensured on {db.describe()}")
+
+
+import app.admin_events  # noqa: E402, F401 - registers `events` on `cli`; it uses this module's helpers

@@ -17,7 +17,13 @@ from pymongo import MongoClient
 from app import errors
 from app.settings import Settings
 from app.storage.mongo import Collections, storage_errors
+from app.storage.outbox import Outbox
 from app.storage.store import SessionStore
+
+
+def events_collection(settings: Settings) -> str:
+    """The deliveries of lifecycle events: beside the sessions, `<MONGODB_COLLECTION>_events`."""
+    return settings.mongodb_collection + "_events"
 
 
 def epoch_ms() -> int:
@@ -55,6 +61,18 @@ class Database:
         )
         self._pid = os.getpid()
         collections = Collections(self._client[s.mongodb_db][s.mongodb_collection], s.mongodb_wtimeout_ms)
+        outbox = None
+        if s.events_enabled:
+            deliveries = Collections(self._client[s.mongodb_db][events_collection(s)], s.mongodb_wtimeout_ms)
+            outbox = Outbox(
+                collections,
+                deliveries,
+                lead_ms=s.webhook_expiring_lead * 1000,
+                include_context=s.webhook_include_context,
+                retry_ms=s.webhook_retry_hours * 3_600_000,
+                purge_grace_ms=s.purge_grace * 1000,
+                retention_ms=s.expired_retention * 1000,
+            )
         return SessionStore(
             collections,
             self.clock,
@@ -64,6 +82,7 @@ class Database:
             default_timeout_ms=s.session_timeout * 1000,
             default_max_history=s.max_history,
             chunk_size=s.history_inline,
+            outbox=outbox,
         )
 
     def store(self) -> SessionStore:

@@ -8,15 +8,17 @@ so that a purged session still answers "expired" for EXPIRED_RETENTION.
 from __future__ import annotations
 
 from app.model import Session
-from app.storage.layout import chunk_key, purge_fields, tomb_doc
+from app.storage.layout import ACTIVE, chunk_key, purge_fields, tomb_doc
 from app.storage.mongo import Collections, storage_errors
 
 
 class Expiry:
-    def __init__(self, collections: Collections, purge_grace_ms: int, retention_ms: int) -> None:
+    def __init__(self, collections: Collections, purge_grace_ms: int, retention_ms: int, *, hold_purge=False) -> None:
         self.collections = collections
         self.purge_grace_ms = purge_grace_ms
         self.retention_ms = retention_ms
+        # lifecycle events on: a session gets its purge date only once its session.expired is recorded
+        self.hold_purge = hold_purge
 
     def purge_for(self, expires: int, timeout_ms: int) -> int:
         """When the reaper may remove a session expiring at `expires`: a grace later."""
@@ -31,6 +33,8 @@ class Expiry:
         grace = min(s.timeout_ms, self.purge_grace_ms)
         if not s.auto_clean or s.expires + grace // 2 <= s.stored.purge_ms:
             return True
+        if self.hold_purge and (not s.stored.purge_ms or s.status == ACTIVE):
+            return self._hold(s, persist)
         pms = self.purge_for(s.expires, s.timeout_ms)
         tomb_ms = pms + self.retention_ms
         purge = {"$set": purge_fields(pms)}
@@ -49,6 +53,20 @@ class Expiry:
             tomb_id = {"_id": tomb.pop("_id"), "uid": tomb.pop("uid")}
             coll.update_one(tomb_id, {"$set": tomb}, upsert=True)
         return True
+
+    def _hold(self, s: Session, persist: bool) -> bool:
+        """Events on: no purge date until the event sweeper records this expiry (a revived session loses
+        the one its last expiry gave it); False when the session is gone."""
+        if not s.stored.purge_ms:
+            return True
+        coll = self.collections.write(persist)
+        mine = {"_id": s.stored.key, "uid": s.user_id}
+        held = {"$unset": {"pa": "", "pms": ""}}
+        with storage_errors():
+            if coll.update_one({**mine, "pms": s.stored.purge_ms}, held).matched_count:
+                coll.update_many({"uid": s.user_id, "sid": s.session_id, "k": "m"}, held)
+                return True
+            return self.collections.read.find_one(mine, {"_id": 1}) is not None
 
     def delete_expired(self, key: str, user_id: str, session_id: str, now: int, *, persist: bool) -> None:
         """Remove an expired session (a caller reusing its id starts afresh) with every archive chunk it had."""

@@ -53,6 +53,12 @@ FIELDS: dict[str, str] = {
     "su": "the last seq the summary covers (0: no summary)",
     # archive chunks
     "seq": "the chunk's first seq",
+    # lifecycle events, only with them on (see outbox): absent otherwise
+    "nd": "when the event sweeper next has something to do with the session (ms; indexed); absent: nothing",
+    "ei": "the pending event's id, written by the command that caused it, until the sweeper moves it",
+    "et": "the pending event's type",
+    "eo": "when the pending event occurred (ms)",
+    "ex": "the expiry (ms) the pending event names",
 }
 KINDS: dict[str, str] = {"s": "sessions", "t": "tombstones", "m": "archive chunks", "d": "delete receipts"}  # `k`
 
@@ -286,6 +292,6 @@ def new_chunk(s: Session, first_seq: int, texts: list[str]) -> dict:
     """An archive document holding `texts`, seqs first_seq onwards; it is purged with its session."""
     cid = chunk_key(s.stored.key, s.stored.nonce, first_seq)
     doc = {"_id": cid, "k": "m", "uid": s.user_id, "sid": s.session_id, "slot": cid, "seq": first_seq, "msgs": texts}
-    if s.auto_clean:
+    if s.auto_clean and s.stored.purge_ms:  # none yet: the session's expiry event is not recorded (outbox)
         doc.update(purge_fields(s.stored.purge_ms))
     return doc

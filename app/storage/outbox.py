@@ -22,10 +22,11 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pymongo import ReturnDocument
+
 from app import jsontext
 from app.events import CLOSED, DELETED, EXPIRED, EXPIRING, Event, expiry_event_id, pause_s
-from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.layout import from_ms, purge_fields, tomb_doc
+from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 
 log = logging.getLogger(__name__)
 PENDING_FIELDS = ("ei", "et", "eo", "ex")  # the pending event: id, type, occurred (ms), expiry it names
@@ -69,6 +70,7 @@ class Outbox:
     def ensure_indexes(self) -> None:
         with storage_errors(writing=False):
             self.sessions.read.create_index([("nd", 1)])
+            self.sessions.read.create_index([("ei", 1)], sparse=True)
             self.deliveries.read.create_index([("s", 1), ("due", 1)])
             self.deliveries.read.create_index([("pa", 1)], expireAfterSeconds=0)
 
@@ -81,8 +83,8 @@ class Outbox:
         return expires
 
     def pending(self, event_id: str, event_type: str, now: int, expires: int) -> dict:
-        """The fields a causing write sets: the event, due to be moved at once."""
-        return {"ei": event_id, "et": event_type, "eo": now, "ex": expires, "nd": now}
+        """The fields a causing write sets: the event, which the sweeper moves at its next pass."""
+        return {"ei": event_id, "et": event_type, "eo": now, "ex": expires}
 
     def hold_purge(self, doc: dict) -> dict:
         """A new session document without a purge date, due for its first expiry event."""
@@ -94,9 +96,17 @@ class Outbox:
     # the sweeper: sessions due -> deliveries
 
     def due_sessions(self, now: int, limit: int) -> list[dict]:
+        """Sessions holding an event to move, then sessions whose next expiry event is due (both indexed).
+
+        Found by the event itself, not only by `nd`: a read of a session a delete has marked still
+        slides its `nd` (the read's filter does not look at the status), never its event.
+        """
         with storage_errors(writing=False):
-            cursor = self.sessions.read.find({"nd": {"$lte": now}}, NO_MESSAGES).sort("nd", 1).limit(limit)
-            return list(cursor)
+            held = list(self.sessions.read.find({"ei": {"$gt": ""}}, NO_MESSAGES).limit(limit))
+            if len(held) == limit:
+                return held
+            due = self.sessions.read.find({"nd": {"$lte": now}, "ei": {"$exists": False}}, NO_MESSAGES)
+            return held + list(due.sort("nd", 1).limit(limit - len(held)))
 
     def settle(self, doc: dict, now: int) -> str:
         """Do what is due for one session document: the event recorded ("" if none was)."""
@@ -124,7 +134,7 @@ class Outbox:
         with storage_errors():  # compare-and-set: of several sweepers, one records it
             after = coll.find_one_and_update(
                 {**mine, "exp": exp, "ei": {"$exists": False}},
-                {"$set": self.pending(event_id, event_type, occurred, exp) | {"nd": now}},
+                {"$set": self.pending(event_id, event_type, occurred, exp)},
                 NO_MESSAGES,
                 return_document=ReturnDocument.AFTER,
             )
@@ -137,8 +147,15 @@ class Outbox:
         if doc is not None:
             self._move(doc, now)
 
+    def settle_now(self, key: str, user_id: str, now: int) -> None:
+        """Record what is due for one session at once (before a create replaces its expired session)."""
+        with storage_errors(writing=False):
+            doc = self.sessions.read.find_one({"_id": key, "uid": user_id}, NO_MESSAGES)
+        if doc is not None and (doc.get("ei") or doc.get("nd", now + 1) <= now):
+            self.settle(doc, now)
+
     def _move(self, doc: dict, now: int) -> str:
-        event_id, event_type, exp = doc["ei"], doc["et"], doc["ex"]
+        event_id, event_type, exp = doc["ei"], doc["et"], doc["ex"] or doc["exp"]  # a delete's mark names none
         event = Event(
             id=event_id,
             type=event_type,

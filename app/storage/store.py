@@ -17,11 +17,13 @@ from collections.abc import Callable
 from pymongo import ReturnDocument
 
 from app import errors
+from app.events import new_event_id
 from app.model import (
     Append,
     Applied,
     Change,
     ClearHistory,
+    Close,
     Compact,
     Expect,
     Lock,
@@ -38,6 +40,7 @@ from app.storage.deletion import Deletion
 from app.storage.expiry import Expiry
 from app.storage.layout import DELETED
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
+from app.storage.outbox import Outbox
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
 from app.storage.transfer import Transfer
@@ -64,15 +67,17 @@ class SessionStore:
         default_timeout_ms: int = 1_800_000,
         default_max_history: int = 1000,
         chunk_size: int = CHUNK_SIZE,
+        outbox: Outbox | None = None,
     ) -> None:
         self.collections = collections
         self.clock = clock
         self.max_sessions = max_sessions
         self.cache = SessionCache(default_timeout_ms, default_max_history)
-        self.expiry = Expiry(collections, purge_grace_ms, retention_ms)
+        self.outbox = outbox  # lifecycle events: None when they are off (nothing written for them then)
+        self.expiry = Expiry(collections, purge_grace_ms, retention_ms, hold_purge=outbox is not None)
         self.archive = Archive(collections, chunk_size)
         self.slots = Slots(collections, max_sessions)
-        self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect)
+        self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect, outbox)
 
     def ensure_indexes(self) -> None:
         """Create the indexes (idempotent); called once at start-up, never per request."""
@@ -81,6 +86,8 @@ class SessionStore:
             coll.create_index([("uid", 1), ("slot", 1)], unique=True)
             coll.create_index(LIST_INDEX)
             coll.create_index([("pa", 1)], expireAfterSeconds=0)
+        if self.outbox is not None:
+            self.outbox.ensure_indexes()
 
     # the admin CLI's
 
@@ -149,13 +156,15 @@ class SessionStore:
             if caller_id:
                 existing = self.read(new.user_id, new.session_id)
                 if existing is not None and existing.status == DELETED:  # a delete did not finish: finish it
-                    self.deletion.remove(key, new.user_id, new.session_id, persist)
+                    self.deletion.remove(key, new.user_id, new.session_id, persist, now=now)
                     continue
                 if existing is not None:
                     keep = not existing.expired(now) or (existing.status == "active" and not existing.auto_clean)
                     if keep:  # live, or kept expired (auto_clean false) for the caller to revive
                         repeat = bool(request_id) and request_id in existing.stored.requests
                         return Applied(existing, replayed=repeat, created=repeat)
+                    if self.outbox is not None:  # its session.expired first: nothing is removed unannounced
+                        self.outbox.settle_now(key, new.user_id, now)
                     self.expiry.delete_expired(key, new.user_id, new.session_id, now, persist=persist)
                     continue
 
@@ -164,6 +173,8 @@ class SessionStore:
                 doc = layout.new_doc(
                     new, now=now, slot=slot, purge_ms=purge, chunk_size=self.archive.chunk_size, request_id=request_id
                 )
+                if self.outbox is not None:
+                    self.outbox.hold_purge(doc)
                 return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
             outcome = self.slots.insert(new.user_id, build, now, persist=persist)
@@ -192,10 +203,13 @@ class SessionStore:
         if isinstance(change, Lock):  # renewing keeps the holder's token; a request's token is recognisable
             token = expect.lock_token or _token_prefix(expect.request_id) + secrets.token_hex(12)
             change = dataclasses.replace(change, token=token)
+        if isinstance(change, Close) and self.outbox is not None:  # the close records its event itself
+            change = Close(event_id=new_event_id())
+        next_due = self.outbox.next_due if self.outbox is not None else None
         guess = self._first_guess(key, user_id, change, expect, now)
         for _ in LOST_RACES.rounds():
             try:
-                where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions)
+                where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions, next_due)
             except (errors.ContextTooLarge, errors.InvalidArgument):
                 if not guess.cached:
                     raise
@@ -226,6 +240,8 @@ class SessionStore:
             stored, tomb = self._inspect(key, user_id, messages=replay_append)
             if diagnose(stored, tomb, change, expect, now):
                 return self._replayed(stored, change, expect, now, persist)
+            if isinstance(change, Close) and self.outbox is not None:  # an expiry event waits: moved, then closed
+                self.outbox.flush(key, user_id, now)
             guess = self._corrected(guess, stored, change, now, persist)
         raise errors.StorageUnavailable()
 

@@ -128,7 +128,7 @@ def plan(
     elif isinstance(change, Close):
         sets.update(st=layout.CLOSED, slot=key)
         if change.event_id:  # recorded by this very command; a pending event is moved before (storage.outbox)
-            sets.update(ei=change.event_id, et="session.closed", eo=now, ex=sets["exp"], nd=now)
+            sets.update(ei=change.event_id, et="session.closed", eo=now, ex=sets["exp"])
             where["ei"] = {"$exists": False}
     elif isinstance(change, Lock):
         sets.update(lk=change.token, lu=now + change.lease_ms)
