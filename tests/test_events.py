@@ -511,3 +511,51 @@ def test_docs_name_every_setting():
         "COZE_WORKFLOW_ID",
     ):
         assert name in text, name
+
+
+# metrics and logs
+
+
+def test_metrics_count_delivered_retried_and_pending_by_type_with_a_latency_histogram(api, events_app, receiver, clock):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    receiver.answers = [500]
+    sid = api.create("u1")["session_id"]
+    ok(call(api, "close", sid))
+    sweep(events_app)
+    clock.advance(2)
+    sweep(events_app)
+    text = events_app.test_client().get("/metrics").data.decode()
+    values = {
+        (s.name, s.labels.get("type", ""), s.labels.get("le", "")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert values[("session_events_delivered_total", "session.closed", "")] == 1
+    assert values[("session_events_retried_total", "session.closed", "")] == 1
+    assert values[("session_events_dead_total", "session.deleted", "")] == 0
+    assert values[("session_events_pending", "session.expired", "")] == 0
+    assert values[("session_event_delivery_seconds_count", "session.closed", "")] == 1
+    assert values[("session_event_delivery_seconds_bucket", "session.closed", "2.5")] == 1
+    assert values[("session_event_delivery_seconds_bucket", "session.closed", "1.0")] == 0
+
+
+def test_json_logs_name_the_event_id_and_type_never_the_context(make_app, settings, receiver, caplog):
+    import logging
+
+    from app.logs import JsonFormatter
+
+    app = make_app(event_settings(settings, receiver, log_format="json"))
+    api = Api(app.test_client())
+    receiver.answers = [503]
+    sid = api.create("u1", context='{"secret_note": "do not log"}')["session_id"]
+    ok(call(api, "close", sid))
+    with caplog.at_level(logging.INFO, logger="app"):
+        sweep(app)
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name.startswith("app.")]
+    about = [line for line in lines if "event" in line]
+    assert {line["type"] for line in about} == {"session.closed"}
+    assert any(line.get("error") == "HTTP 503" for line in about)
+    assert all(line["event"].startswith("evt_") for line in about)
+    text = "\n".join(json.dumps(line) for line in lines)
+    assert "do not log" not in text and "secret_note" not in text and sid not in text
