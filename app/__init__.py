@@ -12,9 +12,10 @@ from app.settings import Settings
 def create_app(settings: Settings | None = None, clock: Callable[[], int] | None = None) -> Flask:
     """The application factory; `settings` defaults to the environment's."""
     from app import admin, api, logs
-    from app.core import Limits, LockWaiting
+    from app.core import Limits
     from app.metrics import Metrics
     from app.storage.database import Database, epoch_ms
+    from app.waiting import LockWaiting
 
     settings = settings or Settings.from_env()
     logs.configure(settings)
@@ -24,8 +25,8 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
         SERVICE_TOKENS=settings.service_tokens,
         AUTH_HEADER=settings.auth_header,
         PUBLIC_BASE_URL=settings.public_base_url,
-        SETTINGS=settings,
         OPTION_DEFAULTS={"timeout": settings.session_timeout, "max_history": settings.max_history},
+        OPTION_MAXIMA={"timeout": settings.max_timeout, "max_history": settings.max_history},
         CONTEXT_SCHEMA=settings.context_schema,
     )
     if not settings.service_tokens:
@@ -33,14 +34,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
     if settings.env == "production" and not settings.metrics_token:
         app.logger.warning("METRICS_TOKEN is not set: GET /metrics is open to anyone who can reach the service")
     database = Database(settings, clock or epoch_ms)
-    limits = Limits(
-        max_sessions=settings.max_sessions,
-        timeout=settings.session_timeout,
-        max_timeout=settings.max_timeout,
-        max_history=settings.max_history,
-        max_context_bytes=settings.max_context_bytes,
-        context_schema=settings.context_schema,
-    )
+    limits = Limits(max_context_bytes=settings.max_context_bytes, context_schema=settings.context_schema)
     metrics = Metrics(settings)
     app.extensions["database"] = database
     app.extensions["metrics"] = metrics

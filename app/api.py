@@ -17,9 +17,10 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import errors, jsontext, responses, schemas, spec, validation
-from app.core import Limits, LockWaiting, Sessions
+from app.core import Limits, Sessions
 from app.metrics import Metrics
 from app.storage.database import Database
+from app.waiting import LockWaiting
 
 log = logging.getLogger("app.api")
 bp = Blueprint("api", __name__)
@@ -73,6 +74,7 @@ def _handle(tool: spec.Tool) -> Response:
             request.headers.get("X-Aiplugin-Connector-Identifier", ""),
             current_app.config["OPTION_DEFAULTS"],
             typed=current_app.config["CONTEXT_SCHEMA"] is not None,
+            maxima=current_app.config["OPTION_MAXIMA"],
         )
         service: Sessions = current_app.extensions["sessions"]()
         outcome = service.execute(call)
@@ -83,7 +85,7 @@ def _handle(tool: spec.Tool) -> Response:
         return _error(errors.PayloadTooLarge(limit=current_app.config["MAX_CONTENT_LENGTH"]), tool)
     except errors.ServiceError as exc:
         code, status = exc.code, exc.http_status
-        from_storage = True  # only the storage raises STORAGE_UNAVAILABLE and INTERNAL as service errors
+        from_storage = isinstance(exc, errors.StorageUnavailable | errors.Internal)  # only the storage raises these
         session_id = body.get("session_id", "") if isinstance(body, dict) else ""
         return _error(exc, tool, session_id if isinstance(session_id, str) else "")
     except Exception:

@@ -11,13 +11,12 @@ import contextlib
 import dataclasses
 import hashlib
 import secrets
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from app import errors, prompt
+from app import errors, options, prompt
 from app.context_schema import ContextSchema
 from app.jsontext import merge_patch
 from app.model import (
@@ -38,12 +37,13 @@ from app.model import (
     Unlock,
     context_text,
 )
-from app.spec import MAX_SUMMARY_BYTES
-from app.validation import Call
+from app.validation import Call, field_error
+from app.waiting import LockWaiting
 
 if TYPE_CHECKING:
     from app.storage.store import SessionStore
 
+OptionsT = TypeVar("OptionsT", bound=options.Options)
 FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5  # seconds between tries while waiting for a lock
 # A read (get, history) only restarts the timeout: never blocked by the lock, and with w: 1, so a
 # replica set without a majority still answers reads (a lost timeout restart costs nothing).
@@ -53,35 +53,11 @@ LOCK_WAIT = "lock_wait"  # event: a `lock` found the session locked and waits fo
 
 @dataclass(frozen=True)
 class Limits:
-    """The server-side limits (settings), each defaulting to the spec's value."""
+    """What the core enforces of the settings itself: what a whole context may be (bounds of options
+    are validation's, through validation.parse's `maxima`)."""
 
-    max_sessions: int
-    timeout: int
-    max_timeout: int
-    max_history: int
     max_context_bytes: int
     context_schema: ContextSchema | None = None  # CONTEXT_SCHEMA: every write's context must satisfy it
-
-
-class LockWaiting:
-    """How many of a process's threads may wait for a session lock at once.
-
-    A waiting `lock` holds its worker thread (gthread: one request, one thread) for up to
-    `options.wait` seconds, trying again with growing pauses; past `slots` waiters a lock that is
-    held is answered SESSION_LOCKED at once, so waiting can never take every thread of a worker.
-    """
-
-    def __init__(self, slots: int) -> None:
-        self._slots = threading.BoundedSemaphore(slots) if slots > 0 else None
-
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[bool]:
-        got = self._slots is not None and self._slots.acquire(blocking=False)
-        try:
-            yield got
-        finally:
-            if got:
-                self._slots.release()
 
 
 class Sessions:
@@ -101,36 +77,33 @@ class Sessions:
         self.clock: Callable[[], int] = store.clock
 
     def execute(self, call: Call) -> Outcome:
-        return getattr(self, "op_" + call.operation)(call)
+        try:
+            return getattr(self, "op_" + call.operation)(call)
+        except errors.OutOfRange as exc:  # refused by the stored state: named as the caller's field
+            raise field_error(exc) from None
 
     # helpers
 
-    def _expect(self, call: Call, **conditions) -> Expect:
-        """The call's conditions: expected_version, its lock token, its request id."""
-        return Expect(
-            version=call.options.get("expected_version"),
-            lock_token=call.lock_token,
-            request_id=call.request_id,
-            **conditions,
-        )
+    def _expect(self, call: Call, version: int | None = None, **conditions) -> Expect:
+        """The call's conditions: the expected version, its lock token, its request id."""
+        return Expect(version=version, lock_token=call.lock_token, request_id=call.request_id, **conditions)
 
-    def _apply(
-        self, call: Call, change: Change, expect: Expect, now: int, persist: bool | None = None, **kw
-    ) -> Applied:
-        persist = call.options.get("persist", True) if persist is None else persist
+    def _apply(self, call: Call, change: Change, expect: Expect, now: int, persist: bool, **kw) -> Applied:
         return self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
 
-    def _resuming(self, call: Call, run: Callable[[int], Outcome], *, guarded: bool) -> Outcome:
-        """`run` at the current time; with options.resume, an expired session still stored is first
-        revived exactly as touch would (a free slot, else SESSION_LIMIT_EXCEEDED), then `run` again."""
+    def _resuming(
+        self, call: Call, run: Callable[[int], Outcome], *, resume: bool, guarded: bool, persist: bool = True
+    ) -> Outcome:
+        """`run` at the current time; with `resume`, an expired session still stored is first revived
+        exactly as touch would (a free slot, else SESSION_LIMIT_EXCEEDED), then `run` again."""
         try:
             return run(self.clock())
         except errors.SessionExpired as exc:
-            if not call.options.get("resume") or exc.session is None:
+            if not resume or exc.session is None:
                 raise
         now = self.clock()
         revive = Expect(live=False, guarded=guarded, lock_token=call.lock_token if guarded else "")
-        self._apply(call, Slide(revive=True), revive, now)
+        self._apply(call, Slide(revive=True), revive, now, persist)
         return dataclasses.replace(run(self.clock()), resumed=True)
 
     def _context(self, value: dict) -> str:
@@ -138,17 +111,10 @@ class Sessions:
         schema = self.limits.context_schema
         return context_text(value, self.limits.max_context_bytes, schema.check if schema else None)
 
-    def _check_caps(self, call: Call) -> None:
-        timeout = call.options.get("timeout")
-        if timeout is not None and timeout > self.limits.max_timeout:
-            raise errors.InvalidArgument("options.timeout", "maximum", self.limits.max_timeout)
-        if call.options.get("max_history", 0) > self.limits.max_history:
-            raise errors.InvalidArgument("options.max_history", "maximum", self.limits.max_history)
-
     # operations
 
     def op_create(self, call: Call) -> Outcome:
-        self._check_caps(call)
+        opts = _options(call, options.CreateOptions)
         session_id = call.session_id
         if not session_id:  # a request's own id: its repeats find the session it created
             session_id = derived_session_id(call.user_id, call.request_id) if call.request_id else new_session_id()
@@ -156,11 +122,11 @@ class Sessions:
             user_id=call.user_id,
             session_id=session_id,
             context=self._context(merge_patch(call.context or {}, call.fields or {})),
-            timeout_ms=call.options.get("timeout", self.limits.timeout) * 1000,
-            max_history=call.options.get("max_history", self.limits.max_history),
-            auto_clean=call.options.get("auto_clean", True),
+            timeout_ms=opts.timeout * 1000,
+            max_history=opts.max_history,
+            auto_clean=opts.auto_clean,
         )
-        persist = call.options.get("persist", True)
+        persist = opts.persist
         now = self.clock()
         caller_id = bool(call.session_id or call.request_id)
         done = self.store.create(new, now=now, persist=persist, caller_id=caller_id, request_id=call.request_id)
@@ -171,31 +137,37 @@ class Sessions:
         return Outcome(at=now, session=done.session, created=done.created or done.replayed, replayed=done.replayed)
 
     def op_get(self, call: Call) -> Outcome:
+        opts = _options(call, options.GetOptions)
+
         def get(now: int) -> Outcome:
             return Outcome(at=now, session=self._apply(call, Slide(), READ, now, persist=False).session)
 
-        return self._resuming(call, get, guarded=False)
+        return self._resuming(call, get, resume=opts.resume, guarded=False)
 
     def op_update(self, call: Call) -> Outcome:
-        if call.options.get("merge", True):
+        opts = _options(call, options.UpdateOptions)
+        if opts.merge:
             check = self.limits.context_schema.check if self.limits.context_schema else None
             change: Change = MergeContext(call.context or {}, self.limits.max_context_bytes, call.fields, check)
         else:
             change = ReplaceContext(self._context(merge_patch(call.context or {}, call.fields or {})))
 
         def update(now: int) -> Outcome:
-            done = self._apply(call, change, self._expect(call), now)
+            done = self._apply(call, change, self._expect(call, opts.expected_version), now, opts.persist)
             return Outcome(at=now, session=done.session, replayed=done.replayed)
 
-        return self._resuming(call, update, guarded=True)
+        return self._resuming(call, update, resume=opts.resume, guarded=True, persist=opts.persist)
 
     def op_append_messages(self, call: Call) -> Outcome:
-        reject = call.options.get("on_overflow") == "reject"
-        return self._resuming(call, lambda now: self._append(call, now, reject), guarded=True)
+        opts = _options(call, options.AppendOptions)
+        return self._resuming(
+            call, lambda now: self._append(call, opts, now), resume=opts.resume, guarded=True, persist=opts.persist
+        )
 
-    def _append(self, call: Call, now: int, reject: bool) -> Outcome:
+    def _append(self, call: Call, opts: options.AppendOptions, now: int) -> Outcome:
         k = len(call.messages)
-        done = self._apply(call, Append(call.messages, at=now, reject_overflow=reject), self._expect(call), now)
+        append = Append(call.messages, at=now, reject_overflow=opts.on_overflow == "reject")
+        done = self._apply(call, append, self._expect(call, opts.expected_version), now, opts.persist)
         s = done.session
         if done.replayed:  # the messages as the first time stored them, those still in the history
             messages = self.store.messages(s, done.seqs.start, done.seqs.stop - 1) if done.seqs else []
@@ -208,92 +180,81 @@ class Sessions:
         return Outcome(at=now, session=s, dropped=before + k - s.message_count, messages=kept)
 
     def op_history(self, call: Call) -> Outcome:
-        cursor = call.options.get("cursor")
-        if cursor is not None and not cursor.isdigit():
-            raise errors.InvalidArgument("options.cursor", "pattern")
+        opts = _options(call, options.HistoryOptions)
 
         def history(now: int) -> Outcome:
             s = self._apply(call, Slide(), READ, now, persist=False, with_messages=True).session
-            last = s.last_seq if cursor is None else min(s.last_seq, int(cursor) - 1)
-            opts = call.options
-            roles = {r.strip() for r in opts.get("roles", "").split(",") if r.strip()}
+            last = s.last_seq if opts.cursor is None else min(s.last_seq, opts.cursor - 1)
             page = prompt.page(
                 lambda low, high: self.store.messages(s, low, high),
                 s,
                 last,
-                limit=opts["limit"],
-                roles=roles,
-                budget=opts.get("max_tokens"),
-                as_text=opts.get("format") == "transcript",
+                limit=opts.limit,
+                roles=set(opts.roles),
+                budget=opts.max_tokens,
+                as_text=opts.format == "transcript",
             )
             return Outcome(at=now, session=s, **page)
 
-        return self._resuming(call, history, guarded=False)
+        return self._resuming(call, history, resume=opts.resume, guarded=False)
 
     def op_compact(self, call: Call) -> Outcome:
-        upto = call.options.get("upto_seq")
-        if upto is None:
-            raise errors.InvalidArgument("options.upto_seq", "required")
-        if len(call.summary.encode("utf-8")) > MAX_SUMMARY_BYTES:
-            raise errors.InvalidArgument("summary", "message_size", MAX_SUMMARY_BYTES)
-        return self._write(call, Compact(call.summary, upto), self._expect(call))
+        opts = _options(call, options.CompactOptions)
+        return self._write(
+            call, Compact(call.summary, opts.upto_seq), self._expect(call, opts.expected_version), opts.persist
+        )
 
-    def _write(self, call: Call, change: Change, expect: Expect) -> Outcome:
+    def _write(self, call: Call, change: Change, expect: Expect, persist: bool) -> Outcome:
         now = self.clock()
-        done = self._apply(call, change, expect, now)
+        done = self._apply(call, change, expect, now, persist)
         return Outcome(at=now, session=done.session, replayed=done.replayed, lock_token=done.lock_token)
 
     def op_clear_history(self, call: Call) -> Outcome:
-        return self._write(call, ClearHistory(), self._expect(call))
+        opts = _options(call, options.ClearHistoryOptions)
+        return self._write(call, ClearHistory(), self._expect(call, opts.expected_version), opts.persist)
 
     def op_touch(self, call: Call) -> Outcome:
-        self._check_caps(call)
-        timeout = call.options.get("timeout")
+        opts = _options(call, options.TouchOptions)
         # No expiry condition: touch revives an expired session that is still stored.
-        revive = Slide(timeout_ms=timeout * 1000 if timeout is not None else None, revive=True)
-        return self._write(call, revive, self._expect(call, live=False))
+        revive = Slide(timeout_ms=opts.timeout * 1000 if opts.timeout is not None else None, revive=True)
+        return self._write(call, revive, self._expect(call, live=False), opts.persist)
 
     def op_list(self, call: Call) -> Outcome:
-        after = None
-        cursor = call.options.get("cursor")
-        if cursor is not None:
-            created, _, sid = cursor.partition(":")
-            if not created.isdigit() or not sid:
-                raise errors.InvalidArgument("options.cursor", "pattern")
-            after = (int(created), sid)
+        opts = _options(call, options.ListOptions)
         now = self.clock()
-        limit = call.options["limit"]
-        found = self.store.list(call.user_id, now, call.options.get("status", "all"), limit + 1, after)
+        limit = opts.limit
+        found = self.store.list(call.user_id, now, opts.status, limit + 1, opts.cursor)
         page = tuple(found[:limit])
         more = len(found) > limit
         return Outcome(at=now, sessions=page, next_cursor=f"{page[-1].created}:{page[-1].session_id}" if more else "")
 
     def op_close(self, call: Call) -> Outcome:
+        opts = _options(call, options.CloseOptions)
         try:
-            return self._write(call, Close(), self._expect(call))
+            return self._write(call, Close(), self._expect(call, opts.expected_version), opts.persist)
         except errors.SessionClosed as exc:
             return Outcome(at=self.clock(), session=exc.session)  # closing twice is harmless
 
     def op_delete(self, call: Call) -> Outcome:
         now = self.clock()
         expect = self._expect(call, writable=False, live=False)
-        found, replayed = self.store.delete(
-            call.user_id, call.session_id, expect, now=now, persist=call.options.get("persist", True)
-        )
+        opts = _options(call, options.DeleteOptions)
+        found, replayed = self.store.delete(call.user_id, call.session_id, expect, now=now, persist=opts.persist)
         if not found:
             raise errors.SessionNotFound()
         return Outcome(at=now, session_id=call.session_id, status="deleted", replayed=replayed)
 
     def op_lock(self, call: Call) -> Outcome:
         """Take (or with the current token, renew) the lock; wait up to options.wait for a holder."""
-        change = Lock(lease_ms=call.options["lease"] * 1000)
-        deadline = time.monotonic() + call.options.get("wait", 0)
+        opts = _options(call, options.LockOptions)
+        change = Lock(lease_ms=opts.lease * 1000)
+        deadline = time.monotonic() + opts.wait
         pause = FIRST_PAUSE
         with contextlib.ExitStack() as stack:
             may_wait = None
             while True:
                 try:
-                    return self._write(call, change, self._expect(call))
+                    return self._write(call, change, self._expect(call), opts.persist)
                 except errors.SessionLocked as exc:
                     left = deadline - time.monotonic()
                     if may_wait is None and left > 0:
@@ -307,11 +268,18 @@ class Sessions:
                     pause = min(pause * 2, LONGEST_PAUSE)
 
     def op_unlock(self, call: Call) -> Outcome:
-        return self._write(call, Unlock(), self._expect(call, writable=False, live=False))
+        opts = _options(call, options.UnlockOptions)
+        return self._write(call, Unlock(), self._expect(call, writable=False, live=False), opts.persist)
 
 
 def _ignore(event: str) -> None:
     pass
+
+
+def _options(call: Call, kind: type[OptionsT]) -> OptionsT:
+    """The call's options as its operation's class (validation.parse built them so)."""
+    assert isinstance(call.options, kind)
+    return call.options
 
 
 def new_session_id() -> str:

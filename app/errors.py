@@ -41,6 +41,17 @@ class InvalidArgument(ServiceError):
         return (e.en if lang == "en" else e.zh).format(field=self.field or "body", reason=reason)
 
 
+class OutOfRange(ServiceError):
+    """A value the stored state refuses (compact past the last message), named in the domain (`value`);
+    validation.field_error names the caller's field for it."""
+
+    code = "INVALID_ARGUMENT"
+
+    def __init__(self, value: str, reason: str, expected: Any = "") -> None:
+        super().__init__()
+        self.value, self.reason, self.expected = value, reason, expected
+
+
 class SessionNotFound(ServiceError):
     code = "SESSION_NOT_FOUND"
 

@@ -95,7 +95,8 @@ def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7396 JSON Merge Patch: objects merge, null deletes, anything else replaces.
 
     The result's compact text is never longer than the target's and the patch's together, which
-    lets a patch be stored unapplied under a size bound (see records: the context's patch log).
+    lets a patch be stored unapplied under a size bound (the context's patch log: `cp` and `csz` in
+    storage.layout, written by storage.updates.plan).
     """
     if not isinstance(patch, dict):
         return patch

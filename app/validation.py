@@ -16,8 +16,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from app import jsontext, schemas, spec
+from app import errors, jsontext, schemas, spec
 from app.errors import InvalidArgument
+from app.options import BY_OPERATION, Options
 
 _VALIDATORS = {  # (tool, whether typed context fields are configured)
     (t.name, typed): Draft202012Validator(schemas.request_schema(t, fields={} if typed else None))
@@ -28,7 +29,8 @@ _OPTIONS = {op: spec.TOOLS_BY_NAME[f"session_{op}"].options() for op in spec.OPE
 _ANY_OPTION = set(spec.OPTIONS)
 for _v in _VALIDATORS.values():
     Draft202012Validator.check_schema(_v.schema)
-_TYPE_NAMES = {"string": "string", "integer": "integer", "boolean": "boolean", "object": "object", "array": "array"}
+# What the stored state refuses, named in the domain (errors.OutOfRange.value), as the caller's field
+DOMAIN_FIELDS = {"compact.upto": "options.upto_seq"}
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Call:
     session_id: str
     context: dict | None
     messages: tuple[tuple[str, str], ...]
-    options: dict[str, Any]
+    options: Options  # the operation's own class (app.options)
     request_id: str = ""
     lock_token: str = ""
     summary: str = ""
@@ -48,7 +50,7 @@ class Call:
 
     @property
     def lang(self) -> str:
-        return self.options.get("lang", "zh")
+        return self.options.lang
 
 
 def _given(value: Any) -> bool:
@@ -66,11 +68,11 @@ def _schema_error(error: Any) -> InvalidArgument:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         path = ".".join(filter(None, [path, extra[0] if extra else ""]))
     elif keyword == "type":
-        expected = "/".join(expected) if isinstance(expected, list) else _TYPE_NAMES.get(expected, expected)
+        expected = "/".join(expected) if isinstance(expected, list) else expected
     elif keyword == "enum":
         expected = ", ".join(str(v) for v in expected)
-    if keyword not in spec.REASONS:
-        keyword = "type" if keyword == "type" else "pattern"
+    if keyword not in spec.REASONS:  # a keyword without its own wording (a bound of the string's form)
+        keyword = "pattern"
     return InvalidArgument(path, keyword, expected)
 
 
@@ -91,12 +93,19 @@ def lang_of(body: Any) -> str:
 
 
 def parse(
-    tool_name: str, body: Any, connector_user: str = "", defaults: dict | None = None, *, typed: bool = False
+    tool_name: str,
+    body: Any,
+    connector_user: str = "",
+    defaults: dict | None = None,
+    *,
+    typed: bool = False,
+    maxima: dict[str, int] | None = None,
 ) -> Call:
     """Validate `body` for the tool `tool_name`; raises InvalidArgument naming the field.
 
-    `defaults` replaces the spec's defaults where the server is configured otherwise; `typed`: the
-    tools also take `fields` (CONTEXT_SCHEMA is configured), which may stand in for `context`.
+    `defaults` replaces the spec's defaults where the server is configured otherwise, `maxima` lowers
+    an option's bound where the server is (MAX_TIMEOUT, MAX_HISTORY); `typed`: the tools also take
+    `fields` (CONTEXT_SCHEMA is configured), which may stand in for `context`.
     """
     tool = spec.TOOLS_BY_NAME[tool_name]
     if not isinstance(body, dict):
@@ -134,6 +143,11 @@ def parse(
             options[name] = value = int(value)  # jsonschema counts 60.0 as an integer; store 60
         if f.maximum is not None and type(value) is int and value > f.maximum:
             raise InvalidArgument(f"options.{name}", "maximum", f.maximum)
+    for name, most in (maxima or {}).items():  # the server's own bounds, checked after the spec's
+        if type(options.get(name)) is int and options[name] > most:
+            raise InvalidArgument(f"options.{name}", "maximum", most)
+    summary = data.get("summary", "") if "summary" in op.inputs else ""
+    typed_options = _typed_options(operation, fields, options, summary)
 
     return Call(
         operation=operation,
@@ -141,12 +155,39 @@ def parse(
         session_id=data.get("session_id", ""),
         context=_context(data["context"]) if "context" in data and "context" in op.inputs else None,
         messages=_messages(data) if operation == "append_messages" else (),
-        options=options,
+        options=typed_options,
         request_id=data.get("request_id", "") if "request_id" in op.inputs else "",
         lock_token=data.get("lock_token", "") if "lock_token" in op.inputs else "",
-        summary=data.get("summary", "") if "summary" in op.inputs else "",
+        summary=summary,
         fields=data.get("fields") if "context" in op.inputs else None,
     )
+
+
+def _typed_options(operation: str, fields: dict, options: dict[str, Any], summary: str) -> Options:
+    """The operation's options as its class in app.options: cursors parsed, compact's own rules checked."""
+    values: dict[str, Any] = {name: options.get(name) for name in fields}
+    cursor = values.get("cursor")
+    if operation == "history":
+        if cursor is not None and not cursor.isdigit():
+            raise InvalidArgument("options.cursor", "pattern")
+        values["cursor"] = int(cursor) if cursor is not None else None
+        values["roles"] = frozenset(r.strip() for r in (values["roles"] or "").split(",") if r.strip())
+    elif operation == "list" and cursor is not None:
+        created, _, sid = cursor.partition(":")
+        if not created.isdigit() or not sid:
+            raise InvalidArgument("options.cursor", "pattern")
+        values["cursor"] = (int(created), sid)
+    elif operation == "compact":
+        if values["upto_seq"] is None:
+            raise InvalidArgument("options.upto_seq", "required")
+        if len(summary.encode("utf-8")) > spec.MAX_SUMMARY_BYTES:
+            raise InvalidArgument("summary", "message_size", spec.MAX_SUMMARY_BYTES)
+    return BY_OPERATION[operation](**values)
+
+
+def field_error(exc: errors.OutOfRange) -> InvalidArgument:
+    """What the stored state refused, as the caller's field: the one place a domain name becomes a field path."""
+    return InvalidArgument(DOMAIN_FIELDS[exc.value], exc.reason, exc.expected)
 
 
 def _context(value: Any) -> dict:

@@ -103,7 +103,7 @@ def main() -> None:
             log_level="WARNING",
         )
         app = create_app(settings)
-        app.extensions["database"].store().ensure_indexes()
+        app.extensions["database"].ensure_indexes()
         fill(app, args.sessions, args.due)
         sweeper = app.extensions["events"]
         outbox = app.extensions["database"].store().outbox

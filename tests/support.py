@@ -15,6 +15,7 @@ from pymongo import MongoClient, monitoring
 
 from app import jsontext, responses, schemas, spec, validation
 from app.core import Sessions
+from app.storage.database import build_indexes
 from app.storage.mongo import Collections
 from app.storage.store import SessionStore
 
@@ -169,7 +170,7 @@ def open_store(mongo_uri: str, db_name: str, clock, log: CommandLog | None = Non
     """A SessionStore on a client of its own (a process of its own, as far as the store knows): (store, client)."""
     client = MongoClient(mongo_uri, event_listeners=[log] if log else [])
     store = SessionStore(Collections(client[db_name]["sessions"], wtimeout_ms=5000), clock, **options)
-    store.ensure_indexes()
+    build_indexes(store.collections)
     return store, client
 
 

@@ -15,8 +15,11 @@ import orjson
 import pytest
 from pymongo import MongoClient
 
+from app import create_app
 from app.storage import records
+from app.storage.database import Database, IndexBuildFailed, epoch_ms
 from app.storage.records import SESSION_FIELDS
+from scripts.embedded import free_port
 from tests.support import Api, fail, fresh_database, ok
 
 USERS = ("u1", "u2", "u3")
@@ -106,7 +109,7 @@ def documents(uri: str, db: str) -> dict[str, list[dict]]:
 def stored(uri: str, app) -> list[dict]:
     """Sessions, tombstones and receipts as stored: every field but how the messages are laid out in chunks."""
     kept = {field for field, _ in SESSION_FIELDS.values()} | {"_id", "k", "uid", "sid", "slot", "pa", "pms"}
-    docs = documents(uri, app.config["SETTINGS"].mongodb_db)["sessions"]
+    docs = documents(uri, app.extensions["database"].settings.mongodb_db)["sessions"]
     return [{f: v for f, v in d.items() if f in kept} for d in docs if d["k"] != "m"]
 
 
@@ -169,7 +172,7 @@ def test_importing_twice_changes_nothing(api, app, clock, target, tmp_path, mong
     backup = tmp_path / "backup.jsonl"
     assert admin(app, "export", "--out", str(backup)).exit_code == 0
     assert admin(target, "import", str(backup)).exit_code == 0
-    db = target.config["SETTINGS"].mongodb_db
+    db = target.extensions["database"].settings.mongodb_db
     before = documents(mongo_uri, db)
     again = admin(target, "import", str(backup))
     assert again.exit_code == 0, again.output
@@ -207,7 +210,7 @@ def test_after_wipe_user_no_document_in_any_collection_holds_that_user_id_and_th
     ok(api.call("delete", {"user_id": victim, "session_id": "second", "request_id": "erase-me"}))  # a receipt
     later = {"_id": "later-kind", "k": "z", "uid": victim, "slot": "later-kind"}  # what a later issue may add
     collection.insert_one(later)
-    db = app.config["SETTINGS"].mongodb_db
+    db = app.extensions["database"].settings.mongodb_db
     before = documents(mongo_uri, db)
     others = {name: [d for d in docs if d["uid"] != victim] for name, docs in before.items()}
     wiped = admin(app, "wipe-user", victim)
@@ -375,3 +378,38 @@ def test_a_session_whose_chunks_moved_after_it_was_read_is_read_again(api, app, 
     transfer = store.transfer()
     (record,) = transfer._records([doc], wanted=[])  # as if its chunks were gone when the batch read them
     assert [m["seq"] for m in record["messages"]] == list(range(1, 21)) and not transfer.unreadable
+
+
+def test_ensure_indexes_builds_the_indexes_and_a_request_never_does(settings, clock):
+    app = create_app(dataclasses.replace(settings, mongodb_collection="fresh"), clock)  # not make_app: it builds them
+    try:
+        Api(app.test_client()).create("u1", session_id="s")  # served without them: no request builds them
+        coll = app.extensions["database"].store().collections.read
+        assert list(coll.index_information()) == ["_id_"]
+        result = admin(app, "ensure-indexes")
+        assert result.exit_code == 0, result.output
+        assert "indexes ensured on" in result.output and result.output.rstrip().endswith(".fresh")
+        keys = {tuple(k for k, _ in ix["key"]) for ix in coll.index_information().values()}
+        assert {("uid", "slot"), ("uid", "k", "c", "sid"), ("pa",)} <= keys
+    finally:
+        app.extensions["database"].close()
+
+
+def test_ensure_indexes_without_a_database_fails_naming_the_cause(make_app, settings):
+    result = admin(make_app(dataclasses.replace(settings, mongodb_uri="")), "ensure-indexes")
+    assert result.exit_code == 1
+    assert "could not build the indexes" in result.stderr and "MONGODB_URI is not set" in result.stderr
+
+
+def test_an_unreachable_database_stops_the_index_build_with_the_cause(settings):
+    dead = dataclasses.replace(
+        settings, mongodb_uri=f"mongodb://127.0.0.1:{free_port()}", mongodb_server_selection_timeout_ms=300
+    )
+    database = Database(dead, epoch_ms)
+    try:
+        with pytest.raises(
+            IndexBuildFailed, match=r"could not build the indexes of 127\.0\.0\.1:\d+/.*STORAGE_UNAVAILABLE"
+        ):
+            database.ensure_indexes()
+    finally:
+        database.close()

@@ -79,7 +79,7 @@ def test_omitted_options_get_their_declared_defaults(api, collection):
         ("session_update", update_body),
         ("session_manage", {"operation": "update", **update_body}),
     ):
-        assert validation.parse(tool, body).options["persist"] is True, tool
+        assert validation.parse(tool, body).options.persist is True, tool
 
 
 def test_null_values_are_treated_as_missing(api, collection):

@@ -559,3 +559,11 @@ def test_json_logs_name_the_event_id_and_type_never_the_context(make_app, settin
     assert all(line["event"].startswith("evt_") for line in about)
     text = "\n".join(json.dumps(line) for line in lines)
     assert "do not log" not in text and "secret_note" not in text and sid not in text
+
+
+def test_start_up_builds_the_event_indexes(events_app, sessions, deliveries):
+    events_app.extensions["database"].ensure_indexes()
+    keys = [[k for k, _ in index["key"]] for index in sessions.index_information().values()]
+    assert ["nd"] in keys and ["ei"] in keys
+    keys = [[k for k, _ in index["key"]] for index in deliveries.index_information().values()]
+    assert ["s", "due"] in keys and ["pa"] in keys

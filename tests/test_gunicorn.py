@@ -54,3 +54,16 @@ def test_each_instance_keeps_its_own_control_socket_when_another_stops(tmp_path,
             assert all(s.is_socket() for s in sockets)
         assert sockets[0].is_socket()  # the other's exit left this one alone
         assert requests.get(first + "/healthz", timeout=10).status_code == 200
+
+
+def test_the_service_does_not_start_when_its_indexes_cannot_be_built_and_says_why(tmp_path):
+    env = {
+        **service_env(f"mongodb://127.0.0.1:{free_port()}", "test_dead"),
+        "MONGODB_SERVER_SELECTION_TIMEOUT_MS": "300",
+        "VAR_DIR": str(tmp_path),
+    }
+    log = tmp_path / "gunicorn.log"
+    with pytest.raises(RuntimeError, match="gunicorn exited"), gunicorn(env, log=log):
+        pass
+    text = log.read_text()
+    assert "could not build the indexes of 127.0.0.1:" in text and "STORAGE_UNAVAILABLE" in text

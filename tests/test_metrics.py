@@ -20,7 +20,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import errors, spec
-from app.core import LOCK_WAIT, Limits, LockWaiting, Sessions
+from app.core import LOCK_WAIT, Limits, Sessions
+from app.waiting import LockWaiting
 from tests.servers import gunicorn, service_env
 from tests.support import AUTH, Api, fail, ok, open_store, run
 from tests.wire_faults import CommandFailure, DropConnection, Rule, command_named
@@ -171,7 +172,7 @@ def test_the_core_reports_a_lock_that_waits_once_through_its_events_hook(mongo_u
     store, client = open_store(mongo_uri, db_name, clock)
     heard: list[str] = []
     try:
-        core = Sessions(store, Limits(10, 1800, 86400, 1000, 1 << 20), LockWaiting(1), events=heard.append)
+        core = Sessions(store, Limits(1 << 20), LockWaiting(1), events=heard.append)
         sid = ok(run(core, "create"))["session_id"]
         ok(run(core, "lock", session_id=sid))
         with pytest.raises(errors.SessionLocked):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from app import errors, jsontext, model, responses, validation
+from app import errors, jsontext, model, options, responses, spec, validation
 from app.jsontext import merge_patch
 from app.model import Append, ClearHistory, Close, Expect, MergeContext, ReplaceContext, Session, Slide
 from app.storage import layout, updates
@@ -195,3 +197,25 @@ def test_a_missed_write_is_diagnosed_from_what_is_stored(stored, expect, code):
 def test_a_miss_no_error_explains_is_left_to_the_caller_to_correct_and_retry():
     updates.diagnose(_session(expires=5000), False, Slide(), Expect(), 1000)  # a stale guess of its timeout
     updates.diagnose(_session(expires=500), False, Slide(revive=True), Expect(live=False), 1000)  # its slot was taken
+
+
+@pytest.mark.parametrize("operation", sorted(spec.OPERATIONS))
+def test_each_operations_options_class_has_exactly_the_specs_option_names(operation):
+    declared = {f.name for f in dataclasses.fields(options.BY_OPERATION[operation])}
+    assert declared == set(spec.TOOLS_BY_NAME[f"session_{operation}"].options())
+
+
+def test_cursors_arrive_parsed_and_a_compact_needs_its_point_before_the_core_runs():
+    history = validation.parse("session_history", {"user_id": "u", "session_id": "s", "options": {"cursor": "7"}})
+    assert (history.options.cursor, history.options.roles) == (7, frozenset())
+    listing = validation.parse("session_list", {"user_id": "u", "options": {"cursor": "12:sess_a"}})
+    assert listing.options.cursor == (12, "sess_a")
+    with pytest.raises(errors.InvalidArgument) as bad:
+        validation.parse("session_list", {"user_id": "u", "options": {"cursor": "12"}})
+    assert bad.value.field == "options.cursor"
+    with pytest.raises(errors.InvalidArgument) as missing:
+        validation.parse("session_compact", {"user_id": "u", "session_id": "s", "summary": "x"})
+    assert (missing.value.field, missing.value.reason) == ("options.upto_seq", "required")
+    with pytest.raises(errors.InvalidArgument) as capped:
+        validation.parse("session_create", {"user_id": "u", "options": {"timeout": 120}}, maxima={"timeout": 60})
+    assert (capped.value.field, capped.value.expected) == ("options.timeout", 60)

@@ -16,6 +16,7 @@ from pymongo import MongoClient
 
 from app import errors
 from app.settings import Settings
+from app.storage import layout
 from app.storage.mongo import Collections, storage_errors
 from app.storage.outbox import Outbox
 from app.storage.store import SessionStore
@@ -28,6 +29,13 @@ def events_collection(settings: Settings) -> str:
 
 def epoch_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def build_indexes(collections: Collections) -> None:
+    """Create the indexes layout.INDEXES lists (idempotent)."""
+    with storage_errors(writing=False):
+        for keys, options in layout.INDEXES:
+            collections.read.create_index(keys, **options)
 
 
 class IndexBuildFailed(RuntimeError):
@@ -43,6 +51,7 @@ class Database:
         self._pid = 0
         self._client: MongoClient | None = None
         self._store: SessionStore | None = None
+        self._collections: Collections | None = None
         self._lock = threading.Lock()
 
     def _connect(self) -> SessionStore:
@@ -60,12 +69,12 @@ class Database:
             tz_aware=True,
         )
         self._pid = os.getpid()
-        collections = Collections(self._client[s.mongodb_db][s.mongodb_collection], s.mongodb_wtimeout_ms)
+        self._collections = Collections(self._client[s.mongodb_db][s.mongodb_collection], s.mongodb_wtimeout_ms)
         outbox = None
         if s.events_enabled:
             deliveries = Collections(self._client[s.mongodb_db][events_collection(s)], s.mongodb_wtimeout_ms)
             outbox = Outbox(
-                collections,
+                self._collections,
                 deliveries,
                 lead_ms=s.webhook_expiring_lead * 1000,
                 include_context=s.webhook_include_context,
@@ -74,7 +83,7 @@ class Database:
                 retention_ms=s.expired_retention * 1000,
             )
         return SessionStore(
-            collections,
+            self._collections,
             self.clock,
             max_sessions=s.max_sessions,
             purge_grace_ms=s.purge_grace * 1000,
@@ -96,7 +105,11 @@ class Database:
     def ensure_indexes(self) -> None:
         """Build the indexes (idempotent); IndexBuildFailed names the database and the cause."""
         try:
-            self.store().ensure_indexes()
+            self.store()
+            assert self._collections is not None
+            build_indexes(self._collections)
+            if self._store.outbox is not None:
+                self._store.outbox.ensure_indexes()
         except errors.ServiceError as exc:
             cause = "MONGODB_URI is not set" if not self.settings.mongodb_uri else f"{exc.code}: {exc.message('en')}"
             raise IndexBuildFailed(f"could not build the indexes of {self.describe()}: {cause}") from None
@@ -115,4 +128,4 @@ class Database:
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():
             self._client.close()
-        self._client = self._store = None
+        self._client = self._store = self._collections = None

@@ -1,4 +1,4 @@
-"""The stored documents: one table of field names, the ids, the message codec, documents <-> values. Pure.
+"""The stored documents: field names, indexes, ids, filter guards, the message codec, documents <-> values. Pure.
 
 Times are integer epoch milliseconds (nx-27017 turns `$set` datetimes into strings, and integers
 compare the same everywhere); only `pa`, the TTL field, is a BSON date. `exp` is always exactly the
@@ -60,6 +60,13 @@ FIELDS: dict[str, str] = {
     "eo": "when the pending event occurred (ms)",
     "ex": "the expiry (ms) the pending event names",
 }
+LIST_SORT = [("c", -1), ("sid", -1)]  # list: newest first
+# (keys, options) of every index: the unique slot per user, the list's equality then its sort (ESR), the TTL
+INDEXES: list[tuple[list[tuple[str, int]], dict]] = [
+    ([("uid", 1), ("slot", 1)], {"unique": True}),
+    ([("uid", 1), ("k", 1), *LIST_SORT], {}),
+    ([("pa", 1)], {"expireAfterSeconds": 0}),
+]
 KINDS: dict[str, str] = {"s": "sessions", "t": "tombstones", "m": "archive chunks", "d": "delete receipts"}  # `k`
 
 ACTIVE, CLOSED, DELETED = "active", "closed", "deleted"  # `st`; deleted: marked by a delete removing it

@@ -107,7 +107,7 @@ def marker_record(doc: dict) -> dict:
     return {"kind": "receipt", **record, "request_ids": list(doc.get("rq", ()))}
 
 
-def session_docs(record: dict, inline: int) -> tuple[dict, list[dict]]:
+def session_docs(record: dict, chunk_size: int) -> tuple[dict, list[dict]]:
     """The session document and its archive chunks, rebuilt from a checked record (see `check`)."""
     context = record["context"]
     new = NewSession(
@@ -118,7 +118,7 @@ def session_docs(record: dict, inline: int) -> tuple[dict, list[dict]]:
         max_history=record["max_history"],
         auto_clean=record["auto_clean"],
     )
-    size = record["chunk_size"] or inline
+    size = record["chunk_size"] or chunk_size
     doc = new_doc(new, now=record["created"], slot=0, purge_ms=record["purge"] or 0, chunk_size=size)
     doc.update((field, record[name]) for name, (field, _) in SESSION_FIELDS.items() if name in record)
     doc["cs"] = size

@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 NO_MESSAGES = {"msgs": 0}
 SUMMARY = {"msgs": 0, "ctx": 0, "cp": 0}
 FOLD_AFTER = 8  # patches in the context's log before a worker folds them into the stored text
-LIST_INDEX = [("uid", 1), ("k", 1), ("c", -1), ("sid", -1)]  # list: equality, then its sort (ESR)
 
 
 class SessionStore:
@@ -78,16 +77,6 @@ class SessionStore:
         self.archive = Archive(collections, chunk_size)
         self.slots = Slots(collections, max_sessions)
         self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect, outbox)
-
-    def ensure_indexes(self) -> None:
-        """Create the indexes (idempotent); called once at start-up, never per request."""
-        coll = self.collections.read
-        with storage_errors(writing=False):
-            coll.create_index([("uid", 1), ("slot", 1)], unique=True)
-            coll.create_index(LIST_INDEX)
-            coll.create_index([("pa", 1)], expireAfterSeconds=0)
-        if self.outbox is not None:
-            self.outbox.ensure_indexes()
 
     # the admin CLI's
 
@@ -130,7 +119,7 @@ class SessionStore:
         if after is not None:
             query["$or"] = [{"c": {"$lt": after[0]}}, {"c": after[0], "sid": {"$lt": after[1]}}]
         with storage_errors(writing=False):
-            cursor = self.collections.read.find(query, SUMMARY).sort([(k, d) for k, d in LIST_INDEX[2:]]).limit(limit)
+            cursor = self.collections.read.find(query, SUMMARY).sort(layout.LIST_SORT).limit(limit)
             return [layout.from_doc(d) for d in cursor]
 
     def delete(self, user_id: str, session_id: str, expect: Expect, *, now: int, persist: bool) -> tuple[bool, bool]:
@@ -210,7 +199,7 @@ class SessionStore:
         for _ in LOST_RACES.rounds():
             try:
                 where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions, next_due)
-            except (errors.ContextTooLarge, errors.InvalidArgument):
+            except errors.ServiceError:  # the change refused by the state it was computed from
                 if not guess.cached:
                     raise
                 stored, tomb = self._inspect(key, user_id)  # the remembered state may be stale: judge what is stored
