@@ -567,3 +567,65 @@ def test_start_up_builds_the_event_indexes(events_app, sessions, deliveries):
     assert ["nd"] in keys and ["ei"] in keys
     keys = [[k for k, _ in index["key"]] for index in deliveries.index_information().values()]
     assert ["s", "due"] in keys and ["pa"] in keys
+
+
+# no round trip added to a request
+
+
+def _commands_of_each_operation(mongo_uri: str, db: str, clock, with_events: bool) -> dict[str, list[str]]:
+    from pymongo import MongoClient
+
+    from app.model import Close, Expect, NewSession, Slide
+    from app.storage.database import build_indexes
+    from app.storage.mongo import Collections
+    from app.storage.outbox import Outbox
+    from app.storage.store import SessionStore
+    from tests.support import CommandLog
+
+    log = CommandLog()
+    client = MongoClient(mongo_uri, event_listeners=[log])  # the store's and the outbox's commands, all seen
+    collections = Collections(client[db]["sessions"], 5000)
+    outbox = None
+    if with_events:
+        outbox = Outbox(
+            collections,
+            Collections(client[db]["sessions_events"], 5000),
+            lead_ms=300_000,
+            include_context=True,
+            retry_ms=3_600_000,
+            purge_grace_ms=300_000,
+            retention_ms=86_400_000,
+        )
+    store = SessionStore(collections, clock, outbox=outbox)
+    build_indexes(collections)
+    seen: dict[str, list[str]] = {}
+    try:
+        for sid in ("a", "b"):
+            store.create(NewSession("u1", sid, "{}", 600_000, 100, True), now=clock(), persist=True, caller_id=False)
+        for name, run_it in (
+            (
+                "get",
+                lambda: store.apply(
+                    "u1", "a", Slide(), Expect(writable=False, guarded=False), now=clock(), persist=False
+                ),
+            ),
+            ("close", lambda: store.apply("u1", "a", Close(), Expect(), now=clock(), persist=True)),
+            ("delete", lambda: store.delete("u1", "b", Expect(writable=False, live=False), now=clock(), persist=True)),
+        ):
+            log.clear()
+            run_it()
+            seen[name] = log.names
+    finally:
+        client.close()
+    return seen
+
+
+def test_close_and_delete_add_no_round_trip_and_a_read_none(mongo_uri, clock):
+    from tests.support import fresh_database
+
+    with fresh_database(mongo_uri) as off_db, fresh_database(mongo_uri) as on_db:
+        off = _commands_of_each_operation(mongo_uri, off_db, clock, with_events=False)
+        on = _commands_of_each_operation(mongo_uri, on_db, clock, with_events=True)
+    assert on["get"] == off["get"] == ["findAndModify"]
+    assert on["close"] == off["close"]
+    assert len(on["delete"]) == len(off["delete"]) - 1  # the marked session is removed by the sweeper instead
