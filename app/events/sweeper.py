@@ -68,7 +68,7 @@ class Sweeper:
             self._thread = threading.Thread(target=self._loop, name="event-sweeper", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout: float = 12.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

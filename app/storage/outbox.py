@@ -105,8 +105,10 @@ class Outbox:
             held = list(self.sessions.read.find({"ei": {"$gt": ""}}, NO_MESSAGES).limit(limit))
             if len(held) == limit:
                 return held
-            due = self.sessions.read.find({"nd": {"$lte": now}, "ei": {"$exists": False}}, NO_MESSAGES)
-            return held + list(due.sort("nd", 1).limit(limit - len(held)))
+            # no `ei: {$exists: false}` here: nx-27017 answers $exists by reading every document
+            due = self.sessions.read.find({"nd": {"$lte": now}}, NO_MESSAGES).sort("nd", 1).limit(limit - len(held))
+            seen = {doc["_id"] for doc in held}
+            return held + [doc for doc in due if doc["_id"] not in seen]
 
     def settle(self, doc: dict, now: int) -> str:
         """Do what is due for one session document: the event recorded ("" if none was)."""
