@@ -1,8 +1,8 @@
-"""The admin CLI on Flask's CLI: stats, export, import, wipe-user, ensure-indexes. click and Flask only.
+"""The admin CLI on Flask's CLI: stats, export, import, wipe-user, ensure-indexes, events. click and Flask only.
 
 `flask --app app.wsgi admin ...` (or `make admin ARGS="..."`, which also starts the embedded database
 when no MONGODB_URI is set) works on the database the service is configured with; the storage side
-is app.storage's transfer, records and census. Exit codes: 0 done, 1 failed, 2 bad usage. Reports go
+is app.storage's transfer, records, census and outbox (events). Exit codes: 0 done, 1 failed, 2 bad usage. Reports go
 to standard output (an export's to standard error, its records may be on standard output), progress
 to standard error when it is a terminal.
 """
@@ -28,7 +28,7 @@ from app.storage.database import Database, IndexBuildFailed
 from app.storage.records import FORMAT, VERSION, BadRecord, check
 from app.storage.transfer import NAMES, Restored
 
-cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user, ensure-indexes.")
+cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user, ensure-indexes, events.")
 BATCH, BATCH_BYTES = 200, 8 * 1024 * 1024  # records written to the database at once
 SHOWN = 50  # problem lines printed; the rest are counted
 
@@ -235,4 +235,40 @@ def ensure_indexes() -> None:
     click.echo(f"indexes ensured on {db.describe()}")
 
 
-import app.admin_events  # noqa: E402, F401 - registers `events` on `cli`; it uses this module's helpers
+DEAD_SHOWN = 50  # dead events listed with their last error; the rest are counted
+
+
+@cli.command("events")
+@click.option("--redeliver", "event_id", metavar="ID", help="Send this dead event again (a new retry window).")
+@click.option("--all-dead", is_flag=True, help="Send every dead event again.")
+@click.option("--json", "as_json", is_flag=True, help="The counts as one JSON object.")
+def events(event_id: str | None, all_dead: bool, as_json: bool) -> None:
+    """Lifecycle events not delivered: pending, retrying and dead, by type; redeliver dead ones."""
+    db = _database()
+    if not db.settings.events_enabled:
+        raise click.ClickException("lifecycle events are off: set WEBHOOK_URL (or WEBHOOK_TARGET=coze_workflow)")
+    if event_id is not None and all_dead:
+        raise click.UsageError("give --redeliver ID or --all-dead, not both")
+    with _failures():
+        outbox = db.store().outbox
+        if event_id is not None or all_dead:
+            n = outbox.redeliver(event_id, db.clock())
+            if event_id is not None and n == 0:
+                raise click.ClickException(f"no dead event {event_id!r}")
+            plural = "s" if n != 1 else ""
+            click.echo(f"{n} dead event{plural} queued again; the sweeper sends them within seconds")
+            return
+        counts = outbox.summary()
+        dead = outbox.dead(DEAD_SHOWN) if counts["dead"]["total"] else []
+    if as_json:
+        click.echo(orjson.dumps(counts).decode())
+        return
+    click.echo(f"database: {db.describe()}")
+    for state, by_type in counts.items():
+        kinds = ", ".join(f"{kind}: {n:,}" for kind, n in by_type.items() if kind != "total")
+        click.echo(f"{state}: {by_type['total']:,}" + (f" ({kinds})" if kinds else ""))
+    for doc in dead:
+        when = iso(doc["dd"]) if doc.get("dd") else "?"
+        click.echo(f"dead {doc['_id']} {doc['t']} after {doc.get('n', 0)} tries, {when}: {doc.get('le', '')}")
+    if counts["dead"]["total"] > len(dead):
+        click.echo(f"... and {counts['dead']['total'] - len(dead)} more dead events")
