@@ -629,3 +629,13 @@ def test_close_and_delete_add_no_round_trip_and_a_read_none(mongo_uri, clock):
     assert on["get"] == off["get"] == ["findAndModify"]
     assert on["close"] == off["close"]
     assert len(on["delete"]) == len(off["delete"]) - 1  # the marked session is removed by the sweeper instead
+
+
+def test_a_session_document_the_sweeper_cannot_read_holds_back_no_other_event(api, events_app, receiver, sessions):
+    broken = api.create("u1")["session_id"]
+    ok(call(api, "close", broken))
+    sessions.update_one({"_id": f"{broken}@u1"}, {"$unset": {"v": ""}})  # say, written by a buggy tool
+    good = api.create("u1")["session_id"]
+    ok(call(api, "close", good))
+    sweep(events_app)
+    assert [b["session_id"] for b in receiver.delivered()] == [good]

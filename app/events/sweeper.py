@@ -96,7 +96,12 @@ class Sweeper:
             for doc in due:
                 if time.monotonic() - started >= PASS_BUDGET_S or self._stop.is_set():
                     return recorded  # the rest is due still: the next pass takes it
-                recorded += bool(outbox.settle(doc, now))
+                try:
+                    recorded += bool(outbox.settle(doc, now))
+                except errors.ServiceError:
+                    raise  # the database is away: the whole pass waits
+                except Exception:  # noqa: BLE001 - one document this cannot read must not hold back the others
+                    log.exception("event sweeper: could not settle one session document; the others go on")
             if len(due) < BATCH:
                 break
         return recorded
