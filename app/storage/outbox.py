@@ -218,7 +218,8 @@ class Outbox:
         """Archive chunks and tombstone follow the session's purge date (they carried none until now)."""
         purge_ms = self._purge_ms(doc)
         coll = self.sessions.durable
-        coll.update_many({"uid": doc["uid"], "sid": doc["sid"], "k": "m"}, {"$set": purge_fields(purge_ms)})
+        if doc.get("bk"):  # most sessions have no archive chunk: no command for them
+            coll.update_many({"uid": doc["uid"], "sid": doc["sid"], "k": "m"}, {"$set": purge_fields(purge_ms)})
         tomb = tomb_doc(doc["uid"], doc["sid"], purge_ms + self.retention_ms)
         coll.update_one({"_id": tomb.pop("_id"), "uid": tomb.pop("uid")}, {"$set": tomb}, upsert=True)
 
