@@ -4,20 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run admin test test-quick lint format openapi bench register clean
+.PHONY: run admin test test-quick lint format openapi bench register coze-standin clean
 
-$(STAMP): requirements.txt
+# the project itself goes in editable and without dependencies, for its console command (session-admin)
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/gunicorn -c gunicorn.conf.py app.wsgi:application
 
 # the admin CLI on the configured database (the embedded one when MONGODB_URI is unset), e.g.
-# make admin ARGS="export --out backup.jsonl"
+# make admin ARGS="export --out backups/sessions.jsonl". A convenience: make exits 2 on any failure and
+# prints the command's own code ("Error 1"); scripts call .venv/bin/session-admin, whose code is 0/1/2.
 admin: $(STAMP)
-	$(BIN)/python -m scripts.admin $(ARGS)
+	$(BIN)/session-admin $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -41,6 +44,10 @@ clean:
 
 register: $(STAMP)
 	$(BIN)/python scripts/register_plugin.py $(ARGS)
+
+# a local stand-in for Coze's plugin API, to rehearse `make register` (docs/coze.md); COZE_STANDIN_PORT, 8888
+coze-standin: $(STAMP)
+	$(BIN)/python -m tests.coze_standin
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py

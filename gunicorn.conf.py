@@ -1,20 +1,23 @@
-"""gunicorn settings for coze-session-node, read from the environment (see README).
+"""gunicorn settings for coze-session-node, read from the environment (see docs/operating.md).
 
-With no MONGODB_URI the master starts the embedded nx-27017 (data under var/) before forking the
-workers, and in development without SERVICE_TOKEN it generates one and prints it. Before the fork it
-also empties the directory where each worker keeps its metrics (PROMETHEUS_MULTIPROC_DIR, by default
-one per instance under var/), so that a scrape, answered by any worker, sums them all.
+The master checks every setting (app.settings) before it starts anything: a bad one ends the start
+with exit 1 and the setting's name and reason as the last line, before any worker. With no
+MONGODB_URI the master starts the embedded nx-27017 (data under var/) before forking the workers,
+and in development without SERVICE_TOKEN it generates one and prints it. Before the fork it also
+empties the directory where each worker keeps its metrics (PROMETHEUS_MULTIPROC_DIR, by default one
+per instance under var/), so that a scrape, answered by any worker, sums them all. Whatever ends the
+master (a signal, a port it cannot bind, an error), the embedded database it started is stopped.
 """
 
+import atexit
 import contextlib
 import os
-import secrets
 import tempfile
 from pathlib import Path
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 # 2 workers x 8 threads beat 4 x 4 on every operation on a 2-core machine, with half the memory
-# (see README, Performance); two workers keep serving when one is killed.
+# (see docs/performance.md); two workers keep serving when one is killed.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
@@ -35,7 +38,8 @@ if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
         "root": {"level": loglevel.upper(), "handlers": ["json"]},
         "loggers": {
             "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+            # the app writes the one line per request; gunicorn's access line only with ACCESS_LOG
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": bool(accesslog)},
         },
         "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
@@ -57,27 +61,59 @@ _own_metrics_dir = False
 
 
 def on_starting(server):
-    global _embedded
     var = Path(os.environ.get("VAR_DIR", "var"))
     _prepare_metrics_dir(var)
     if os.environ.get("APP_ENV", "development") != "production" and not os.environ.get("SERVICE_TOKEN"):
-        token_file = var / "dev-token"
-        var.mkdir(parents=True, exist_ok=True)
-        if not token_file.exists():
-            token_file.write_text(secrets.token_urlsafe(32))
-            token_file.chmod(0o600)
-        os.environ["SERVICE_TOKEN"] = token_file.read_text().strip()
-        server.log.info("development service token (from %s): %s", token_file, os.environ["SERVICE_TOKEN"])
-    if not os.environ.get("MONGODB_URI"):
-        from scripts.embedded import embedded_paths, start_embedded
+        from scripts.embedded import dev_token
 
-        db_path, port, log_file = embedded_paths(os.environ)
-        _embedded = start_embedded(db_path, port, log_file)
-        os.environ["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}"
-        server.log.info(
-            "embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path
-        )
+        os.environ["SERVICE_TOKEN"] = dev_token(os.environ, create=True)
+        server.log.info("development service token (from %s): %s", var / "dev-token", os.environ["SERVICE_TOKEN"])
+    _check_settings()
+    if not os.environ.get("MONGODB_URI"):
+        _start_embedded(server)
     _ensure_indexes(server)
+
+
+def _check_settings() -> None:
+    """The workers would each fail on a bad setting after `Listening at`: the master refuses it first.
+
+    gunicorn prints a RuntimeError from here as its last line, `Error: <message>`, and exits 1.
+    """
+    from app.settings import Settings, SettingsError
+
+    try:
+        Settings.from_env()
+    except SettingsError as exc:
+        raise RuntimeError(f"configuration: {exc}") from None
+
+
+def _start_embedded(server) -> None:
+    global _embedded
+    from scripts.embedded import embedded_paths, start_embedded
+
+    db_path, port, log_file = embedded_paths(os.environ)
+    notes: list[str] = []
+    _embedded = start_embedded(db_path, port, log_file, notes=notes)
+    # on_exit is not called when gunicorn gives up binding its port: stop it at the interpreter's exit too
+    atexit.register(_stop_embedded, os.getpid())
+    for note in notes:
+        server.log.warning("%s", note)
+    os.environ["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}"
+    server.log.info(
+        "embedded database: nx-27017 on 127.0.0.1:%d, data in %s (set MONGODB_URI to use MongoDB)", port, db_path
+    )
+
+
+def _stop_embedded(master_pid: int) -> bool:
+    """Stop the embedded database, once, and only from the master (forked workers inherit atexit)."""
+    global _embedded
+    if _embedded is None or os.getpid() != master_pid:
+        return False
+    from scripts.embedded import stop_embedded
+
+    proc, _embedded = _embedded, None
+    stop_embedded(proc)
+    return True
 
 
 def _ensure_indexes(server):
@@ -134,8 +170,5 @@ def on_exit(server):
         if _own_metrics_dir:
             with contextlib.suppress(OSError):  # never in the way of stopping the database below
                 _metrics_dir.rmdir()
-    if _embedded is not None:
-        from scripts.embedded import stop_embedded
-
-        stop_embedded(_embedded)
+    if _stop_embedded(os.getpid()):
         server.log.info("embedded database stopped")

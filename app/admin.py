@@ -1,10 +1,11 @@
-"""The admin CLI on Flask's CLI: stats, export, import, wipe-user, ensure-indexes, events. click and Flask only.
+"""The admin CLI on Flask's CLI: stats, export, import, wipe-user, ensure-indexes, user-hash, events. click
+and Flask only.
 
-`flask --app app.wsgi admin ...` (or `make admin ARGS="..."`, which also starts the embedded database
-when no MONGODB_URI is set) works on the database the service is configured with; the storage side
-is app.storage's transfer, records, census and outbox (events). Exit codes: 0 done, 1 failed, 2 bad usage. Reports go
-to standard output (an export's to standard error, its records may be on standard output), progress
-to standard error when it is a terminal.
+`session-admin ...` (scripts/admin.py, which also starts the embedded database when no MONGODB_URI is
+set; `flask --app app.wsgi admin ...` is the same commands) works on the database the service is
+configured with; the storage side is app.storage's transfer, records, census and outbox (events). Exit
+codes: 0 done, 1 failed, 2 bad usage. Reports go to standard output (an export's to standard error, its
+records may be on standard output), progress to standard error when it is a terminal.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import orjson
 from flask import current_app
 from flask.cli import AppGroup
 
-from app import errors
+from app import errors, logs
 from app.responses import iso
 from app.storage.database import Database, IndexBuildFailed
 from app.storage.records import FORMAT, VERSION, BadRecord, check
 from app.storage.transfer import NAMES, Restored
 
-cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user, ensure-indexes, events.")
+cli = AppGroup(
+    "admin", help="Operate the session store: stats, export, import, wipe-user, ensure-indexes, user-hash, events."
+)
 BATCH, BATCH_BYTES = 200, 8 * 1024 * 1024  # records written to the database at once
 SHOWN = 50  # problem lines printed; the rest are counted
 
@@ -68,7 +71,7 @@ def _failures() -> Iterator[None]:
     except errors.ServiceError as exc:
         if not _database().settings.mongodb_uri:
             raise click.ClickException(
-                "no database: set MONGODB_URI, or run `make admin`, which starts the embedded one"
+                "no database: set MONGODB_URI, or run `session-admin`, which starts the embedded one"
             ) from None
         raise click.ClickException(f"{exc.code}: {exc.message('en')} ({_database().describe()})") from None
     except OSError as exc:
@@ -110,6 +113,8 @@ def export(user_id: str | None, out: str) -> None:
     partial = f"{out}.partial" if out != "-" else ""  # a file only appears once it is whole
     progress, counts = Progress("exported"), Counter()
     with _failures():
+        if partial:
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         transfer = db.store().transfer()
         try:
             with click.open_file(partial or "-", "wb") as stream:
@@ -233,6 +238,15 @@ def ensure_indexes() -> None:
     except IndexBuildFailed as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"indexes ensured on {db.describe()}")
+
+
+@cli.command("user-hash")
+@click.argument("user_id")
+def user_hash(user_id: str) -> None:
+    """The hash that stands for USER_ID in JSON logs (`user`), keyed as the service keys it: grep for it."""
+    if not user_id:
+        raise click.BadParameter("must not be empty", param_hint="USER_ID")
+    click.echo(logs.user_hash(logs.hash_key(current_app.config["SETTINGS"]), user_id))
 
 
 DEAD_SHOWN = 50  # dead events listed with their last error; the rest are counted

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +32,7 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 
 
 def _error(exc: errors.ServiceError, tool: spec.Tool = spec.MANAGE_TOOL, session_id: str = "") -> Response:
-    lang = getattr(g, "lang", "zh")
+    lang = getattr(g, "lang", current_app.config["ERROR_LANG"])
     out = responses.error(exc, current_app.extensions["database"].clock(), lang, session_id)
     return _json(responses.project(out, tool, current_app.config["CONTEXT_SCHEMA"]), exc.http_status)
 
@@ -52,22 +53,23 @@ def _authorized() -> bool:
 
 def _handle(tool: spec.Tool) -> Response:
     started = time.perf_counter()
-    g.lang = "zh"
+    default_lang = g.lang = current_app.config["ERROR_LANG"]
     body: Any = None
     call: validation.Call | None = None
     code, status, from_storage = "", 200, False
     try:
         raw = request.get_data(cache=False)
         if not _authorized():
-            g.lang = validation.lang_hint(raw)
+            g.lang = validation.lang_hint(raw, default_lang)
             raise errors.Unauthorized()
         try:
             body = jsontext.loads(raw, depth=jsontext.MAX_DEPTH + 2) if raw.strip() else {}
         except jsontext.JSONTextError as exc:
+            g.lang = validation.lang_hint(raw, default_lang)
             raise errors.InvalidArgument(
-                "", "body" if exc.reason == "json_text" else exc.reason, exc.expected
+                "", "json_body" if exc.reason == "json_text" else exc.reason, exc.expected
             ) from None
-        g.lang = validation.lang_of(body)
+        g.lang = validation.lang_of(body, default_lang)
         call = validation.parse(
             tool.name,
             body,
@@ -139,16 +141,39 @@ def metrics() -> Response:
     """Prometheus text of every worker's counts; with METRICS_TOKEN, only for `Bearer <METRICS_TOKEN>`."""
     m: Metrics = current_app.extensions["metrics"]
     if not m.authorized(request.headers.get("Authorization", "")):
-        response = _error(errors.Unauthorized())
+        response = _error(errors.Unauthorized(metrics=True))
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     text, content_type = m.exposition()
     return Response(text, content_type=content_type)
 
 
+@bp.get("/")
+def index() -> Response:
+    """What answers here, for whoever opens the address in a browser or curls it."""
+    return _json({"name": spec.PROJECT, "title": spec.TITLE, "version": spec.VERSION, "openapi": "/openapi.json"})
+
+
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return _json(schemas.openapi_document(current_app.config["PUBLIC_BASE_URL"], current_app.config["CONTEXT_SCHEMA"]))
+    base = current_app.config["PUBLIC_BASE_URL"] or _request_base_url()
+    return _json(schemas.openapi_document(base, current_app.config["CONTEXT_SCHEMA"]))
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def _request_base_url() -> str:
+    """The scheme, host and port this request reached, as the caller named them (or the proxy, if trusted)."""
+    scheme, host = request.scheme, request.host
+    if current_app.config["TRUST_PROXY_HEADERS"]:
+        scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() or scheme
+        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or host
+    if scheme not in ("http", "https"):
+        scheme = request.scheme
+    if not _HOST.match(host):  # a Host header is the caller's to write: never echo anything but a host
+        host = request.host if _HOST.match(request.host) else "127.0.0.1"
+    return f"{scheme}://{host}"
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -158,7 +183,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        g.lang = validation.lang_hint(request.get_data(cache=True))
+        g.lang = validation.lang_hint(request.get_data(cache=True), app.config["ERROR_LANG"])
         reason = {404: "no_such_tool", 405: "method"}.get(exc.code or 400, "body")
         invalid = errors.InvalidArgument(request.path if reason != "body" else "", reason)
         out = responses.error(invalid, current_app.extensions["database"].clock(), g.lang)

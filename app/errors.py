@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.spec import DOCUMENT_TOO_LARGE, ERRORS, REASONS, UNKNOWN_OUTCOME
+from app.spec import DOCUMENT_TOO_LARGE, ERRORS, METRICS_UNAUTHORIZED, REASONS, UNKNOWN_OUTCOME
 
 
 class ServiceError(Exception):
@@ -97,7 +97,15 @@ class LockNotHeld(ServiceError):
 
 
 class Unauthorized(ServiceError):
+    """A wrong or missing service token; with `metrics`, a wrong or missing METRICS_TOKEN."""
+
     code = "UNAUTHORIZED"
+
+    def message(self, lang: str = "zh") -> str:
+        if self.params.get("metrics"):
+            zh, en = METRICS_UNAUTHORIZED
+            return en if lang == "en" else zh
+        return super().message(lang)
 
 
 class PayloadTooLarge(ServiceError):

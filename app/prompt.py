@@ -3,7 +3,7 @@
 The estimate is deterministic and needs no vocabulary: each CJK character (Han, kana, Hangul, CJK
 and full-width punctuation) counts one token, every other run of text one token per four
 characters (rounded up), and each message MESSAGE_OVERHEAD more for its role and separators.
-Against OpenAI's cl100k_base tokenizer it stays within the factor the tests state (README).
+Against OpenAI's cl100k_base tokenizer it stays within the factor the tests state (docs/workflows.md).
 """
 
 from __future__ import annotations

@@ -58,6 +58,9 @@ def request_schema(tool: Tool, *, strict: bool = True, fields: dict | None = Non
         "description": "选项 / Options",
         "properties": {n: field_schema(f, strict=strict) for n, f in options.items()},
     }
+    if tool.required_options and not strict:
+        # what Coze shows as required; the service names a missing one itself (options.upto_seq)
+        props["options"]["required"] = list(tool.required_options)
     if strict:
         if "context" in props:
             # Direct HTTP callers may send the object itself; Coze can only carry it as text.
@@ -65,6 +68,8 @@ def request_schema(tool: Tool, *, strict: bool = True, fields: dict | None = Non
         props["options"]["additionalProperties"] = False
     out: dict[str, Any] = {"type": "object", "properties": props}
     required = [n for n in tool.required if not (n == "context" and "fields" in props)]  # either will do
+    if tool.required_options and not strict:
+        required.append("options")
     if required:
         out["required"] = required
     if strict:

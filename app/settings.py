@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,13 +34,22 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
-    if raw not in ("true", "false", "1", "0"):
-        raise SettingsError(f"{name} must be true or false, got {raw!r}")
-    return raw in ("true", "1")
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{name} must be true or false (1 or 0), got {raw!r}")
+    return raw in ("true", "1", "yes")
 
 
 def _http_url(name: str, value: str) -> None:
@@ -50,7 +60,7 @@ def _http_url(name: str, value: str) -> None:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable, with safe defaults (see the README's configuration table)."""
+    """Everything configurable, with safe defaults (see docs/operating.md, Configuration)."""
 
     env: str = "development"
     mongodb_uri: str = ""
@@ -73,7 +83,9 @@ class Settings:
     lock_waiters: int = 4  # requests of one worker that may wait for a session lock at once
     purge_grace: int = 300
     expired_retention: int = 7 * 24 * 3600
-    public_base_url: str = "http://127.0.0.1:8080"
+    public_base_url: str = ""  # empty: GET /openapi.json names the address it was fetched from
+    trust_proxy_headers: bool = False  # X-Forwarded-Proto/Host name that address (behind a proxy that sets them)
+    error_lang: str = "zh"  # the language of error messages when a request does not ask (options.lang)
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object a line
     log_hash_key: str = ""  # keys the user hash in JSON logs; empty: derived from the first SERVICE_TOKEN
@@ -113,7 +125,7 @@ class Settings:
         if env.get("MONGODB_TIMEOUT_MS", "").strip():
             raise SettingsError(
                 "MONGODB_TIMEOUT_MS is split into MONGODB_SERVER_SELECTION_TIMEOUT_MS, MONGODB_CONNECT_TIMEOUT_MS "
-                "and MONGODB_SOCKET_TIMEOUT_MS (see the README); set those instead"
+                "and MONGODB_SOCKET_TIMEOUT_MS (see docs/operating.md); set those instead"
             )
         app_env = env.get("APP_ENV", "development").strip() or "development"
         if app_env not in ("development", "production", "test"):
@@ -140,7 +152,9 @@ class Settings:
             lock_waiters=_int(env, "LOCK_WAITERS", 4, 0),
             purge_grace=_int(env, "PURGE_GRACE", 300),
             expired_retention=_int(env, "EXPIRED_RETENTION", 7 * 24 * 3600),
-            public_base_url=env.get("PUBLIC_BASE_URL", "").strip() or "http://127.0.0.1:8080",
+            public_base_url=env.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
+            trust_proxy_headers=_flag(env, "TRUST_PROXY_HEADERS"),
+            error_lang=env.get("ERROR_LANG", "").strip().lower() or "zh",
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
             context_schema_path=env.get("CONTEXT_SCHEMA", "").strip(),
             log_format=env.get("LOG_FORMAT", "").strip().lower() or "text",
@@ -177,6 +191,10 @@ class Settings:
             )
         if self.mongodb_socket_timeout_ms <= self.mongodb_wtimeout_ms:
             raise SettingsError("MONGODB_SOCKET_TIMEOUT_MS must be longer than MONGODB_WTIMEOUT_MS")
+        if self.error_lang not in ("zh", "en"):
+            raise SettingsError(f"ERROR_LANG must be zh or en, got {self.error_lang!r}")
+        if self.public_base_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", self.public_base_url):
+            raise SettingsError(f"PUBLIC_BASE_URL must be an http(s) URL with a host, got {self.public_base_url!r}")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.metrics_dir and not os.path.isdir(self.metrics_dir):

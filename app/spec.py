@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+PROJECT = "coze-session-node"
 TITLE = "Session Manager"
 VERSION = "1.0.0"
 PLUGIN_NAME = "session_manager"
@@ -257,7 +258,13 @@ OPTIONS: dict[str, Field] = {
         "Auto-resume: an expired session that is still stored is first revived (as touch would).",
         default=False,
     ),
-    "lang": Field("string", "错误信息语言", "Language of error messages.", enum=("zh", "en"), default="zh"),
+    # no declared default: Coze would send it on every call and override the service's ERROR_LANG
+    "lang": Field(
+        "string",
+        "错误信息语言（默认：服务的 ERROR_LANG，通常为 zh）",
+        "Language of error messages (default: the service's ERROR_LANG, zh unless set).",
+        enum=("zh", "en"),
+    ),
 }
 
 SESSION_ITEM = Field(
@@ -352,6 +359,7 @@ class Operation:
     options: tuple[str, ...]
     extras: tuple[str, ...] = ()
     option_overrides: dict[str, dict] = field(default_factory=dict)
+    option_needs: tuple[str, ...] = ()  # options without which it cannot run: marked required for Coze
 
 
 _ID = ("user_id", "session_id")
@@ -480,6 +488,7 @@ OPERATIONS: dict[str, Operation] = {
             (*_WRITE, "summary"),
             ("upto_seq", "expected_version", "persist", "lang"),
             ("replayed",),
+            option_needs=("upto_seq",),
         ),
     )
 }
@@ -506,6 +515,12 @@ class Tool:
         if len(self.operations) > 1:
             return ("operation",)
         return tuple(n for n in OPERATIONS[self.operations[0]].needs if n != "user_id")
+
+    @property
+    def required_options(self) -> tuple[str, ...]:
+        if len(self.operations) > 1:
+            return ()
+        return OPERATIONS[self.operations[0]].option_needs
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -592,6 +607,7 @@ ERRORS: dict[str, ErrorSpec] = {
             "lock not held: the token was released, has expired, or is another holder's",
         ),
         ErrorSpec("UNAUTHORIZED", 401, "未授权：服务令牌缺失或错误", "unauthorized: missing or wrong service token"),
+        # GET /metrics with METRICS_TOKEN set: the token it wants is not the service token (errors.Unauthorized)
         ErrorSpec(
             "PAYLOAD_TOO_LARGE", 413, "请求体过大（上限 {limit} 字节）", "request body too large (limit {limit} bytes)"
         ),
@@ -604,6 +620,12 @@ ERRORS: dict[str, ErrorSpec] = {
 UNKNOWN_OUTCOME = (
     "存储暂不可用：写入结果未知（可能已生效），请重试",
     "storage unavailable: the write may have been applied; retry it",
+)
+
+# UNAUTHORIZED from GET /metrics: it wants METRICS_TOKEN, not the service token.
+METRICS_UNAUTHORIZED = (
+    "未授权：METRICS_TOKEN 缺失或错误（Authorization: Bearer <METRICS_TOKEN>）",
+    "unauthorized: missing or wrong METRICS_TOKEN (send Authorization: Bearer <METRICS_TOKEN>)",
 )
 
 # HISTORY_LIMIT when MongoDB refuses a document past its 16 MiB (nothing was stored).
@@ -631,6 +653,16 @@ REASONS: dict[str, tuple[str, str]] = {
     "message_size": ("消息过大（最多 {expected} 字节）", "message too large (at most {expected} bytes)"),
     "role_content": ("需要 messages 或 role 与 content", "needs messages, or role and content"),
     "body": ("请求体应为 JSON 对象", "the request body must be a JSON object"),
+    "json_body": ("不是有效的 JSON", "is not valid JSON"),
+    "no_messages": ("会话没有可压缩的消息", "the session has no messages to compact"),
+    "upto_last": (
+        "应不大于 {expected}（会话最后一条消息的序号）",
+        "must be at most {expected}, the seq of the session's last message",
+    ),
+    "upto_summary": (
+        "应不小于 {expected}（当前摘要已覆盖到的序号 summary_upto）",
+        "must be at least {expected}, what the current summary covers (summary_upto)",
+    ),
     "operation": ("不支持的操作", "is not a supported operation"),
     "no_such_tool": ("不是此服务的工具", "is not a tool of this service"),
     "schema": ("不符合上下文结构（{expected}）", "does not match the context schema ({expected})"),

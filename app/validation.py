@@ -79,17 +79,17 @@ def _schema_error(error: Any) -> InvalidArgument:
 _LANG = re.compile(rb'"lang"\s*:\s*"(en|zh)"')
 
 
-def lang_hint(raw: bytes) -> str:
-    """The language asked for by a body not parsed (unauthorised, or sent to no tool): zh unless it says en."""
+def lang_hint(raw: bytes, default: str = "zh") -> str:
+    """The language asked for by a body not parsed (unauthorised, or sent to no tool), else `default`."""
     found = _LANG.search(raw[:65536])
-    return found.group(1).decode() if found else "zh"
+    return found.group(1).decode() if found else default
 
 
-def lang_of(body: Any) -> str:
+def lang_of(body: Any, default: str = "zh") -> str:
     """The language a response should use, read leniently (also for bodies that fail validation)."""
     options = body.get("options") if isinstance(body, dict) else None
     lang = options.get("lang") if isinstance(options, dict) else None
-    return lang if lang in ("zh", "en") else "zh"
+    return lang if lang in ("zh", "en") else default
 
 
 def parse(

@@ -1,4 +1,4 @@
-"""The import rules of COZE_CONTRACT.md as a checker: problems in a manifest or OpenAPI document. Pure.
+"""The import rules of docs/coze.md (What Coze imports) as a checker: problems in a manifest or OpenAPI document. Pure.
 
 Used by the tests (the committed files must pass) and by the registration script (what it sends
 and exports must pass).
@@ -60,8 +60,9 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
     name = str(manifest.get("name_for_human") or "")
     if len(name) > 30 or not re.fullmatch(r"[\w \u4e00-\u9fff]*", name):
         out.append("name_for_human: at most 30 letters, digits, _, spaces or CJK")
-    if len(str(manifest.get("description_for_human") or "")) > 600:
-        out.append("description_for_human: at most 600 characters")
+    for key in ("description_for_model", "description_for_human"):
+        if len(str(manifest.get(key) or "")) > 600:
+            out.append(f"{key}: at most 600 characters")
     if (manifest.get("api") or {}).get("type") != "openapi":
         out.append("api.type must be openapi")
     auth = manifest.get("auth")

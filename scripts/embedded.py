@@ -2,10 +2,18 @@
 
 Development-only (the service in production talks to MONGODB_URI): gunicorn.conf.py uses it when no
 MONGODB_URI is set. nx-27017 runs through scripts/nx_server.py, which patches its slow paths.
+
+A start that finds the port taken looks at the pid file the last start wrote next to the log
+(var/nx.pid): if that pid is really nx-27017 on this port with this pid file, and the process that
+started it is gone (a crashed `make run`), it is this service's leftover and is stopped; anything
+else is named in the error, never killed.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -16,12 +24,25 @@ from pathlib import Path
 from pymongo import MongoClient
 
 ROOT = Path(__file__).resolve().parent.parent
+STARTERS = ("gunicorn", "session-admin", "scripts.admin")  # what starts the embedded database and owns it
 
 
 def embedded_paths(env: Mapping[str, str]) -> tuple[str, int, str]:
     """The embedded database of `make run`: (SQLite file, port, log file), from VAR_DIR and EMBEDDED_DB_PORT."""
     var = Path(env.get("VAR_DIR", "var"))
     return str(var / "sessions.db"), int(env.get("EMBEDDED_DB_PORT", "27017")), str(var / "nx.log")
+
+
+def dev_token(env: Mapping[str, str], *, create: bool) -> str:
+    """The development SERVICE_TOKEN `make run` keeps in $VAR_DIR/dev-token ("" if none and not `create`)."""
+    token_file = Path(env.get("VAR_DIR", "var")) / "dev-token"
+    if not token_file.exists():
+        if not create:
+            return ""
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_urlsafe(32))
+        token_file.chmod(0o600)
+    return token_file.read_text().strip()
 
 
 def nx_command() -> list[str]:
@@ -45,10 +66,97 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_embedded(db_path: str, port: int, log_file: str, host: str = "127.0.0.1") -> subprocess.Popen:
-    """Start nx-27017 (a MongoDB wire-protocol server on SQLite) and wait until it answers."""
+def pid_file(log_file: str) -> Path:
+    """Where the embedded database's pid is kept: next to its log (var/nx.pid)."""
+    return Path(log_file).with_suffix(".pid")
+
+
+def _proc(pid: int, name: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    stat = _proc(pid, "stat")  # "pid (comm) state ppid ...": comm may hold spaces, so split after ")"
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _runs_with(pid: int, wanted: dict) -> bool:
+    """Whether process `pid` is scripts.nx_server with these arguments (a path compared resolved)."""
+    args = _proc(pid, "cmdline").split("\0")
+    if "scripts.nx_server" not in args:
+        return False
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    for flag, value in wanted.items():
+        if flag not in args[:-1]:
+            return False
+        given = args[args.index(flag) + 1]
+        same = (cwd / given).resolve() == value if isinstance(value, Path) else given == value
+        if not same:
+            return False
+    return True
+
+
+def leftover(port: int, pids: Path) -> tuple[int, bool]:
+    """(pid, whether it may be stopped) of the embedded database a previous start left on `port`.
+
+    (0, False) when `pids` names no process that is nx-27017 on this port with this pid file: the
+    port is someone else's. A match whose starter (a gunicorn master, an admin command) still runs is
+    not a leftover: (pid, False).
+    """
+    try:
+        pid = int(pids.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0, False
+    if not _runs_with(pid, {"-p": str(port), "--pid-file": pids.resolve()}):
+        return 0, False
+    starter = _proc(_parent(pid), "cmdline").split("\0")[:3]  # [python, gunicorn, ...] or [python, -m, module]
+    running = any(Path(arg).name in STARTERS for arg in starter)
+    return pid, not running
+
+
+def clear_port(port: int, pids: Path, host: str = "127.0.0.1") -> str:
+    """Free `port` of this service's own leftover database, or raise naming what holds it."""
+    pid, stoppable = leftover(port, pids)
+    if not pid:
+        raise RuntimeError(
+            f"port {port} is already in use, and not by an embedded database this service left ({pids} names "
+            "no nx-27017 on it); set EMBEDDED_DB_PORT or MONGODB_URI"
+        )
+    if not stoppable:
+        raise RuntimeError(
+            f"port {port} is held by the embedded database pid {pid} ({pids}) of a service that is still "
+            "running; stop that one first, or set EMBEDDED_DB_PORT"
+        )
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while port_open(host, port) and time.monotonic() < deadline:
+        time.sleep(0.1)
     if port_open(host, port):
-        raise RuntimeError(f"port {port} is already in use; set EMBEDDED_DB_PORT or MONGODB_URI")
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    return f"stopped the embedded database pid {pid} a previous start left running on port {port} ({pids})"
+
+
+def start_embedded(
+    db_path: str, port: int, log_file: str, host: str = "127.0.0.1", *, notes: list[str] | None = None
+) -> subprocess.Popen:
+    """Start nx-27017 (a MongoDB wire-protocol server on SQLite) and wait until it answers.
+
+    A leftover of this service's on the port is stopped first (said in `notes`), anything else refused.
+    """
+    if port_open(host, port):
+        note = clear_port(port, pid_file(log_file), host)
+        if notes is not None:
+            notes.append(note)
     for path in (db_path, log_file):
         if path != "memory":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +171,7 @@ def start_embedded(db_path: str, port: int, log_file: str, host: str = "127.0.0.
         "--log-file",
         log_file,
         "--pid-file",
-        str(Path(log_file).with_suffix(".pid")),
+        str(pid_file(log_file)),
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.monotonic() + 20

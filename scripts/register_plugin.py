@@ -7,7 +7,7 @@ Credentials come only from the environment: COZE_EMAIL, COZE_PASSWORD (the Coze 
 SERVICE_TOKEN (the token Coze sends to the service). What is sent is built from the committed
 plugin.yaml and openapi.json: the server URL set to --base-url, the manifest's auth.service_token set
 from SERVICE_TOKEN; with CONTEXT_SCHEMA set, the OpenAPI document is generated with its typed context
-fields instead of read. Follows section 4 of COZE_CONTRACT.md. One progress line per step on stdout;
+fields instead of read. Follows docs/coze.md (Registering and publishing). One progress line per step on stdout;
 every failure names the step, the HTTP status, Coze's code and msg on stderr and exits non-zero.
 No password or token is ever printed.
 
@@ -110,7 +110,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str], session: requests.Sess
         raise Failure("arguments", f"{', '.join(studio_only)} need(s) --coze-url", EXIT_USAGE)
     if not args.coze_url and not args.export:
         raise Failure("arguments", "give --coze-url (Coze Studio) and/or --export DIR (Coze SaaS)", EXIT_USAGE)
-    if args.coze_url:
+    if args.coze_url and args.dry_run:  # nothing is sent: the credentials may be missing, placeholders stand in
+        email, password, token = email or "you@example.com", password or "password", token or "service-token"
+        out.add_secret(password)
+        out.add_secret(token)
+    elif args.coze_url:
         missing = [name for name, value in (("COZE_EMAIL", email), ("COZE_PASSWORD", password)) if not value]
         if not token:
             missing.append("SERVICE_TOKEN")

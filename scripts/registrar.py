@@ -1,7 +1,7 @@
 """The registration workflow on Coze Studio, step by step: development tooling, not run in production.
 
 Log in, pick the space, find the plugin, register or update it, debug every tool against the service,
-refuse to publish while a tool has not passed, publish. Follows section 4 of COZE_CONTRACT.md.
+refuse to publish while a tool has not passed, publish. Follows docs/coze.md (Registering and publishing).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A small Coze Studio stand-in for the registration script's tests, enforcing COZE_CONTRACT.md section 4.
+"""A small Coze Studio stand-in for the registration tests, enforcing docs/coze.md (Registering and publishing).
 
 - Every call is POST with a JSON object body; every path but login needs the `session_key` cookie
   (HTTP 401 without it). IDs are JSON strings (HTTP 400 otherwise); so are other bad parameters.
@@ -15,6 +15,10 @@
 - `update` matches tools by path and method; a changed tool goes back to "not debugged".
 
 Everything it received is kept in `requests` and everything it sent to the service in `service_calls`.
+
+Run by itself (`make coze-standin`, or `python -m tests.coze_standin`) it serves one stand-in on
+127.0.0.1:COZE_STANDIN_PORT (8888) until Ctrl-C, accepting COZE_EMAIL / COZE_PASSWORD (defaults
+printed), so an operator can rehearse `make register` locally (docs/coze.md, Rehearsing a registration locally).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import re
 import secrets
 import threading
@@ -496,7 +501,7 @@ ZERO_VALUES = {"string": "", "integer": 0, "number": 0, "boolean": False, "array
 
 
 class WorkflowNode:
-    """A Coze workflow's plugin node for one tool of the imported document (COZE_CONTRACT.md, section 2).
+    """A Coze workflow's plugin node for one tool of the imported document (docs/coze.md, What Coze sends).
 
     Top-level inputs the author left unset arrive as zero values ("", 0, false, []); inside an
     object (options) an unset field is null, so the declared default applies; a field bound to a
@@ -523,3 +528,27 @@ class WorkflowNode:
         problems = _strict_problems(self.response, data, "")
         assert not problems, problems
         return _trim(self.response, data)
+
+
+def main() -> None:
+    """Serve one stand-in on COZE_STANDIN_PORT (8888) until interrupted, printing what to run against it."""
+    email = os.environ.get("COZE_EMAIL") or "operator@example.com"
+    password = os.environ.get("COZE_PASSWORD") or "standin-password"
+    port = int(os.environ.get("COZE_STANDIN_PORT") or "8888")
+    coze = CozeStandIn(email, password)
+    server = make_server("127.0.0.1", port, coze.app, threaded=True)
+    coze.url = f"http://127.0.0.1:{server.server_port}"
+    print(f"Coze stand-in on {coze.url}: log in as COZE_EMAIL={email} COZE_PASSWORD={password}", flush=True)
+    print(
+        f'  make register ARGS="--coze-url {coze.url} --base-url http://127.0.0.1:8080 --debug --publish"', flush=True
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

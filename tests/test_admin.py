@@ -300,7 +300,7 @@ def test_bad_usage_exits_2(app, args):
 def test_without_a_database_the_cli_says_how_to_get_one_and_exits_1(settings, make_app):
     result = admin(make_app(dataclasses.replace(settings, mongodb_uri="")), "stats")
     assert result.exit_code == 1
-    assert "set MONGODB_URI, or run `make admin`" in result.stderr
+    assert "set MONGODB_URI, or run `session-admin`" in result.stderr
 
 
 def test_an_imported_session_whose_slot_is_taken_here_gets_a_free_one_and_none_free_is_refused(

@@ -1,4 +1,4 @@
-"""The benchmark's arithmetic: what the README's throughput ratios are computed from."""
+"""The benchmark's arithmetic: what the throughput ratios of docs/performance.md are computed from."""
 
 from scripts import bench_report
 

@@ -119,3 +119,14 @@ def test_the_operation_tool_declares_only_defaults_every_operation_agrees_on():
         for op in spec.OPERATIONS.values():
             if name in op.options and f.default is not None:
                 assert spec.TOOLS_BY_NAME[f"session_{op.name}"].options()[name].default == f.default
+
+
+def test_the_manifest_tells_the_model_about_resume_the_lock_and_the_memory_tools_within_600_characters():
+    manifest = yaml.safe_load((ROOT / "plugin.yaml").read_text(encoding="utf-8"))
+    text = manifest["description_for_model"]
+    assert len(text) <= 600
+    for word in ("options.resume", "lock_token", "request_id", "edits", "rewind", "fork", "compact", "transcript"):
+        assert word in text, word
+    assert "create a new session" not in text  # resume, not a new session, keeps the conversation
+    too_long = {**manifest, "description_for_model": "x" * 601}
+    assert "description_for_model: at most 600 characters" in cozerules.manifest_problems(too_long)

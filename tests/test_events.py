@@ -465,7 +465,7 @@ def test_without_events_the_writes_carry_no_event_field_and_no_sweeper_exists(ap
         ({"WEBHOOK_URL": "https://h/x", "WEBHOOK_SECRET": "s", "WEBHOOK_EXPIRING_LEAD": "-1"}, "WEBHOOK_EXPIRING_LEAD"),
         ({"WEBHOOK_URL": "https://h/x", "WEBHOOK_SECRET": "s", "WEBHOOK_RETRY_HOURS": "0"}, "WEBHOOK_RETRY_HOURS"),
         (
-            {"WEBHOOK_URL": "https://h/x", "WEBHOOK_SECRET": "s", "WEBHOOK_INCLUDE_CONTEXT": "no"},
+            {"WEBHOOK_URL": "https://h/x", "WEBHOOK_SECRET": "s", "WEBHOOK_INCLUDE_CONTEXT": "maybe"},
             "WEBHOOK_INCLUDE_CONTEXT",
         ),
         ({"WEBHOOK_TARGET": "coze_workflow", "COZE_API_TOKEN": "t", "COZE_WORKFLOW_ID": "1"}, "COZE_API_BASE"),

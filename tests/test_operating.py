@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
@@ -109,7 +110,7 @@ def test_make_admin_starts_the_embedded_database_on_the_var_file_and_stops_it_af
     env["APP_ENV"] = "development"
 
     def admin(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "scripts.admin", *args]  # what `make admin ARGS="..."` runs
+        command = [str(Path(sys.executable).with_name("session-admin")), *args]  # what `make admin ARGS="..."` runs
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
     stats = admin("stats")
@@ -154,7 +155,7 @@ def test_a_backup_of_the_sqlite_file_taken_while_nx_27017_writes_holds_every_wri
         while len(acknowledged) < 300:
             time.sleep(0.05)
         before = len(acknowledged)
-        # what the README says to run, while the service writes: SQLite's online backup, in one step
+        # what docs/operating.md says to run, while the service writes: SQLite's online backup, in one step
         src, dst = sqlite3.connect(live), sqlite3.connect(copy)
         src.backup(dst)
         dst.close()

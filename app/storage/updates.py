@@ -137,9 +137,11 @@ def plan(
     elif isinstance(change, Compact):
         base = guess.base  # compacted from the state read: any append since makes this miss, and retry
         if change.upto > base.last_seq and not replaying:
-            raise errors.OutOfRange("compact.upto", "maximum", base.last_seq)
+            if not base.last_seq:
+                raise errors.OutOfRange("compact.upto", "no_messages")
+            raise errors.OutOfRange("compact.upto", "upto_last", base.last_seq)
         if change.upto < base.summary_upto and not replaying:  # the new summary replaces one that covered more
-            raise errors.OutOfRange("compact.upto", "minimum", base.summary_upto)
+            raise errors.OutOfRange("compact.upto", "upto_summary", base.summary_upto)
         where.update(tot=base.last_seq, n=base.appended)
         sets.update(sm=change.summary, su=change.upto, n=max(0, min(base.appended, base.last_seq - change.upto)))
     update: dict[str, Any] = {"$set": sets}
