@@ -19,7 +19,8 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 # 2 workers x 8 threads beat 4 x 4 on every operation on a 2-core machine, with half the memory
 # (see docs/performance.md); two workers keep serving when one is killed.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread, answering in the service's JSON shape where gunicorn itself answers, slow bodies bounded
+worker_class = "app.worker.JsonThreadWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 10

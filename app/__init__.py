@@ -20,8 +20,11 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
     settings = settings or Settings.from_env()
     logs.configure(settings)
     app = Flask(__name__)
+    app.url_map.merge_slashes = False  # "//v1/session/get" is not a path of this service: 404, never a redirect
     app.config.update(
+        PROVIDE_AUTOMATIC_OPTIONS=False,  # OPTIONS is no method of this service: 405 JSON, not an empty 200
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        BODY_READ_TIMEOUT=settings.body_read_timeout,
         SERVICE_TOKENS=settings.service_tokens,
         AUTH_HEADER=settings.auth_header,
         PUBLIC_BASE_URL=settings.public_base_url,

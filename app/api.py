@@ -1,7 +1,9 @@
 """The HTTP edge: one route per tool, service-token auth, JSON answers of the one shape. Flask only.
 
 Coze treats any status but 200 as a failed node, so everything a workflow can branch on is a 200
-with `error_code`; 401, 413, 503 and 500 are kept for a node that really should fail.
+with `error_code`; 401, 413, 503 and 500 are kept for a node that really should fail, and 400 for a
+body that cannot be read at all. The token is checked from the headers before the body is read, and
+the body is read here, in pieces, under MAX_BODY_BYTES and BODY_READ_TIMEOUT (chunked or not).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from app.waiting import LockWaiting
 
 log = logging.getLogger("app.api")
 bp = Blueprint("api", __name__)
+BODY_PIECE = 64 * 1024
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
@@ -58,10 +61,10 @@ def _handle(tool: spec.Tool) -> Response:
     call: validation.Call | None = None
     code, status, from_storage = "", 200, False
     try:
-        raw = request.get_data(cache=False)
-        if not _authorized():
-            g.lang = validation.lang_hint(raw, default_lang)
+        if not _authorized():  # from the headers alone: a client without the token is not waited for
+            g.lang = _header_lang(default_lang)
             raise errors.Unauthorized()
+        raw = _read_body()
         try:
             body = jsontext.loads(raw, depth=jsontext.MAX_DEPTH + 2) if raw.strip() else {}
         except jsontext.JSONTextError as exc:
@@ -106,6 +109,43 @@ def _handle(tool: spec.Tool) -> Response:
             user_id=call.user_id if call else "",
             status=status,
         )
+
+
+def _read_body() -> bytes:
+    """The request body, within MAX_BODY_BYTES (413) and BODY_READ_TIMEOUT; one that cannot be read
+    (a malformed chunk, a client gone mid-body, a stall) is the client's error: 400, never INTERNAL."""
+    limit: int = current_app.config["MAX_CONTENT_LENGTH"]
+    deadline = time.monotonic() + current_app.config["BODY_READ_TIMEOUT"]
+    if (request.content_length or 0) > limit:
+        raise errors.PayloadTooLarge(limit=limit)
+    # A server that ends the stream itself (gunicorn: chunked bodies too) is read directly: werkzeug's
+    # wrapper would stop silently at the limit, and a cut body would be answered as if it were whole.
+    environ = request.environ
+    parts, size = [], 0
+    try:
+        stream = environ["wsgi.input"] if environ.get("wsgi.input_terminated") else request.stream
+        while piece := stream.read(BODY_PIECE):
+            size += len(piece)
+            if size > limit:
+                raise errors.PayloadTooLarge(limit=limit)
+            if time.monotonic() > deadline:
+                raise TimeoutError("the body took longer than BODY_READ_TIMEOUT")
+            parts.append(piece)
+        if request.content_length is not None and size < request.content_length:
+            raise EOFError("the client went before its whole body")
+    except errors.ServiceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the server's reader raises (gunicorn: InvalidChunkSize...)
+        log.info("unreadable request body (%s): answered 400", type(exc).__name__)
+        raise errors.UnreadableBody() from None
+    return b"".join(parts)
+
+
+def _header_lang(default: str) -> str:
+    """The language of an answer given without reading the body: Accept-Language's if it starts with
+    en or zh, else `default` (ERROR_LANG)."""
+    asked = request.headers.get("Accept-Language", "").strip().lower()[:2]
+    return asked if asked in ("en", "zh") else default
 
 
 def _named_operation(body: Any) -> str:
@@ -183,11 +223,17 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        g.lang = validation.lang_hint(request.get_data(cache=True), app.config["ERROR_LANG"])
+        """404, 405 (naming the method the path takes), any other refusal: the JSON of the output shape.
+        The body is not read: a path that is no tool's does not wait for one."""
+        g.lang = _header_lang(app.config["ERROR_LANG"])
+        allowed = [m for m in getattr(exc, "valid_methods", None) or () if m not in ("HEAD", "OPTIONS")]
         reason = {404: "no_such_tool", 405: "method"}.get(exc.code or 400, "body")
-        invalid = errors.InvalidArgument(request.path if reason != "body" else "", reason)
+        invalid = errors.InvalidArgument(request.path if reason != "body" else "", reason, ", ".join(allowed))
         out = responses.error(invalid, current_app.extensions["database"].clock(), g.lang)
-        return _json(responses.project(out, spec.MANAGE_TOOL, current_app.config["CONTEXT_SCHEMA"]), exc.code or 400)
+        answer = _json(responses.project(out, spec.MANAGE_TOOL, current_app.config["CONTEXT_SCHEMA"]), exc.code or 400)
+        if allowed:
+            answer.headers["Allow"] = ", ".join(allowed)
+        return answer
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -91,19 +91,17 @@ class Sessions:
     def _apply(self, call: Call, change: Change, expect: Expect, now: int, persist: bool, **kw) -> Applied:
         return self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
 
-    def _resuming(
-        self, call: Call, run: Callable[[int], Outcome], *, resume: bool, guarded: bool, persist: bool = True
-    ) -> Outcome:
+    def _resuming(self, call: Call, run: Callable[[int], Outcome], *, resume: bool, persist: bool = True) -> Outcome:
         """`run` at the current time; with `resume`, an expired session still stored is first revived
-        exactly as touch would (a free slot, else SESSION_LIMIT_EXCEEDED), then `run` again."""
+        exactly as touch would (a free slot, else SESSION_LIMIT_EXCEEDED; while it is locked, only with
+        the lock's token, reads too), then `run` again."""
         try:
             return run(self.clock())
         except errors.SessionExpired as exc:
             if not resume or exc.session is None:
                 raise
         now = self.clock()
-        revive = Expect(live=False, guarded=guarded, lock_token=call.lock_token if guarded else "")
-        self._apply(call, Slide(revive=True), revive, now, persist)
+        self._apply(call, Slide(revive=True), Expect(live=False, lock_token=call.lock_token), now, persist)
         return dataclasses.replace(run(self.clock()), resumed=True)
 
     def _context(self, value: dict) -> str:
@@ -111,10 +109,15 @@ class Sessions:
         schema = self.limits.context_schema
         return context_text(value, self.limits.max_context_bytes, schema.check if schema else None)
 
+    def _typed_fields(self, call: Call) -> None:
+        if self.limits.context_schema is not None:
+            self.limits.context_schema.check_fields(call.fields)
+
     # operations
 
     def op_create(self, call: Call) -> Outcome:
         opts = _options(call, options.CreateOptions)
+        self._typed_fields(call)
         session_id = call.session_id
         if not session_id:  # a request's own id: its repeats find the session it created
             session_id = derived_session_id(call.user_id, call.request_id) if call.request_id else new_session_id()
@@ -130,11 +133,13 @@ class Sessions:
         now = self.clock()
         caller_id = bool(call.session_id or call.request_id)
         done = self.store.create(new, now=now, persist=persist, caller_id=caller_id, request_id=call.request_id)
-        if not done.created:  # the caller's id names a stored session: answer it, as a get would
+        if done.session is None:  # its session was deleted since: never a second one
+            return Outcome(at=now, session_id=session_id, status="deleted", created=done.created, replayed=True)
+        if not done.created and not done.replayed:  # the caller's id names a stored session: answer it, as a get would
             kept = done.session.expired(now)  # auto_clean false: revived as touch would, not wiped
             change, expect = (Slide(revive=True), Expect(live=False)) if kept else (Slide(), READ)
             done = self.store.apply(call.user_id, session_id, change, expect, now=now, persist=persist)
-        return Outcome(at=now, session=done.session, created=done.created or done.replayed, replayed=done.replayed)
+        return Outcome(at=now, session=done.session, created=done.created, replayed=done.replayed)
 
     def op_get(self, call: Call) -> Outcome:
         opts = _options(call, options.GetOptions)
@@ -142,10 +147,11 @@ class Sessions:
         def get(now: int) -> Outcome:
             return Outcome(at=now, session=self._apply(call, Slide(), READ, now, persist=False).session)
 
-        return self._resuming(call, get, resume=opts.resume, guarded=False)
+        return self._resuming(call, get, resume=opts.resume)
 
     def op_update(self, call: Call) -> Outcome:
         opts = _options(call, options.UpdateOptions)
+        self._typed_fields(call)
         if opts.merge:
             check = self.limits.context_schema.check if self.limits.context_schema else None
             change: Change = MergeContext(call.context or {}, self.limits.max_context_bytes, call.fields, check)
@@ -156,13 +162,11 @@ class Sessions:
             done = self._apply(call, change, self._expect(call, opts.expected_version), now, opts.persist)
             return Outcome(at=now, session=done.session, replayed=done.replayed)
 
-        return self._resuming(call, update, resume=opts.resume, guarded=True, persist=opts.persist)
+        return self._resuming(call, update, resume=opts.resume, persist=opts.persist)
 
     def op_append_messages(self, call: Call) -> Outcome:
         opts = _options(call, options.AppendOptions)
-        return self._resuming(
-            call, lambda now: self._append(call, opts, now), resume=opts.resume, guarded=True, persist=opts.persist
-        )
+        return self._resuming(call, lambda now: self._append(call, opts, now), resume=opts.resume, persist=opts.persist)
 
     def _append(self, call: Call, opts: options.AppendOptions, now: int) -> Outcome:
         k = len(call.messages)
@@ -196,7 +200,7 @@ class Sessions:
             )
             return Outcome(at=now, session=s, **page)
 
-        return self._resuming(call, history, resume=opts.resume, guarded=False)
+        return self._resuming(call, history, resume=opts.resume)
 
     def op_compact(self, call: Call) -> Outcome:
         opts = _options(call, options.CompactOptions)
@@ -268,7 +272,13 @@ class Sessions:
                     pause = min(pause * 2, LONGEST_PAUSE)
 
     def op_unlock(self, call: Call) -> Outcome:
+        """Release the lock; a live session's timeout restarts, an expired one is released, not revived."""
         opts = _options(call, options.UnlockOptions)
+        try:
+            return self._write(call, Unlock(slide=True), self._expect(call, writable=False), opts.persist)
+        except errors.SessionExpired as exc:
+            if exc.session is None:
+                raise
         return self._write(call, Unlock(), self._expect(call, writable=False, live=False), opts.persist)
 
 

@@ -41,6 +41,16 @@ class InvalidArgument(ServiceError):
         return (e.en if lang == "en" else e.zh).format(field=self.field or "body", reason=reason)
 
 
+class UnreadableBody(InvalidArgument):
+    """The request body could not be read: a malformed transfer encoding, a client gone mid-body, or
+    one too slow (BODY_READ_TIMEOUT). Not a node's business outcome: HTTP 400, not 200."""
+
+    http_status = 400
+
+    def __init__(self) -> None:
+        super().__init__("body", "unreadable")
+
+
 class OutOfRange(ServiceError):
     """A value the stored state refuses (compact past the last message), named in the domain (`value`);
     validation.field_error names the caller's field for it."""

@@ -36,6 +36,7 @@ class Stored:
     texts: tuple[str, ...] | None = None  # msgs, when asked for
     lock_token: str = ""
     requests: tuple[str, ...] = ()
+    create_request: str = ""  # the request id of the create that made the session
 
     @property
     def holds_slot(self) -> bool:
@@ -114,7 +115,7 @@ class MergeContext:
     patch: dict
     limit: int
     fields: dict | None = None
-    check: Callable[[dict], None] | None = None
+    check: Callable[[dict], dict] | None = None
 
     @property
     def text(self) -> str:
@@ -157,7 +158,9 @@ class Lock:
 
 @dataclass(frozen=True)
 class Unlock:
-    pass
+    """Release the lock; with `slide`, also restart the timeout (only ever asked of a live session)."""
+
+    slide: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,9 +188,11 @@ class Expect:
 
 @dataclass(frozen=True)
 class Applied:
-    """What a write left: the session, and whether it was a repeat of an earlier request_id."""
+    """What a write left: the session, and whether it was a repeat of an earlier request_id.
 
-    session: Session
+    No session: a create's repeat of a request applied to a session that has since been deleted."""
+
+    session: Session | None
     replayed: bool = False
     created: bool = False
     seqs: range = range(0)  # the seqs an append's messages got (the first time, for a repeat)
@@ -214,10 +219,11 @@ class Outcome:
     tokens: int = 0
 
 
-def context_text(value: dict, limit: int, check: Callable[[dict], None] | None = None) -> str:
-    """The compact JSON text of a context, refused if its UTF-8 bytes pass `limit` or `check` refuses it."""
+def context_text(value: dict, limit: int, check: Callable[[dict], dict] | None = None) -> str:
+    """The compact JSON text of a context, refused if its UTF-8 bytes pass `limit` or `check` refuses
+    it; `check` answers the value to store (the context schema's, with integer fields as integers)."""
     if check is not None:
-        check(value)
+        value = check(value)
     text = jsontext.dumps(value)
     size = len(text.encode("utf-8"))
     if size > limit:

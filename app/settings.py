@@ -79,6 +79,7 @@ class Settings:
     max_history: int = spec.MAX_HISTORY
     max_context_bytes: int = spec.MAX_CONTEXT_BYTES
     max_body_bytes: int = 8 * 1024 * 1024
+    body_read_timeout: int = 10  # seconds a request body may take to arrive (each wait, and the whole read)
     history_inline: int = 50
     lock_waiters: int = 4  # requests of one worker that may wait for a session lock at once
     purge_grace: int = 300
@@ -148,6 +149,7 @@ class Settings:
             max_history=_int(env, "MAX_HISTORY", spec.MAX_HISTORY),
             max_context_bytes=_int(env, "MAX_CONTEXT_BYTES", spec.MAX_CONTEXT_BYTES),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
+            body_read_timeout=_int(env, "BODY_READ_TIMEOUT", 10),
             history_inline=_int(env, "HISTORY_INLINE", 50),
             lock_waiters=_int(env, "LOCK_WAITERS", 4, 0),
             purge_grace=_int(env, "PURGE_GRACE", 300),

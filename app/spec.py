@@ -382,7 +382,7 @@ OPERATIONS: dict[str, Operation] = {
             "读取会话状态和上下文",
             "Read a session's state and context.",
             _ID,
-            _ID,
+            (*_ID, "lock_token"),  # the token is used only to resume a locked session (options.resume)
             ("resume", "lang"),
             ("resumed",),
         ),
@@ -409,7 +409,7 @@ OPERATIONS: dict[str, Operation] = {
             "读取最近的消息（按时间顺序），可分页向前翻",
             "Read the newest messages, oldest first; next_cursor pages back.",
             _ID,
-            _ID,
+            (*_ID, "lock_token"),
             ("limit", "cursor", "format", "roles", "max_tokens", "resume", "lang"),
             ("resumed", "messages", "next_cursor", "transcript", "tokens"),
         ),
@@ -666,5 +666,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "operation": ("不支持的操作", "is not a supported operation"),
     "no_such_tool": ("不是此服务的工具", "is not a tool of this service"),
     "schema": ("不符合上下文结构（{expected}）", "does not match the context schema ({expected})"),
-    "method": ("只接受 POST 请求", "accepts POST only"),
+    "method": ("只接受 {expected} 请求", "accepts {expected} only"),
+    "unreadable": ("无法读取（格式错误、中断或超时）", "could not be read (malformed, cut off or too slow)"),
+    "http": ("无效（HTTP {expected}）", "is invalid (HTTP {expected})"),
+    "int64": ("超出 64 位整数范围（{expected}）", "is outside the 64-bit integer range ({expected})"),
 }

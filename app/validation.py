@@ -31,6 +31,7 @@ for _v in _VALIDATORS.values():
     Draft202012Validator.check_schema(_v.schema)
 # What the stored state refuses, named in the domain (errors.OutOfRange.value), as the caller's field
 DOMAIN_FIELDS = {"compact.upto": "options.upto_seq"}
+MAX_INT64 = 2**63 - 1  # what a stored integer (BSON int64) holds
 
 
 @dataclass(frozen=True)
@@ -163,18 +164,23 @@ def parse(
     )
 
 
+def _stored_integer(text: str) -> bool:
+    """ASCII digits of a number a stored integer (BSON int64) can hold: a cursor's seq or creation time."""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_INT64
+
+
 def _typed_options(operation: str, fields: dict, options: dict[str, Any], summary: str) -> Options:
     """The operation's options as its class in app.options: cursors parsed, compact's own rules checked."""
     values: dict[str, Any] = {name: options.get(name) for name in fields}
     cursor = values.get("cursor")
     if operation == "history":
-        if cursor is not None and not cursor.isdigit():
+        if cursor is not None and not _stored_integer(cursor):
             raise InvalidArgument("options.cursor", "pattern")
         values["cursor"] = int(cursor) if cursor is not None else None
         values["roles"] = frozenset(r.strip() for r in (values["roles"] or "").split(",") if r.strip())
     elif operation == "list" and cursor is not None:
         created, _, sid = cursor.partition(":")
-        if not created.isdigit() or not sid:
+        if not _stored_integer(created) or not sid:
             raise InvalidArgument("options.cursor", "pattern")
         values["cursor"] = (int(created), sid)
     elif operation == "compact":

@@ -49,12 +49,15 @@ def assert_no_leak(text: str, *, sent: str = "") -> None:
             assert leak not in text, (leak, text[:300])
 
 
-def check_response(tool: spec.Tool, body: Any) -> None:
-    """The body is the tool's output shape: every field, no null, integers as integers."""
+def check_response(tool: spec.Tool, body: Any, fields: dict | None = None) -> None:
+    """The body is the tool's output shape: every field, no null, integers as integers; with `fields`
+    (a CONTEXT_SCHEMA's output fields, ContextSchema.coze()), typed fields of exactly that shape too."""
     assert isinstance(body, dict), body
-    errors = sorted(RESPONSE_VALIDATORS[tool.name].iter_errors(body), key=str)
+    schema = schemas.response_schema(tool, fields=fields) if fields is not None else None
+    validator = Draft202012Validator(schema) if schema else RESPONSE_VALIDATORS[tool.name]
+    errors = sorted(validator.iter_errors(body), key=str)
     assert not errors, [e.message for e in errors]
-    _no_nulls_and_true_integers(schemas.response_schema(tool), body, "")
+    _no_nulls_and_true_integers(schema or schemas.response_schema(tool), body, "")
 
 
 def _no_nulls_and_true_integers(schema: dict, value: Any, where: str) -> None:
@@ -72,8 +75,9 @@ def _no_nulls_and_true_integers(schema: dict, value: Any, where: str) -> None:
 class Api:
     """Calls tools through the Flask app; every answer is schema-checked before it is returned."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, fields: dict | None = None) -> None:
         self.client = client
+        self.fields = fields  # the output `fields` schema when the app has a CONTEXT_SCHEMA
 
     def post(self, tool_name: str, body: Any, *, headers: dict | None = None, raw: bytes | None = None):
         tool = spec.TOOLS_BY_NAME[tool_name]
@@ -85,7 +89,7 @@ class Api:
             kwargs["json"] = body
         response = self.client.post(tool.path, **kwargs)
         data = json.loads(response.data)
-        check_response(tool, data)
+        check_response(tool, data, self.fields)
         return response.status_code, data
 
     def call(self, op: str, body: dict | None = None, *, manage: bool = False, **kw: Any) -> dict:

@@ -66,7 +66,12 @@ def test_there_is_one_operation_tool_and_one_tool_per_operation():
 def test_each_operation_tool_declares_only_the_inputs_it_uses():
     doc = committed_openapi()
     get_body = doc["paths"]["/v1/session/get"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(get_body["properties"]) == {"user_id", "session_id", "options"}
+    assert set(get_body["properties"]) == {
+        "user_id",
+        "session_id",
+        "lock_token",
+        "options",
+    }  # the token only resumes a locked session
     assert set(get_body["properties"]["options"]["properties"]) == {"lang", "resume"}
     create = doc["paths"]["/v1/session/create"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "messages" not in create["properties"]

@@ -61,3 +61,10 @@ def test_operating_settings_are_checked_at_start_up(tmp_path):
         Settings.from_env({**production, "LOG_HASH_KEY": "short"})
     s = Settings.from_env({"LOG_FORMAT": "JSON", "METRICS_TOKEN": " m ", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     assert (s.log_format, s.metrics_token, s.metrics_dir) == ("json", "m", str(tmp_path))
+
+
+def test_body_read_timeout_defaults_to_ten_seconds_and_must_be_positive():
+    assert Settings.from_env({}).body_read_timeout == 10
+    assert Settings.from_env({"BODY_READ_TIMEOUT": "3"}).body_read_timeout == 3
+    with pytest.raises(SettingsError, match="BODY_READ_TIMEOUT"):
+        Settings.from_env({"BODY_READ_TIMEOUT": "0"})

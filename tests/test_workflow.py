@@ -303,11 +303,13 @@ def test_resume_cannot_bring_back_a_purged_session_nor_pass_the_session_limit(ca
 # answers outside any tool, in the caller's language
 
 
-def test_unauthorised_unknown_and_wrong_method_answers_speak_the_language_the_body_asks_for(app):
+def test_unauthorised_unknown_and_wrong_method_answers_speak_the_language_accept_language_asks_for(app):
+    """Answered from the headers alone: the body of such a request is never read (nor waited for)."""
     client = app.test_client()
     body = {"user_id": "u1", "options": {"lang": "en"}}
-    unauthorised = client.post("/v1/session/get", json=body)
-    unknown = client.post("/v1/session/nope", json=body, headers=AUTH)
+    english = {"Accept-Language": "en-US,en;q=0.9"}
+    unauthorised = client.post("/v1/session/get", json=body, headers=english)
+    unknown = client.post("/v1/session/nope", json=body, headers={**AUTH, **english})
     wrong_method = client.get("/v1/session/get", headers=AUTH)
     assert (unauthorised.status_code, unauthorised.get_json()["error"]) == (
         401,
@@ -317,7 +319,10 @@ def test_unauthorised_unknown_and_wrong_method_answers_speak_the_language_the_bo
         404,
         "invalid argument: /v1/session/nope is not a tool of this service",
     )
-    assert wrong_method.status_code == 405 and wrong_method.get_json()["error"].startswith("参数错误：/v1/session/get")
+    assert (
+        wrong_method.status_code == 405
+        and wrong_method.get_json()["error"] == "参数错误：/v1/session/get 只接受 POST 请求"
+    )
 
 
 # found in review: each of these failed before its fix

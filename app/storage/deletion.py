@@ -3,8 +3,9 @@
 A collaborator the store holds, like Archive and Expiry. The session is marked deleted first (its
 slot freed, the request id recorded): a write racing the delete then finds it gone, not expired, and
 no new session can take the id until the tombstone and chunks are removed; the session itself goes
-last. A delete under a request id leaves a receipt, so a repeat is answered even after a new session
-took the id.
+last. A delete leaves a receipt of the request ids applied to the session and to the delete: a
+repeat is answered even after a new session took the id, and a new session under the id starts
+with them (see SessionStore.create), so none applies twice.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class Deletion:
             mark["$set"].update(self.outbox.pending(new_event_id(), DELETED_EVENT, now, 0))
         for _ in LOST_RACES.rounds():
             with storage_errors():
-                gone = self.collections.write(persist).find_one_and_update(where, mark, {"_id": 1})
+                gone = self.collections.write(persist).find_one_and_update(where, mark, {"rq": 1, "cq": 1})
+            stored = None
             if gone is None:
                 stored, tomb = self.inspect(key, user_id)
                 if stored is not None and rid and rid in stored.stored.requests:
@@ -68,8 +70,12 @@ class Deletion:
                     continue  # a race with another write: the session is there and deletable
                 if stored is None and rid and self._receipted(key, user_id, rid):
                     return True, True  # a concurrent repeat finished: its receipt precedes the removal
-            if rid:  # before the session goes: a repeat then always finds one or the other
-                self._receipt(key, user_id, session_id, rid, now, persist)
+            # Before the session goes, a receipt of every request applied to it: a repeat of any of
+            # them then finds one or the other, and never applies to a session created later.
+            source = gone if gone is not None else layout.request_fields(stored) if stored is not None else {}
+            applied = [*source.get("rq", ()), *([rid] if rid else [])]
+            if applied:
+                self._receipt(key, user_id, session_id, applied, source.get("cq", ""), now, persist)
             removed = self.remove(key, user_id, session_id, persist, now=now, own=self.outbox is None)
             return gone is not None or removed, False
         raise errors.StorageUnavailable()
@@ -92,16 +98,31 @@ class Deletion:
             gone = coll.delete_one({"_id": key, "uid": user_id, "st": layout.DELETED})
         return rest.deleted_count + gone.deleted_count > 0
 
-    def _receipt(self, key: str, user_id: str, session_id: str, request_id: str, now: int, persist: bool) -> None:
-        """What a delete under a request id leaves, so a repeat finds it until it is purged a retention later."""
+    def _receipt(
+        self, key: str, user_id: str, session_id: str, request_ids: list[str], create_request: str, now: int, persist
+    ) -> None:
+        """What a delete leaves: the request ids applied to the session and to the delete, so a repeat of
+        any of them is answered, never applied to a later session, until it is purged a retention later."""
         fields = layout.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
-        push = layout.record_request(request_id)
+        if create_request:
+            fields["cq"] = create_request
+        push = layout.record_request(*request_ids)
         receipt = {"_id": layout.receipt_key(key), "uid": user_id}
         with storage_errors():
             try:
                 self.collections.write(persist).update_one(receipt, {"$set": fields, "$push": push}, upsert=True)
             except DuplicateKeyError:  # two upserts at once: the other inserted it, this one updates
                 self.collections.write(persist).update_one(receipt, {"$set": fields, "$push": push})
+
+    def with_receipt(self, key: str, user_id: str) -> tuple[Session | None, dict | None]:
+        """The stored session (any state) and the receipt a delete of an earlier one left, in one read."""
+        with storage_errors(writing=False):
+            ids = {"$in": [key, layout.receipt_key(key)]}
+            docs = list(self.collections.read.find({"_id": ids, "uid": user_id}, {"msgs": 0}))
+        session = next((layout.from_doc(d) for d in docs if d.get("k") == "s"), None)
+        if session is not None:
+            self.cache.learn(session)
+        return session, next((d for d in docs if d.get("k") == "d"), None)
 
     def _receipted(self, key: str, user_id: str, request_id: str) -> bool:
         with storage_errors(writing=False):

@@ -48,7 +48,8 @@ FIELDS: dict[str, str] = {
     "r": "random incarnation: a session re-created under the same id is another one",
     "lk": "the session lock's token ('' when never locked or released)",
     "lu": "the session lock held until (ms); at or before now: unlocked",
-    "rq": "the last request ids applied to the session (or, in a receipt, to its delete), oldest first",
+    "rq": "the last request ids applied to the session (in a receipt, to it and its delete), oldest first",
+    "cq": "the request id of the create that made the session, '' when none (kept in its receipt too)",
     "sm": "the summary compact left in place of the messages up to su",
     "su": "the last seq the summary covers (0: no summary)",
     # archive chunks
@@ -137,9 +138,9 @@ def request_not_applied(request_id: str) -> dict:
     return {"rq": {"$nin": [request_id]}}
 
 
-def record_request(request_id: str) -> dict:
-    """The `$push` that records a request id, keeping the last REQUESTS_KEPT."""
-    return {"rq": {"$each": [request_id], "$slice": -REQUESTS_KEPT}}
+def record_request(*request_ids: str) -> dict:
+    """The `$push` that records request ids, keeping the last REQUESTS_KEPT."""
+    return {"rq": {"$each": list(request_ids), "$slice": -REQUESTS_KEPT}}
 
 
 # Messages are stored as "<role>|<ts>|<content>", so stored bytes are the content's own: MongoDB's 16 MiB
@@ -227,12 +228,16 @@ def from_doc(doc: dict) -> Session:
             texts=tuple(msgs) if msgs is not None else None,
             lock_token=doc.get("lk", ""),
             requests=tuple(doc.get("rq", ())),
+            create_request=doc["cq"] if "cq" in doc else next(iter(doc.get("rq", ())), ""),  # older docs: rq[0]
         ),
     )
 
 
-def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: int, request_id: str = "") -> dict:
-    """A fresh session document, version 1; `request_id` is the create's."""
+def new_doc(
+    new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: int, request_id: str = "", earlier=()
+) -> dict:
+    """A fresh session document, version 1; `request_id` is the create's, `earlier` the request ids a
+    deleted session of the same id had (its receipt's): none of them applies to this one again."""
     doc = {
         "_id": key(new.user_id, new.session_id),
         "k": "s",
@@ -260,7 +265,8 @@ def new_doc(new: NewSession, *, now: int, slot: int, purge_ms: int, chunk_size: 
         "r": secrets.token_hex(8),
         "lk": "",
         "lu": 0,
-        "rq": [request_id] if request_id else [],
+        "rq": [*earlier, request_id] if request_id else list(earlier),
+        "cq": request_id,
         "sm": "",
         "su": 0,
     }
@@ -285,14 +291,20 @@ def receipt_fields(user_id: str, session_id: str, purge_ms: int) -> dict:
     return {"k": "d", "uid": user_id, "sid": session_id, "slot": rid, **purge_fields(purge_ms)}
 
 
-def receipt_doc(user_id: str, session_id: str, purge_ms: int, request_ids: list[str]) -> dict:
+def receipt_doc(user_id: str, session_id: str, purge_ms: int, request_ids: list[str], create_request: str) -> dict:
     rid = receipt_key(key(user_id, session_id))
-    return {"_id": rid, **receipt_fields(user_id, session_id, purge_ms), "rq": request_ids}
+    made_by = {"cq": create_request} if create_request else {}  # as a delete leaves it
+    return {"_id": rid, **receipt_fields(user_id, session_id, purge_ms), "rq": request_ids, **made_by}
 
 
 def purge_fields(purge_ms: int) -> dict:
     """When the TTL index may remove a document: `pa` (a BSON date, what the index reads) and its ms mirror."""
     return {"pa": from_ms(purge_ms), "pms": purge_ms}
+
+
+def request_fields(s: Session) -> dict:
+    """The request-id fields of a stored session, as its document holds them."""
+    return {"rq": list(s.stored.requests), "cq": s.stored.create_request}
 
 
 def new_chunk(s: Session, first_seq: int, texts: list[str]) -> dict:

@@ -51,6 +51,7 @@ SESSION_FIELDS: dict[str, tuple[str, Any]] = {
     "lock_token": ("lk", ""),
     "locked_until": ("lu", 0),
     "request_ids": ("rq", []),
+    "create_request": ("cq", ""),
     "summary": ("sm", ""),
     "summary_upto": ("su", 0),
 }
@@ -104,7 +105,7 @@ def marker_record(doc: dict) -> dict:
     record = {"user_id": doc["uid"], "session_id": doc["sid"], "purge": doc.get("pms", 0)}
     if doc["k"] == "t":
         return {"kind": "tombstone", **record}
-    return {"kind": "receipt", **record, "request_ids": list(doc.get("rq", ()))}
+    return {"kind": "receipt", **record, "request_ids": list(doc.get("rq", ())), "create_request": doc.get("cq", "")}
 
 
 def session_docs(record: dict, chunk_size: int) -> tuple[dict, list[dict]]:
@@ -156,7 +157,8 @@ def _whole_chunks(texts: list[str], size: int, max_history: int) -> int:
 def marker_doc(record: dict) -> dict:
     if record["kind"] == "tombstone":
         return tomb_doc(record["user_id"], record["session_id"], record["purge"])
-    return receipt_doc(record["user_id"], record["session_id"], record["purge"], record["request_ids"])
+    ids = record["request_ids"]
+    return receipt_doc(record["user_id"], record["session_id"], record["purge"], ids, record.get("create_request", ""))
 
 
 def record_key(record: dict) -> str:
@@ -174,6 +176,8 @@ def check(record: Any) -> dict:
         _integer(record, "purge")
         if record["kind"] == "receipt" and not _strings(record.get("request_ids")):
             raise BadRecord("request_ids must be a list of strings")
+        if record["kind"] == "receipt" and not isinstance(record.get("create_request", ""), str):
+            raise BadRecord("create_request must be a string")
         return record
     for name, (_, default) in SESSION_FIELDS.items():
         if name not in record:

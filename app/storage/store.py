@@ -139,11 +139,16 @@ class SessionStore:
 
     def create(self, new: NewSession, *, now: int, persist: bool, caller_id: bool, request_id: str = "") -> Applied:
         """Insert a new session in a free slot, or answer the live one stored under a caller's id
-        (a repeat of the create that made it when `request_id` is among its requests)."""
+        (a repeat when `request_id` is among its requests, `created` if it was the create's); a repeat
+        of a request applied to a session since deleted is answered with no session (`Applied.session`)."""
         key = layout.key(new.user_id, new.session_id)
+        earlier: tuple[str, ...] = ()
         for _ in LOST_RACES.rounds():
             if caller_id:
-                existing = self.read(new.user_id, new.session_id)
+                existing, receipt = self.deletion.with_receipt(key, new.user_id)
+                if receipt is not None and request_id in receipt.get("rq", ()):
+                    return Applied(None, replayed=True, created=receipt.get("cq") == request_id)
+                earlier = tuple(receipt.get("rq", ())) if receipt else ()
                 if existing is not None and existing.status == DELETED:  # a delete did not finish: finish it
                     self.deletion.remove(key, new.user_id, new.session_id, persist, now=now)
                     continue
@@ -151,16 +156,18 @@ class SessionStore:
                     keep = not existing.expired(now) or (existing.status == "active" and not existing.auto_clean)
                     if keep:  # live, or kept expired (auto_clean false) for the caller to revive
                         repeat = bool(request_id) and request_id in existing.stored.requests
-                        return Applied(existing, replayed=repeat, created=repeat)
+                        made_it = repeat and existing.stored.create_request == request_id
+                        return Applied(existing, replayed=repeat, created=made_it)
                     if self.outbox is not None:  # its session.expired first: nothing is removed unannounced
                         self.outbox.settle_now(key, new.user_id, now)
                     self.expiry.delete_expired(key, new.user_id, new.session_id, now, persist=persist)
                     continue
 
-            def build(slot: int) -> list[dict]:
+            def build(slot: int, earlier: tuple[str, ...] = earlier) -> list[dict]:
                 purge = self.expiry.purge_for(now + new.timeout_ms, new.timeout_ms)
+                size, kept = self.archive.chunk_size, earlier[-(layout.REQUESTS_KEPT - 1) :]
                 doc = layout.new_doc(
-                    new, now=now, slot=slot, purge_ms=purge, chunk_size=self.archive.chunk_size, request_id=request_id
+                    new, now=now, slot=slot, purge_ms=purge, chunk_size=size, request_id=request_id, earlier=kept
                 )
                 if self.outbox is not None:
                     self.outbox.hold_purge(doc)

@@ -77,7 +77,7 @@ def plan(
         where["v"] = expect.version
     if isinstance(change, Slide) and change.timeout_ms is not None:
         sets.update(tmo=change.timeout_ms, exp=now + change.timeout_ms)
-    elif not isinstance(change, Unlock):  # unlock never slides: it must not revive an expired session
+    elif not isinstance(change, Unlock) or change.slide:  # unlock slides only a live session (never revives)
         where["tmo"] = guess.timeout_ms
         sets["exp"] = now + guess.timeout_ms
     if next_due is not None and "exp" in sets:
