@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run admin test test-quick lint format openapi bench register coze-standin clean
+.PHONY: run admin test test-quick lint format openapi bench register coze-standin clean image test-image
 
+# the development venv: the service's requirements.txt plus tests, lint and tooling (requirements-dev.txt);
 # the project itself goes in editable and without dependencies, for its console command (session-admin)
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
@@ -51,3 +52,13 @@ coze-standin: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+
+# the container image (podman, else docker), tagged coze-session-node:dev; see docs/container.md
+image:
+	scripts/container.sh image
+
+# installs podman from Debian's packages if missing (root), builds the image, runs it and checks it
+test-image: $(STAMP)
+	scripts/container.sh host
+	scripts/container.sh image
+	$(BIN)/python -m pytest -m image tests/image_checks.py

@@ -6,7 +6,8 @@ MONGODB_URI is set. nx-27017 runs through scripts/nx_server.py, which patches it
 A start that finds the port taken looks at the pid file the last start wrote next to the log
 (var/nx.pid): if that pid is really nx-27017 on this port with this pid file, and the process that
 started it is gone (a crashed `make run`), it is this service's leftover and is stopped; anything
-else is named in the error, never killed.
+else is named in the error, never killed. A pid file that names a live process other than nx-27017
+(pids repeat across a container's starts) is a crash's leftover too, and is removed before the start.
 """
 
 from __future__ import annotations
@@ -146,6 +147,23 @@ def clear_port(port: int, pids: Path, host: str = "127.0.0.1") -> str:
     return f"stopped the embedded database pid {pid} a previous start left running on port {port} ({pids})"
 
 
+def clear_stale_pid_file(pids: Path) -> None:
+    """Remove a pid file a killed nx-27017 left, unless the process it names is an nx-27017.
+
+    nx-27017 refuses to start while its pid file names any live process. In a container pids repeat
+    from one start to the next, so after a crash (SIGKILL, out of memory) the file often names this
+    very service's gunicorn, and the embedded database would never start again on that volume.
+    """
+    try:
+        pid = int(pids.read_text().strip())
+    except (OSError, ValueError):
+        return
+    command = _proc(pid, "cmdline")
+    if command and "nx_server" not in command and "nx_27017" not in command and "nx-27017" not in command:
+        pids.unlink(missing_ok=True)
+    # no command: no such process (nx-27017 starts over a dead pid itself), or no /proc to ask
+
+
 def start_embedded(
     db_path: str, port: int, log_file: str, host: str = "127.0.0.1", *, notes: list[str] | None = None
 ) -> subprocess.Popen:
@@ -160,6 +178,7 @@ def start_embedded(
     for path in (db_path, log_file):
         if path != "memory":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+    clear_stale_pid_file(pid_file(log_file))
     args = [
         *nx_command(),
         "--db",
