@@ -321,12 +321,12 @@ def test_dead_after_the_retry_window_then_redelivered_by_the_admin_cli(make_app,
         clock.advance(600)
     outbox = app.extensions["database"].store().outbox
     [dead] = list(outbox.deliveries.read.find({"s": "dead"}))
-    assert dead["le"] == "ConnectionError" and dead["t"] == "session.closed"
+    assert dead["le"] == "ConnectionRefusedError" and dead["t"] == "session.closed"
     runner = app.test_cli_runner()
     listing = runner.invoke(args=["admin", "events"])
     assert listing.exit_code == 0, listing.output
     assert "dead: 1 (session.closed: 1)" in listing.output and dead["_id"] in listing.output
-    assert "ConnectionError" in listing.output
+    assert "ConnectionRefusedError" in listing.output
     receiver.start()
     again = runner.invoke(args=["admin", "events", "--redeliver", dead["_id"]])
     assert again.exit_code == 0 and "1 dead event" in again.output, again.output
@@ -639,3 +639,15 @@ def test_a_session_document_the_sweeper_cannot_read_holds_back_no_other_event(ap
     ok(call(api, "close", good))
     sweep(events_app)
     assert [b["session_id"] for b in receiver.delivered()] == [good]
+
+
+def test_a_redirect_is_not_delivery(api, events_app, receiver, clock, deliveries):
+    receiver.answers = [302]
+    sid = api.create("u1")["session_id"]
+    ok(call(api, "close", sid))
+    sweep(events_app)
+    [first] = receiver.received
+    assert deliveries.find_one({"_id": first.json["id"]})["le"] == "HTTP 302"
+    clock.advance(1)
+    sweep(events_app)
+    assert [r.status for r in receiver.received] == [302, 200]

@@ -1,4 +1,6 @@
-"""Where an event is sent: a signed POST to WEBHOOK_URL, or a run of a Coze workflow. HTTP (requests) only.
+"""Where an event is sent: a signed POST to WEBHOOK_URL, or a run of a Coze workflow. HTTP (urllib) only.
+
+The standard library's client: the service's image carries no HTTP client package for two POSTs.
 
 A target either returns (delivered) or raises `Undelivered` with a short reason that is stored as
 the event's last error: never the body, never the receiver's answer text beyond its status.
@@ -7,14 +9,36 @@ the event's last error: never the body, never the receiver's answer text beyond 
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 
 import orjson
-import requests
 
 from app.events import ID_HEADER, SEND_TIMEOUT_S, SIGNATURE_HEADER, signature
 from app.settings import Settings
 
-CONNECT_TIMEOUT_S = 3
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # a redirect is not a 2xx: retried, and the operator sees why (urllib raises it as an error)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _post(url: str, data: bytes, headers: dict) -> tuple[int, bytes]:
+    """POST within SEND_TIMEOUT_S: (status, body); Undelivered when no HTTP answer came."""
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with _OPENER.open(request, timeout=SEND_TIMEOUT_S) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:  # an answer, with a status that is not 2xx (or a redirect)
+        exc.close()
+        return exc.code, b""
+    except urllib.error.URLError as exc:
+        raise Undelivered(type(exc.reason).__name__ if isinstance(exc.reason, Exception) else "URLError") from None
+    except (OSError, ValueError) as exc:  # a timeout while reading, a connection reset, a malformed answer
+        raise Undelivered(type(exc).__name__) from None
 
 
 class Undelivered(Exception):
@@ -26,7 +50,6 @@ class WebhookTarget:
 
     def __init__(self, url: str, secret: str) -> None:
         self.url, self.secret = url, secret
-        self.http = requests.Session()
 
     def send(self, event_id: str, body: str, fields: dict) -> None:
         headers = {
@@ -35,19 +58,9 @@ class WebhookTarget:
             SIGNATURE_HEADER: signature(self.secret, int(time.time()), body),
             ID_HEADER: event_id,
         }
-        try:
-            answer = self.http.post(
-                self.url,
-                data=body.encode(),
-                headers=headers,
-                timeout=(CONNECT_TIMEOUT_S, SEND_TIMEOUT_S),
-                allow_redirects=False,  # a redirect is not a 2xx: retried, and the operator sees why
-            )
-        except requests.RequestException as exc:
-            raise Undelivered(type(exc).__name__) from None
-        answer.close()
-        if not 200 <= answer.status_code < 300:
-            raise Undelivered(f"HTTP {answer.status_code}")
+        status, _ = _post(self.url, body.encode(), headers)
+        if not 200 <= status < 300:
+            raise Undelivered(f"HTTP {status}")
 
 
 class CozeWorkflowTarget:
@@ -66,21 +79,15 @@ class CozeWorkflowTarget:
     def __init__(self, base: str, token: str, workflow_id: str) -> None:
         self.url = base.rstrip("/") + "/v1/workflow/run"
         self.token, self.workflow_id = token, workflow_id
-        self.http = requests.Session()
 
     def send(self, event_id: str, body: str, fields: dict) -> None:
         request = {"workflow_id": self.workflow_id, "parameters": fields, "is_async": True}
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json", ID_HEADER: event_id}
+        status, answer = _post(self.url, orjson.dumps(request), headers)
+        if not 200 <= status < 300:
+            raise Undelivered(f"HTTP {status}")
         try:
-            answer = self.http.post(
-                self.url, data=orjson.dumps(request), headers=headers, timeout=(CONNECT_TIMEOUT_S, SEND_TIMEOUT_S)
-            )
-        except requests.RequestException as exc:
-            raise Undelivered(type(exc).__name__) from None
-        if not 200 <= answer.status_code < 300:
-            raise Undelivered(f"HTTP {answer.status_code}")
-        try:
-            code = orjson.loads(answer.content).get("code")
+            code = orjson.loads(answer).get("code")
         except (orjson.JSONDecodeError, AttributeError):
             raise Undelivered("Coze answered without a JSON object") from None
         if code != 0:
