@@ -7,6 +7,11 @@ and in development without SERVICE_TOKEN it generates one and prints it. Before 
 empties the directory where each worker keeps its metrics (PROMETHEUS_MULTIPROC_DIR, by default one
 per instance under var/), so that a scrape, answered by any worker, sums them all. Whatever ends the
 master (a signal, a port it cannot bind, an error), the embedded database it started is stopped.
+
+TENANTS: the master checks the tenants file at start (a bad one ends the start, saying why) and again
+on `kill -HUP <master>` (gunicorn then starts new workers and lets the old ones finish their
+requests); the workers read the copy the master last accepted, so a file that does not parse is
+refused with its reason in the log and the service goes on with the tenants it had.
 """
 
 import atexit
@@ -64,11 +69,13 @@ _own_metrics_dir = False
 def on_starting(server):
     var = Path(os.environ.get("VAR_DIR", "var"))
     _prepare_metrics_dir(var)
-    if os.environ.get("APP_ENV", "development") != "production" and not os.environ.get("SERVICE_TOKEN"):
+    no_token = not os.environ.get("SERVICE_TOKEN") and not os.environ.get("TENANTS")  # TENANTS names who may call
+    if os.environ.get("APP_ENV", "development") != "production" and no_token:
         from scripts.embedded import dev_token
 
         os.environ["SERVICE_TOKEN"] = dev_token(os.environ, create=True)
         server.log.info("development service token (from %s): %s", var / "dev-token", os.environ["SERVICE_TOKEN"])
+    _accept_tenants(server, starting=True)
     _check_settings()
     if not os.environ.get("MONGODB_URI"):
         _start_embedded(server)
@@ -86,6 +93,41 @@ def _check_settings() -> None:
         Settings.from_env()
     except SettingsError as exc:
         raise RuntimeError(f"configuration: {exc}") from None
+
+
+def on_reload(server):
+    _accept_tenants(server, starting=False)
+
+
+def _accept_tenants(server, *, starting: bool) -> None:
+    """Check the TENANTS file as the workers will read it and keep a copy of it for them if it is good.
+
+    At start a bad file ends the start (as _check_settings); on a reload it is logged and the
+    workers gunicorn starts keep reading the last good copy. This module is executed again on every
+    reload: what must outlive one lives in the environment (TENANTS_ACCEPTED) and in that file.
+    """
+    path = os.environ.get("TENANTS", "").strip()
+    if not path:
+        return
+    from app.settings import Settings, SettingsError
+
+    var = Path(os.environ.get("VAR_DIR", "var")).resolve()
+    accepted = var / f"tenants-{os.environ.get('PORT', '8080')}.accepted"
+    candidate = accepted.with_suffix(".candidate")
+    try:
+        var.mkdir(parents=True, exist_ok=True)
+        candidate.write_bytes(Path(path).read_bytes())  # read once: what is checked is what the workers get
+        candidate.chmod(0o600)
+        Settings.from_env({**os.environ, "TENANTS_ACCEPTED": str(candidate)}).tenants  # noqa: B018
+    except (OSError, SettingsError) as exc:
+        reason = f"TENANTS ({path}): {exc}" if isinstance(exc, OSError) else str(exc)
+        if starting:
+            raise RuntimeError(f"configuration: {reason}") from None
+        server.log.error("%s; the workers keep the tenants of the last good file", reason)
+        return
+    os.replace(candidate, accepted)
+    os.environ["TENANTS_ACCEPTED"] = str(accepted)
+    server.log.info("tenants from %s: %s", path, ", ".join(Settings.from_env().tenants.names))
 
 
 def _start_embedded(server) -> None:

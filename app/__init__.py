@@ -25,27 +25,30 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
         PROVIDE_AUTOMATIC_OPTIONS=False,  # OPTIONS is no method of this service: 405 JSON, not an empty 200
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         BODY_READ_TIMEOUT=settings.body_read_timeout,
-        SERVICE_TOKENS=settings.service_tokens,
+        TENANTS=settings.tenants,
         AUTH_HEADER=settings.auth_header,
         PUBLIC_BASE_URL=settings.public_base_url,
         TRUST_PROXY_HEADERS=settings.trust_proxy_headers,
         ERROR_LANG=settings.error_lang,
         SETTINGS=settings,
-        OPTION_DEFAULTS={"timeout": settings.session_timeout, "max_history": settings.max_history},
-        OPTION_MAXIMA={"timeout": settings.max_timeout, "max_history": settings.max_history},
+        OPTION_DEFAULTS={t.name: {"timeout": t.timeout, "max_history": t.max_history} for t in settings.tenants.all},
+        OPTION_MAXIMA={t.name: {"timeout": t.max_timeout, "max_history": t.max_history} for t in settings.tenants.all},
         CONTEXT_SCHEMA=settings.context_schema,
     )
-    if not settings.service_tokens:
+    if settings.tenants.open:
         app.logger.warning("SERVICE_TOKEN is not set: requests are not authenticated (development only)")
     if settings.env == "production" and not settings.metrics_token:
         app.logger.warning("METRICS_TOKEN is not set: GET /metrics is open to anyone who can reach the service")
     database = Database(settings, clock or epoch_ms)
-    limits = Limits(max_context_bytes=settings.max_context_bytes, context_schema=settings.context_schema)
+    limits = {t.name: Limits(t.max_context_bytes, settings.context_schema) for t in settings.tenants.all}
+    max_sessions = {t.name: t.max_sessions for t in settings.tenants.all}
     metrics = Metrics(settings)
     app.extensions["database"] = database
     app.extensions["metrics"] = metrics
     app.extensions["request_log"] = logs.RequestLog(settings)
-    app.extensions["sessions"] = api.make_service(database, limits, LockWaiting(settings.lock_waiters), metrics.event)
+    app.extensions["sessions"] = api.make_service(
+        database, limits, max_sessions, LockWaiting(settings.lock_waiters), metrics.event
+    )
     if settings.events_enabled:  # started by gunicorn in each worker after the fork (gunicorn.conf.py)
         from app.events.sweeper import Sweeper
         from app.events.targets import target_for

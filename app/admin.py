@@ -3,9 +3,11 @@ and Flask only.
 
 `session-admin ...` (scripts/admin.py, which also starts the embedded database when no MONGODB_URI is
 set; `flask --app app.wsgi admin ...` is the same commands) works on the database the service is
-configured with; the storage side is app.storage's transfer, records, census and outbox (events). Exit
-codes: 0 done, 1 failed, 2 bad usage. Reports go to standard output (an export's to standard error, its
-records may be on standard output), progress to standard error when it is a terminal.
+configured with; the storage side is app.storage's transfer, records, census and outbox (events). Exit codes: 0 done,
+1 failed, 2 bad usage. Reports go to standard output (an export's to standard error, its records may
+be on standard output), progress to standard error when it is a terminal. Every command takes
+`--tenant NAME`: a user id names a user of one tenant (with several tenants configured, a command
+about one user needs it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import orjson
 from flask import current_app
 from flask.cli import AppGroup
 
-from app import errors, logs
+from app import errors, logs, tenants
 from app.responses import iso
 from app.storage.database import Database, IndexBuildFailed
 from app.storage.records import FORMAT, VERSION, BadRecord, check
@@ -63,6 +65,35 @@ def _database() -> Database:
     return current_app.extensions["database"]
 
 
+def _tenant_option(command):
+    return click.option(
+        "--tenant", metavar="NAME", help="Only this tenant (a name in TENANTS; `default`: SERVICE_TOKEN's)."
+    )(command)
+
+
+def _tenant(name: str | None, *, for_user: bool = False) -> str | None:
+    """The tenant a command is about: --tenant, checked; for a user, the only tenant when there is one."""
+    known: tenants.Tenants = current_app.config["TENANTS"]
+    if name is None:
+        if not for_user:
+            return None
+        if len(known.all) == 1:
+            return known.all[0].name
+        raise click.UsageError(f"several tenants are configured: give --tenant NAME (one of {', '.join(known.names)})")
+    if not tenants.NAME.match(name):
+        raise click.BadParameter("must be 1-32 characters of a-z 0-9 _ -", param_hint="--tenant")
+    if name not in known.by_name:  # a tenant taken out of TENANTS may still have data to export or erase
+        click.echo(f"note: tenant {name!r} is not configured now (tenants: {', '.join(known.names)})", err=True)
+    return name
+
+
+def _store(tenant: str | None):
+    """The store with the tenant's own MAX_SESSIONS (slots mean the same as for the service)."""
+    known: tenants.Tenants = current_app.config["TENANTS"]
+    own = known.by_name.get(tenant) if tenant else None
+    return _database().store(own.max_sessions if own else None)
+
+
 @contextlib.contextmanager
 def _failures() -> Iterator[None]:
     """The service's errors and file errors as a message and exit code 1."""
@@ -88,39 +119,49 @@ def _counts(counter: Counter) -> str:
 
 @cli.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-def stats(as_json: bool) -> None:
-    """Counts of documents, sessions by status, users, messages and context bytes."""
+@_tenant_option
+def stats(as_json: bool, tenant: str | None) -> None:
+    """Counts of documents, sessions by status, users, messages and context bytes; sessions and users by tenant."""
     db = _database()
+    tenant = _tenant(tenant)
     with _failures():
-        counts = db.store().census(db.clock())
+        counts = _store(tenant).census(db.clock(), tenant)
+    head = {"database": db.describe(), **({"tenant": tenant} if tenant else {})}
     if as_json:
-        click.echo(orjson.dumps({"database": db.describe(), **counts}).decode())
+        click.echo(orjson.dumps({**head, **counts}).decode())
         return
-    click.echo(f"database: {db.describe()}")
+    for name, value in head.items():
+        click.echo(f"{name}: {value}")
+    by_tenant = counts.pop("tenants")
     for group, values in counts.items():
         rest = ", ".join(f"{n:,} {name}" for name, n in values.items() if name != "total")
         click.echo(f"{group}: {values['total']:,} ({rest})" if "total" in values else f"{group}: {rest}")
+    for name, c in by_tenant.items():
+        click.echo(f"tenant {name}: {c['sessions']:,} sessions ({c['active']:,} active), {c['users']:,} users")
 
 
 @cli.command("export")
 @click.option("--user", "user_id", metavar="USER_ID", help="Only this user's sessions, tombstones and receipts.")
 @click.option("--out", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="File (default: stdout).")
-def export(user_id: str | None, out: str) -> None:
-    """Write every session (its context, whole history and settings) as JSON Lines."""
+@_tenant_option
+def export(user_id: str | None, out: str, tenant: str | None) -> None:
+    """Write every session (its context, whole history and settings) as JSON Lines, each naming its tenant."""
     if user_id == "":
         raise click.BadParameter("must not be empty", param_hint="--user")
+    tenant = _tenant(tenant, for_user=user_id is not None)
+    user_key = tenants.user_key(tenant, user_id) if user_id is not None and tenant else None
     db = _database()
     partial = f"{out}.partial" if out != "-" else ""  # a file only appears once it is whole
     progress, counts = Progress("exported"), Counter()
     with _failures():
         if partial:
             os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        transfer = db.store().transfer()
+        transfer = _store(tenant).transfer()
         try:
             with click.open_file(partial or "-", "wb") as stream:
                 header = {"format": FORMAT, "version": VERSION, "exported_at": iso(db.clock())}
-                stream.write(_line({**header, "user": user_id, "database": db.describe()}))
-                for record in chain(transfer.sessions(user_id), transfer.markers(user_id)):
+                stream.write(_line({**header, "user": user_id, "tenant": tenant, "database": db.describe()}))
+                for record in chain(transfer.sessions(user_key, tenant), transfer.markers(user_key, tenant)):
                     stream.write(_line(record))
                     counts[record["kind"]] += 1
                     progress.step()
@@ -137,7 +178,8 @@ def export(user_id: str | None, out: str) -> None:
     click.echo(f"exported to {where} in {progress.seconds:.1f} s: {_counts(counts)}", err=True)
     if transfer.unreadable:
         for user, session in transfer.unreadable[:SHOWN]:
-            click.echo(f"not exported: session {session!r} of user {user!r}", err=True)
+            owner, plain = tenants.split_user_key(user)
+            click.echo(f"not exported: session {session!r} of user {plain!r} of tenant {owner!r}", err=True)
         raise click.ClickException(
             f"{len(transfer.unreadable)} sessions could not be read whole: they kept changing while read "
             "(export again), or an archive chunk they list is missing"
@@ -147,14 +189,18 @@ def export(user_id: str | None, out: str) -> None:
 @cli.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--replace", is_flag=True, help="Overwrite a different session stored under the same id.")
-def import_(file: str, replace: bool) -> None:
+@click.option(
+    "--tenant", metavar="NAME", help="Import every record into this tenant (default: the tenant each record names)."
+)
+def import_(file: str, replace: bool, tenant: str | None) -> None:
     """Restore an export exactly; what is already stored as the file has it is left alone."""
+    tenant = _tenant(tenant)
     db = _database()
     done, failed, seen, progress = Restored(), [], Counter(), Progress("imported")
     end = None
     with _failures(), click.open_file(file, "rb") as stream:
         _header(next(stream, b""))
-        transfer = db.store().transfer()
+        transfer = (_store(tenant) if tenant else db.store()).transfer()
         batch: list[tuple[int, dict]] = []
         size = 0
         for n, raw in enumerate(stream, start=2):
@@ -167,6 +213,8 @@ def import_(file: str, replace: bool) -> None:
                 if isinstance(record, dict) and record.get("kind") == "end":
                     end = record
                     continue
+                if tenant and isinstance(record, dict):
+                    record["tenant"] = tenant
                 batch.append((n, check(record)))
             except (orjson.JSONDecodeError, BadRecord) as exc:
                 failed.append((n, str(exc) if isinstance(exc, BadRecord) else "not a JSON object"))
@@ -217,14 +265,16 @@ def _report(done: Restored, failed: list, seen: Counter, end: dict | None, secon
 
 @cli.command("wipe-user")
 @click.argument("user_id")
-def wipe(user_id: str) -> None:
-    """Erase every document of USER_ID (sessions, archive chunks, tombstones, receipts) and say what went."""
+@_tenant_option
+def wipe(user_id: str, tenant: str | None) -> None:
+    """Erase every document of USER_ID of one tenant (sessions, archive chunks, tombstones, receipts); say what went."""
     if not user_id:
         raise click.BadParameter("must not be empty", param_hint="USER_ID")
+    tenant = _tenant(tenant, for_user=True)
     with _failures():
-        removed, clean = _database().store().wipe_user(user_id)
+        removed, clean = _database().store().wipe_user(tenants.user_key(tenant, user_id))
     listing = ", ".join(f"{name}: {n:,}" for name, n in removed.items())
-    click.echo(f"removed {sum(removed.values()):,} documents of user {user_id!r} ({listing})")
+    click.echo(f"removed {sum(removed.values()):,} documents of user {user_id!r} of tenant {tenant!r} ({listing})")
     if not clean:
         raise click.ClickException("documents of this user were written meanwhile: stop their traffic and wipe again")
 
@@ -242,11 +292,14 @@ def ensure_indexes() -> None:
 
 @cli.command("user-hash")
 @click.argument("user_id")
-def user_hash(user_id: str) -> None:
-    """The hash that stands for USER_ID in JSON logs (`user`), keyed as the service keys it: grep for it."""
+@_tenant_option
+def user_hash(user_id: str, tenant: str | None) -> None:
+    """The hash that stands for USER_ID of a tenant in JSON logs (`user`), keyed as the service keys it: grep for it."""
     if not user_id:
         raise click.BadParameter("must not be empty", param_hint="USER_ID")
-    click.echo(logs.user_hash(logs.hash_key(current_app.config["SETTINGS"]), user_id))
+    tenant = _tenant(tenant, for_user=True)
+    key = logs.hash_key(current_app.config["SETTINGS"])
+    click.echo(logs.user_hash(key, tenants.user_key(tenant, user_id)))
 
 
 DEAD_SHOWN = 50  # dead events listed with their last error; the rest are counted

@@ -1,4 +1,4 @@
-"""The HTTP edge: one route per tool, service-token auth, JSON answers of the one shape. Flask only.
+"""The HTTP edge: one route per tool, the token that picks the tenant, JSON answers of the one shape. Flask only.
 
 Coze treats any status but 200 as a failed node, so everything a workflow can branch on is a 200
 with `error_code`; 401, 413, 503 and 500 are kept for a node that really should fail, and 400 for a
@@ -8,7 +8,6 @@ the body is read here, in pieces, under MAX_BODY_BYTES and BODY_READ_TIMEOUT (ch
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -23,6 +22,7 @@ from app import errors, jsontext, responses, schemas, spec, validation
 from app.core import Limits, Sessions
 from app.metrics import Metrics
 from app.storage.database import Database
+from app.tenants import Tenant, Tenants
 from app.waiting import LockWaiting
 
 log = logging.getLogger("app.api")
@@ -40,18 +40,10 @@ def _error(exc: errors.ServiceError, tool: spec.Tool = spec.MANAGE_TOOL, session
     return _json(responses.project(out, tool, current_app.config["CONTEXT_SCHEMA"]), exc.http_status)
 
 
-def _authorized() -> bool:
-    tokens: tuple[str, ...] = current_app.config["SERVICE_TOKENS"]
-    if not tokens:
-        return True
-    presented = request.headers.get(current_app.config["AUTH_HEADER"], "")
-    if presented[:7].lower() == "bearer ":
-        presented = presented[7:]
-    presented_bytes = presented.strip().encode("utf-8", "surrogateescape")
-    ok = False
-    for token in tokens:  # every token compared, each in constant time
-        ok |= hmac.compare_digest(presented_bytes, token.encode("utf-8"))
-    return ok
+def _tenant() -> Tenant | None:
+    """The tenant the request's token opens (from the headers alone: the body is not read yet)."""
+    tenants: Tenants = current_app.config["TENANTS"]
+    return tenants.pick(request.headers.get(current_app.config["AUTH_HEADER"], ""))
 
 
 def _handle(tool: spec.Tool) -> Response:
@@ -60,8 +52,9 @@ def _handle(tool: spec.Tool) -> Response:
     body: Any = None
     call: validation.Call | None = None
     code, status, from_storage = "", 200, False
+    tenant = _tenant()
     try:
-        if not _authorized():  # from the headers alone: a client without the token is not waited for
+        if tenant is None:  # from the headers alone: a client without a tenant's token is not waited for
             g.lang = _header_lang(default_lang)
             raise errors.Unauthorized()
         raw = _read_body()
@@ -77,13 +70,15 @@ def _handle(tool: spec.Tool) -> Response:
             tool.name,
             body,
             request.headers.get("X-Aiplugin-Connector-Identifier", ""),
-            current_app.config["OPTION_DEFAULTS"],
+            current_app.config["OPTION_DEFAULTS"][tenant.name],
             typed=current_app.config["CONTEXT_SCHEMA"] is not None,
-            maxima=current_app.config["OPTION_MAXIMA"],
+            maxima=current_app.config["OPTION_MAXIMA"][tenant.name],
         )
-        service: Sessions = current_app.extensions["sessions"]()
+        service: Sessions = current_app.extensions["sessions"](tenant.name)
         outcome = service.execute(call)
-        current_app.extensions["metrics"].outcome(call.operation, replayed=outcome.replayed, resumed=outcome.resumed)
+        current_app.extensions["metrics"].outcome(
+            call.operation, tenant.name, replayed=outcome.replayed, resumed=outcome.resumed
+        )
         return _json(responses.project(responses.render(outcome), tool, current_app.config["CONTEXT_SCHEMA"]))
     except RequestEntityTooLarge:
         code, status = "PAYLOAD_TOO_LARGE", 413
@@ -99,8 +94,10 @@ def _handle(tool: spec.Tool) -> Response:
         return _error(errors.Internal(), tool)
     finally:
         seconds = time.perf_counter() - started
-        current_app.extensions["metrics"].request(tool.name, code, seconds, from_storage=from_storage)
+        tenant_name = tenant.name if tenant else ""
+        current_app.extensions["metrics"].request(tool.name, tenant_name, code, seconds, from_storage=from_storage)
         current_app.extensions["request_log"].write(
+            tenant=tenant_name,
             tool=tool.name,
             operation=call.operation if call else _named_operation(body),
             code=code,
@@ -242,7 +239,16 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def make_service(
-    database: Database, limits: Limits, waiting: LockWaiting, events: Callable[[str], None]
-) -> Callable[[], Sessions]:
-    """The core on this process's store (created on first use, after gunicorn forks)."""
-    return lambda: Sessions(database.store(), limits, waiting, events)
+    database: Database,
+    limits: dict[str, Limits],
+    max_sessions: dict[str, int],
+    waiting: LockWaiting,
+    events: Callable[[str, str], None],
+) -> Callable[[str], Sessions]:
+    """The core of a tenant on this process's store (created on first use, after gunicorn forks)."""
+
+    def service(tenant: str) -> Sessions:
+        store = database.store(max_sessions[tenant])
+        return Sessions(store, limits[tenant], waiting, lambda event: events(event, tenant), tenant=tenant)
+
+    return service

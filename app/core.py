@@ -37,6 +37,7 @@ from app.model import (
     Unlock,
     context_text,
 )
+from app.tenants import DEFAULT, user_key
 from app.validation import Call, field_error
 from app.waiting import LockWaiting
 
@@ -61,7 +62,11 @@ class Limits:
 
 
 class Sessions:
-    """Runs a validated Call against the store; `events` hears what happened on the way (LOCK_WAIT)."""
+    """Runs a validated Call of one tenant against the store; `events` hears what happened on the way (LOCK_WAIT).
+
+    The call's user is stored under the tenant's user key (app.tenants): from here on every id,
+    request id, lock, slot and derived session id belongs to that tenant's user alone.
+    """
 
     def __init__(
         self,
@@ -69,14 +74,19 @@ class Sessions:
         limits: Limits,
         waiting: LockWaiting | None = None,
         events: Callable[[str], None] | None = None,
+        *,
+        tenant: str = DEFAULT,
     ) -> None:
         self.store = store
+        self.tenant = tenant
         self.limits = limits
         self.waiting = waiting or LockWaiting(0)
         self.events = events or _ignore
         self.clock: Callable[[], int] = store.clock
 
     def execute(self, call: Call) -> Outcome:
+        if self.tenant != DEFAULT:
+            call = dataclasses.replace(call, user_id=user_key(self.tenant, call.user_id))
         try:
             return getattr(self, "op_" + call.operation)(call)
         except errors.OutOfRange as exc:  # refused by the stored state: named as the caller's field

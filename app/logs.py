@@ -1,8 +1,9 @@
 """Logging: the format of every line, and the one line per request. Pure: the logging module only.
 
 Text (the default) keeps the line operators grep today. LOG_FORMAT=json writes one JSON object a
-line; a request's names its user by a keyed hash (HMAC-SHA256 of the user id, 16 hex digits), so an
-operator can follow one user's requests without the log holding who they are. No raw user id,
+line; a request's names its tenant and its user by a keyed hash (HMAC-SHA256 of the stored user key,
+the user id within its tenant, 16 hex digits), so an operator can follow one user's requests without
+the log holding who they are. No raw user id,
 session id, context or message content is ever logged.
 """
 
@@ -16,6 +17,7 @@ import orjson
 
 from app.responses import iso
 from app.settings import Settings
+from app.tenants import user_key
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 HASH_HEX = 16  # 64 bits: enough to tell a team's users apart, too few to be worth storing as an id
@@ -26,11 +28,12 @@ request_log = logging.getLogger(REQUEST_LOGGER)
 
 
 def hash_key(settings: Settings) -> bytes:
-    """LOG_HASH_KEY, else a key derived from the first SERVICE_TOKEN (secret, like the key must be)."""
+    """LOG_HASH_KEY, else a key derived from the first SERVICE_TOKEN (secret, like the key must be), or
+    with only TENANTS, from each tenant's first token."""
     if settings.log_hash_key:
         return settings.log_hash_key.encode()
-    seed = settings.service_tokens[0] if settings.service_tokens else ""
-    return hashlib.sha256(b"coze-session-node log hash key\0" + seed.encode()).digest()
+    seed = settings.service_tokens[0].encode() if settings.service_tokens else settings.tenants.log_seed()
+    return hashlib.sha256(b"coze-session-node log hash key\0" + seed).digest()
 
 
 def user_hash(key: bytes, user_id: str) -> str:
@@ -72,17 +75,21 @@ class RequestLog:
         self.json = settings.log_format == "json"
         self.key = hash_key(settings)
 
-    def write(self, *, tool: str, operation: str, code: str, ms: float, logid: str, user_id: str, status: int) -> None:
+    def write(
+        self, *, tenant: str, tool: str, operation: str, code: str, ms: float, logid: str, user_id: str, status: int
+    ) -> None:
         if not self.json:
-            request_log.info("%s %s %s %.1fms logid=%s", tool, operation, code or "OK", ms, logid or "-")
+            code, logid, tenant = code or "OK", logid or "-", tenant or "-"
+            request_log.info("%s %s %s %.1fms logid=%s tenant=%s", tool, operation, code, ms, logid, tenant)
             return
         fields = {
             "logid": logid,
+            "tenant": tenant,
             "tool": tool,
             "operation": operation,
             "error_code": code or "OK",
             "status": status,
             "ms": round(ms, 1),
-            "user": user_hash(self.key, user_id),
+            "user": user_hash(self.key, user_key(tenant, user_id) if user_id else ""),
         }
         request_log.info("request", extra={"request": fields})

@@ -4,7 +4,8 @@ Under gunicorn (PROMETHEUS_MULTIPROC_DIR, set up by gunicorn.conf.py) every work
 to its own files in that directory and a scrape, answered by any one worker, sums them all; a dead
 worker's counts stay, as a counter's must. Without it (one process: tests, `flask run`) the counts
 live in this process's registry. No label ever carries a user or session id: labels are tool names,
-operation names and error codes, all from the spec.
+operation names and error codes, all from the spec, and tenant names, from the operator's TENANTS file
+("" for a request no token opened): every label's values are bounded.
 """
 
 from __future__ import annotations
@@ -50,29 +51,43 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "session_requests",
-            "Requests answered, by tool and error code (OK: success)",
-            ["tool", "error_code"],
+            "Requests answered, by tenant, tool and error code (OK: success)",
+            ["tenant", "tool", "error_code"],
             registry=r,
         )
         self.duration = Histogram(
             "session_request_duration_seconds",
-            "Time to answer a request, by tool",
-            ["tool"],
+            "Time to answer a request, by tenant and tool",
+            ["tenant", "tool"],
             buckets=BUCKETS,
             registry=r,
         )
         self.database_errors = Counter(
-            "session_database_errors", "Requests failed by the database, by error code", ["error_code"], registry=r
+            "session_database_errors",
+            "Requests failed by the database, by tenant and error code",
+            ["tenant", "error_code"],
+            registry=r,
         )
         self.lock_conflicts = Counter(
-            "session_lock_conflicts", "Writes refused by the session lock, by error code", ["error_code"], registry=r
+            "session_lock_conflicts",
+            "Writes refused by the session lock, by tenant and error code",
+            ["tenant", "error_code"],
+            registry=r,
         )
-        self.lock_waits = Counter("session_lock_waits", "lock calls that waited for a held session lock", registry=r)
+        self.lock_waits = Counter(
+            "session_lock_waits", "lock calls that waited for a held session lock, by tenant", ["tenant"], registry=r
+        )
         self.replays = Counter(
-            "session_replays", "Writes answered as repeats of a request_id, by operation", ["operation"], registry=r
+            "session_replays",
+            "Writes answered as repeats of a request_id, by tenant and operation",
+            ["tenant", "operation"],
+            registry=r,
         )
         self.resumes = Counter(
-            "session_resumes", "Expired sessions revived by options.resume, by operation", ["operation"], registry=r
+            "session_resumes",
+            "Expired sessions revived by options.resume, by tenant and operation",
+            ["tenant", "operation"],
+            registry=r,
         )
         self.events_delivered = Counter(
             "session_events_delivered", "Lifecycle events delivered (a 2xx answer), by type", ["type"], registry=r
@@ -100,36 +115,38 @@ class Metrics:
             buckets=EVENT_BUCKETS,
             registry=r,
         )
-        for code in DATABASE_ERRORS:  # present at zero from the start, so rate() and alerts see them
-            self.database_errors.labels(code)
-        for code in LOCK_CONFLICTS:
-            self.lock_conflicts.labels(code)
+        for tenant in settings.tenants.names:  # present at zero from the start, so rate() and alerts see them
+            for code in DATABASE_ERRORS:
+                self.database_errors.labels(tenant, code)
+            for code in LOCK_CONFLICTS:
+                self.lock_conflicts.labels(tenant, code)
         if settings.events_enabled:
             for kind in events.TYPES:
                 for family in (self.events_delivered, self.events_retried, self.events_dead, self.pending_gauge):
                     family.labels(kind)
 
-    def request(self, tool: str, code: str, seconds: float, *, from_storage: bool) -> None:
-        """One answered request; `code` "" for success; `from_storage`: the error came from the database layer."""
-        self.requests.labels(tool, code or "OK").inc()
-        self.duration.labels(tool).observe(seconds)
+    def request(self, tool: str, tenant: str, code: str, seconds: float, *, from_storage: bool) -> None:
+        """One answered request of `tenant` ("" if no token opened one); `code` "" for success;
+        `from_storage`: the error came from the database layer."""
+        self.requests.labels(tenant, tool, code or "OK").inc()
+        self.duration.labels(tenant, tool).observe(seconds)
         if code in DATABASE_ERRORS and from_storage:
-            self.database_errors.labels(code).inc()
+            self.database_errors.labels(tenant, code).inc()
         elif code in LOCK_CONFLICTS:
-            self.lock_conflicts.labels(code).inc()
+            self.lock_conflicts.labels(tenant, code).inc()
 
-    def outcome(self, operation: str, *, replayed: bool, resumed: bool) -> None:
+    def outcome(self, operation: str, tenant: str, *, replayed: bool, resumed: bool) -> None:
         if operation not in spec.OPERATIONS:
             return
         if replayed:
-            self.replays.labels(operation).inc()
+            self.replays.labels(tenant, operation).inc()
         if resumed:
-            self.resumes.labels(operation).inc()
+            self.resumes.labels(tenant, operation).inc()
 
-    def event(self, name: str) -> None:
-        """What the core reports while it works (core.Sessions' `events`)."""
+    def event(self, name: str, tenant: str) -> None:
+        """What the core reports while it works (core.Sessions' `events`), for `tenant`."""
         if name == LOCK_WAIT:
-            self.lock_waits.inc()
+            self.lock_waits.labels(tenant).inc()
 
     def event_delivered(self, event_type: str, seconds: float) -> None:
         self.events_delivered.labels(event_type).inc()

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
-from app import spec
+from app import spec, tenants
 from app.context_schema import ContextSchema, ContextSchemaError
 
 MAX_CHUNK = 64  # messages per archive chunk at most: 64 of 64 KiB make a 4 MiB chunk
@@ -94,6 +94,10 @@ class Settings:
     # gunicorn's start-up sets it (see gunicorn.conf.py): each worker writes its counts there, a scrape sums them
     metrics_dir: str = ""
     context_schema_path: str = ""  # CONTEXT_SCHEMA: a JSON Schema file declaring the context's typed fields
+    tenants_path: str = ""  # TENANTS: the tenants file (YAML or JSON); empty: SERVICE_TOKEN is the one tenant
+    # under gunicorn, the copy of TENANTS the master last accepted (gunicorn.conf.py): a file broken by an
+    # edit is refused at reload and the workers it starts keep the last good one
+    tenants_copy: str = ""
     # lifecycle events (docs/events.md): off unless WEBHOOK_URL or WEBHOOK_TARGET=coze_workflow
     webhook_target: str = "http"  # or "coze_workflow"
     webhook_url: str = ""
@@ -119,6 +123,29 @@ class Settings:
             return ContextSchema.load(self.context_schema_path)
         except ContextSchemaError as exc:
             raise SettingsError(str(exc)) from None
+
+    @cached_property
+    def tenants(self) -> tenants.Tenants:
+        """Who may call, and with which limits: the TENANTS file's tenants, `default` for SERVICE_TOKEN."""
+        limits = {
+            "max_sessions": self.max_sessions,
+            "timeout": self.session_timeout,
+            "max_timeout": self.max_timeout,
+            "max_history": self.max_history,
+            "max_context_bytes": self.max_context_bytes,
+        }
+        if not self.tenants_path:
+            return tenants.single(self.service_tokens, limits)
+        try:
+            return tenants.load(
+                self.tenants_copy or self.tenants_path,
+                service_tokens=self.service_tokens,
+                defaults=limits,
+                max_context_bytes=DOCUMENT_BUDGET - self.max_body_bytes,
+                production=self.env == "production",
+            )
+        except tenants.TenantsError as exc:
+            raise SettingsError(f"TENANTS ({self.tenants_path}): {exc}") from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +186,8 @@ class Settings:
             error_lang=env.get("ERROR_LANG", "").strip().lower() or "zh",
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
             context_schema_path=env.get("CONTEXT_SCHEMA", "").strip(),
+            tenants_path=env.get("TENANTS", "").strip(),
+            tenants_copy=env.get("TENANTS_ACCEPTED", "").strip() if env.get("TENANTS", "").strip() else "",
             log_format=env.get("LOG_FORMAT", "").strip().lower() or "text",
             log_hash_key=env.get("LOG_HASH_KEY", "").strip(),
             metrics_token=env.get("METRICS_TOKEN", "").strip(),
@@ -180,6 +209,7 @@ class Settings:
     def check(self) -> None:
         """Refuse combinations that must not run."""
         _ = self.context_schema  # a schema Coze could not show stops start-up here
+        _ = self.tenants  # so does a tenants file that does not parse
         if self.max_history > spec.MAX_HISTORY:
             raise SettingsError(f"MAX_HISTORY must be at most {spec.MAX_HISTORY}")
         if self.session_timeout > self.max_timeout:
@@ -203,8 +233,8 @@ class Settings:
             raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR must be an existing directory, got {self.metrics_dir!r}")
         self._check_events()
         if self.env == "production":
-            if not self.service_tokens:
-                raise SettingsError("APP_ENV=production needs SERVICE_TOKEN")
+            if not self.service_tokens and not self.tenants_path:
+                raise SettingsError("APP_ENV=production needs SERVICE_TOKEN or TENANTS")
             if not self.mongodb_uri:
                 raise SettingsError("APP_ENV=production needs MONGODB_URI")
         if any(len(t) < 16 for t in self.service_tokens) and self.env == "production":
@@ -238,3 +268,9 @@ class Settings:
             )
         if self.env == "production" and 0 < len(self.webhook_secret) < 16:
             raise SettingsError("WEBHOOK_SECRET must be at least 16 characters in production")
+        keyless = self.log_format == "json" and not self.log_hash_key and not self.tenants.any_clear_token
+        if self.env == "production" and keyless:
+            raise SettingsError(
+                "LOG_FORMAT=json needs LOG_HASH_KEY when every token is a sha256: hash in TENANTS "
+                "(the user hash in the log must be keyed by a secret)"
+            )

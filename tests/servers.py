@@ -29,6 +29,15 @@ def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4, log: Pa
 
     `env` is added to a copy of this process's environment (MONGODB_URI, SERVICE_TOKEN, ...).
     """
+    with gunicorn_process(env, workers=workers, threads=threads, log=log) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def gunicorn_process(
+    env: dict[str, str], *, workers: int = 2, threads: int = 4, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As `gunicorn`, yielding (base URL, the master process) for a test that signals the master."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -62,7 +71,7 @@ def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4, log: Pa
             if time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not answer /healthz within 30 s")
             time.sleep(0.1)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:

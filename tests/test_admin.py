@@ -216,7 +216,7 @@ def test_after_wipe_user_no_document_in_any_collection_holds_that_user_id_and_th
     wiped = admin(app, "wipe-user", victim)
     assert wiped.exit_code == 0, wiped.output
     assert wiped.stdout == (
-        f"removed 6 documents of user {victim!r} "
+        f"removed 6 documents of user {victim!r} of tenant 'default' "
         "(sessions: 1, tombstones: 1, archive chunks: 2, delete receipts: 1, other: 1)\n"
     )
     after = documents(mongo_uri, db)
@@ -230,7 +230,7 @@ def test_wipe_user_of_an_unknown_user_prints_zeros_and_exits_0(api, app):
     wiped = admin(app, "wipe-user", "nobody")
     assert wiped.exit_code == 0
     assert wiped.stdout == (
-        "removed 0 documents of user 'nobody' "
+        "removed 0 documents of user 'nobody' of tenant 'default' "
         "(sessions: 0, tombstones: 0, archive chunks: 0, delete receipts: 0, other: 0)\n"
     )
     assert ok(api.call("list", {"user_id": "u1"}))["sessions"]

@@ -18,6 +18,7 @@ from app.core import Sessions
 from app.settings import Settings
 from app.storage.database import Database
 from app.storage.updates import PATCH_LOG_BYTES
+from app.tenants import DEFAULT, user_key
 from tests.support import CommandLog, open_store, run
 from tests.test_store import LIMITS
 
@@ -48,6 +49,7 @@ class Workload:
 
     def __init__(self, core: Sessions, log: CommandLog) -> None:
         self.core, self.log = core, log
+        self.tenant = core.tenant
         self.seen: set[str] = set()
         self.codes: set[str] = set()
         self.sent = 0
@@ -65,18 +67,18 @@ class Workload:
             name = next(iter(command))
             self.seen.add(name)
             self.sent += 1
-            for where in filters(command):
-                assert type(where.get("uid")) is str and where["uid"] == user_id, (op, command)
+            for where in filters(command):  # the stored user key: the tenant with the user id
+                assert type(where.get("uid")) is str and where["uid"] == user_key(self.tenant, user_id), (op, command)
             if name in WRITES:
                 assert command.get("writeConcern") == (DURABLE if persist else FAST), (op, persist, command)
         return out
 
 
-@pytest.fixture
-def workload(mongo_uri, db_name, clock):
+@pytest.fixture(params=[DEFAULT, "acme"])
+def workload(request, mongo_uri, db_name, clock):
     log = CommandLog()
     store, client = open_store(mongo_uri, db_name, clock, log, chunk_size=4)
-    yield Workload(Sessions(store, LIMITS), log)
+    yield Workload(Sessions(store, LIMITS, tenant=request.param), log)
     client.close()
 
 

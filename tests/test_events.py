@@ -651,3 +651,16 @@ def test_a_redirect_is_not_delivery(api, events_app, receiver, clock, deliveries
     clock.advance(1)
     sweep(events_app)
     assert [r.status for r in receiver.received] == [302, 200]
+
+
+def test_an_event_of_a_tenant_carries_the_plain_user_id(events_app, receiver, clock):
+    from app.model import Close, Expect, NewSession
+    from app.tenants import user_key
+
+    store = events_app.extensions["database"].store()
+    stored_user = user_key("acme", "u1")
+    store.create(NewSession(stored_user, "cart", "{}", 600_000, 100, True), now=clock(), persist=True, caller_id=True)
+    store.apply(stored_user, "cart", Close(), Expect(), now=clock(), persist=True)
+    sweep(events_app)
+    [body] = receiver.delivered()
+    assert (body["user_id"], body["session_id"]) == ("u1", "cart")

@@ -15,6 +15,7 @@ import pytest
 
 from app import api as api_module
 from app import spec
+from app import tenants as tenants_module
 from app.settings import Settings
 from tests.support import AUTH, LEAKS, TOKEN, Api, assert_no_leak, check_response, ctx
 from tests.wire_faults import CommandFailure, DropConnection, Rule
@@ -517,7 +518,7 @@ def test_every_rotated_token_is_compared_with_hmac_compare_digest_even_after_a_m
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(api_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(tenants_module.hmac, "compare_digest", spy)
     client = app.test_client()
     cases = [
         ("Bearer token-a-0123456789abcdef", 200),
@@ -535,7 +536,7 @@ def test_every_rotated_token_is_compared_with_hmac_compare_digest_even_after_a_m
         assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)
     with app.test_request_context("/v1/session/list", headers={"Authorization": "token-b-0123456789abcdef"}):
         calls.clear()
-        assert api_module._authorized() is True
+        assert api_module._tenant().name == "default"
         assert len(calls) == 2
 
 

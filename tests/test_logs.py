@@ -79,8 +79,8 @@ def test_text_stays_the_default_request_log_line(api, caplog):
         api.call("create", {"user_id": "u1"}, headers={"X-Tt-Logid": "abc-123"})
         api.call("get", {"user_id": "u1", "session_id": "nope"})
     first, second = (r.getMessage() for r in caplog.records if r.name == "app.api")
-    assert re.fullmatch(r"session_create create OK \d+\.\dms logid=abc-123", first), first
-    assert re.fullmatch(r"session_get get SESSION_NOT_FOUND \d+\.\dms logid=-", second), second
+    assert re.fullmatch(r"session_create create OK \d+\.\dms logid=abc-123 tenant=default", first), first
+    assert re.fullmatch(r"session_get get SESSION_NOT_FOUND \d+\.\dms logid=- tenant=default", second), second
 
 
 def test_a_json_request_record_formats_as_one_object_without_the_raw_ids(settings, make_app, caplog):
@@ -99,6 +99,7 @@ def test_a_json_request_record_formats_as_one_object_without_the_raw_ids(setting
         "level",
         "logger",
         "logid",
+        "tenant",
         "tool",
         "operation",
         "error_code",
@@ -106,6 +107,7 @@ def test_a_json_request_record_formats_as_one_object_without_the_raw_ids(setting
         "ms",
         "user",
     }
+    assert [line["tenant"] for line in lines] == ["default", "default"]
     assert "bob" not in json.dumps(lines) and "s-77" not in json.dumps(lines)
 
 
@@ -117,8 +119,8 @@ def test_a_refused_request_logs_its_operation_only_when_it_names_one_never_raw_i
     logged = [r.getMessage() for r in caplog.records if r.name == "app.api"]
     assert len(logged) == 4
     for line in logged[:3]:
-        assert re.fullmatch(r"session_manage  INVALID_ARGUMENT \d+\.\dms logid=-", line), line
-    assert re.fullmatch(r"session_manage get INVALID_ARGUMENT \d+\.\dms logid=-", logged[3]), logged[3]
+        assert re.fullmatch(r"session_manage  INVALID_ARGUMENT \d+\.\dms logid=- tenant=default", line), line
+    assert re.fullmatch(r"session_manage get INVALID_ARGUMENT \d+\.\dms logid=- tenant=default", logged[3]), logged[3]
 
 
 def test_the_user_hash_is_keyed_by_log_hash_key_else_by_a_key_derived_from_the_service_token():

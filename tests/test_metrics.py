@@ -30,6 +30,7 @@ ALLOWED_LABELS = {
     "tool": {t.name for t in spec.TOOLS},
     "error_code": {*spec.ERRORS, "OK"},
     "operation": set(spec.OPERATIONS),
+    "tenant": {"default", ""},  # the tests' tenants: the operator's names, or "" when no token opened one
 }
 
 
@@ -95,7 +96,7 @@ def test_forty_requests_over_two_gunicorn_workers_are_counted_exactly_forty_in_o
     assert total(text, "session_requests_total", tool="session_get", error_code="OK") == 39
     assert total(text, "session_request_duration_seconds_count") == 40
     assert total(text, "session_request_duration_seconds_bucket", le="+Inf") == 40
-    assert 'session_request_duration_seconds_bucket{le="0.005",tool="session_get"}' in text
+    assert 'session_request_duration_seconds_bucket{le="0.005",tenant="default",tool="session_get"}' in text
     assert len([n for n in per_worker.values() if n > 0]) == 2, per_worker  # both workers answered some
     assert_only_spec_labels(text)
     assert user not in text and sid not in text

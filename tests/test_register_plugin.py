@@ -335,3 +335,35 @@ def test_with_a_context_schema_the_published_tools_declare_typed_fields_and_pass
         "cart": {"type": "array", "items": {"type": "string"}}
     }
     assert "fields" in update["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+
+
+def test_with_tenants_the_plugin_is_published_with_one_tenants_token_and_works_in_that_tenant(
+    mongo_uri, tmp_path, coze, capsys
+):
+    from tests.test_tenants import ACME, GLOBEX, TENANTS_YAML
+
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(TENANTS_YAML)
+    with (
+        fresh_database(mongo_uri, "test_register") as db,
+        gunicorn({**service_env(mongo_uri, db), "TENANTS": str(tenants), "VAR_DIR": str(tmp_path)}, workers=1) as base,
+    ):
+        env = {**ENV, "SERVICE_TOKEN": ACME}  # the token of the tenant this workspace's plugin belongs to
+        rc, out, err = run(capsys, coze, "--coze-url", coze.url, "--base-url", base, "--debug", "--publish", env=env)
+        assert rc == 0, err
+        plugin = only_plugin(coze)
+        assert plugin.manifest["auth"]["service_token"] == ACME
+        assert [t.debug_status for t in plugin.tools] == [1] * len(TOOL_NAMES)
+        assert {c["headers"]["Authorization"] for c in coze.service_calls} == {ACME}
+        user_id = coze.service_calls[0]["body"]["user_id"]
+        calls = [c for c in coze.service_calls if c["tool"] == "session_get"]
+        session_id = calls[0]["body"]["session_id"]
+        for token in (ACME, GLOBEX, TOKEN):  # cleaned up in its tenant; never visible in another
+            listed = requests.post(
+                f"{base}/v1/session/list",
+                json={"user_id": user_id},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            ).json()
+            assert listed["sessions"] == [], token
+        assert session_id and plugin.versions == ["v0.0.1"]

@@ -12,23 +12,33 @@ from typing import Any
 
 from app.storage.layout import KINDS
 from app.storage.mongo import Collections, storage_errors
+from app.tenants import split_user_key
 
 PROJECTION = {"k": 1, "uid": 1, "st": 1, "exp": 1, "n": 1, "mh": 1, "lu": 1, "csz": 1, "ac": 1}
 
 
-def census(collections: Collections, max_sessions: int, now: int) -> dict[str, Any]:
-    """Counts of documents, sessions, users, messages and context bytes, as of `now` (epoch ms)."""
+def census(collections: Collections, max_sessions: int, now: int, tenant: str | None = None) -> dict[str, Any]:
+    """Counts of documents, sessions, users, messages and context bytes, as of `now` (epoch ms): of one
+    tenant if given, else of all with each tenant's sessions and users."""
     kinds: Counter = Counter()
     sessions: Counter = Counter()
     live_per_user: Counter = Counter()  # every user with a session, and how many of them are active
+    per_tenant: dict[str, Counter] = {}
     messages = longest = context = largest = 0
     with storage_errors(writing=False):
         for doc in collections.read.find({}, PROJECTION).batch_size(1000):
+            owner = split_user_key(doc["uid"])[0] if isinstance(doc.get("uid"), str) else ""
+            if tenant is not None and owner != tenant:
+                continue
             kinds[KINDS.get(doc.get("k"), "other")] += 1
             if doc.get("k") != "s":
                 continue
             status = "expired" if doc["exp"] <= now else doc["st"]
             sessions[status] += 1
+            counts = per_tenant.setdefault(owner, Counter())
+            counts["sessions"] += 1
+            counts["active"] += status == "active"
+            counts["users"] += doc["uid"] not in live_per_user
             sessions["locked now"] += doc.get("lu", 0) > now
             sessions["never purged (auto_clean false)"] += not doc["ac"]
             live_per_user[doc["uid"]] += status == "active"
@@ -50,6 +60,10 @@ def census(collections: Collections, max_sessions: int, now: int) -> dict[str, A
         "messages": {"visible": messages, "longest history": longest},
         # csz bounds a context with unfolded patches from above: "about"
         "context bytes (about)": {"total": context, "largest": largest},
+        "tenants": {
+            name: {"sessions": c["sessions"], "active": c["active"], "users": c["users"]}
+            for name, c in sorted(per_tenant.items())
+        },
     }
 
 

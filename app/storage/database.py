@@ -52,6 +52,7 @@ class Database:
         self._client: MongoClient | None = None
         self._store: SessionStore | None = None
         self._collections: Collections | None = None
+        self._stores: dict[int, SessionStore] = {}  # by MAX_SESSIONS: a tenant's own limit, on the same client
         self._lock = threading.Lock()
 
     def _connect(self) -> SessionStore:
@@ -70,10 +71,10 @@ class Database:
         )
         self._pid = os.getpid()
         self._collections = Collections(self._client[s.mongodb_db][s.mongodb_collection], s.mongodb_wtimeout_ms)
-        outbox = None
+        self._outbox = None  # lifecycle events: one per process, shared by every tenant's store
         if s.events_enabled:
             deliveries = Collections(self._client[s.mongodb_db][events_collection(s)], s.mongodb_wtimeout_ms)
-            outbox = Outbox(
+            self._outbox = Outbox(
                 self._collections,
                 deliveries,
                 lead_ms=s.webhook_expiring_lead * 1000,
@@ -82,25 +83,36 @@ class Database:
                 purge_grace_ms=s.purge_grace * 1000,
                 retention_ms=s.expired_retention * 1000,
             )
+        self._stores = {}
+        return self._on_collections(s.max_sessions)
+
+    def _on_collections(self, max_sessions: int) -> SessionStore:
+        s = self.settings
         return SessionStore(
             self._collections,
             self.clock,
-            max_sessions=s.max_sessions,
+            max_sessions=max_sessions,
             purge_grace_ms=s.purge_grace * 1000,
             retention_ms=s.expired_retention * 1000,
             default_timeout_ms=s.session_timeout * 1000,
             default_max_history=s.max_history,
             chunk_size=s.history_inline,
-            outbox=outbox,
+            outbox=self._outbox,
         )
 
-    def store(self) -> SessionStore:
-        """This process's store, on a client this process created."""
+    def store(self, max_sessions: int | None = None) -> SessionStore:
+        """This process's store, on a client this process created (with another MAX_SESSIONS: a tenant's)."""
         if self._store is None or self._pid != os.getpid():
             with self._lock:
                 if self._store is None or self._pid != os.getpid():
                     self._store = self._connect()
-        return self._store
+        if max_sessions is None or max_sessions == self._store.max_sessions:
+            return self._store
+        store = self._stores.get(max_sessions)
+        if store is None:
+            with self._lock:
+                store = self._stores.setdefault(max_sessions, self._on_collections(max_sessions))
+        return store
 
     def ensure_indexes(self) -> None:
         """Build the indexes (idempotent); IndexBuildFailed names the database and the cause."""
@@ -129,3 +141,4 @@ class Database:
         if self._client is not None and self._pid == os.getpid():
             self._client.close()
         self._client = self._store = self._collections = None
+        self._stores = {}

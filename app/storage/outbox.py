@@ -27,6 +27,7 @@ from app import jsontext
 from app.events import CLOSED, DELETED, EXPIRED, EXPIRING, Event, expiry_event_id, pause_s
 from app.storage.layout import from_ms, purge_fields, tomb_doc
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
+from app.tenants import split_user_key
 
 log = logging.getLogger(__name__)
 PENDING_FIELDS = ("ei", "et", "eo", "ex")  # the pending event: id, type, occurred (ms), expiry it names
@@ -162,7 +163,7 @@ class Outbox:
             id=event_id,
             type=event_type,
             occurred=doc["eo"],
-            user_id=doc["uid"],
+            user_id=split_user_key(doc["uid"])[1],  # the caller's user id, never the stored key with its tenant
             session_id=doc["sid"],
             version=doc["v"],
             expires=exp,

@@ -2,9 +2,11 @@
 
 A session record holds what every answer about the session is made of: ids, incarnation, status,
 context, version, times as stored (epoch ms), settings, counters, lock, request ids and its whole
-visible history, archived messages included. A document is rebuilt from a record by `new_doc` (its
-defaults) and SESSION_FIELDS (the record's values), its messages cut into archive chunks as the
-store cuts them: an imported session answers exactly as the original and goes on from there.
+visible history, archived messages included. Every record names its `tenant` and the plain `user_id`
+(a record without `tenant`, from before tenants, is the default tenant's). A document is rebuilt from
+a record by `new_doc` (its defaults) and SESSION_FIELDS (the record's values), its messages cut into
+archive chunks as the store cuts them: an imported session answers exactly as the original and goes
+on from there.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app import jsontext, spec
+from app import jsontext, spec, tenants
 from app.model import NewSession, Session
 from app.storage.archive import INLINE_BYTES
 from app.storage.layout import (
@@ -84,7 +86,8 @@ def session_record(doc: dict, chunks: dict[str, dict]) -> dict | None:
     seqs = range(s.first_seq, s.last_seq + 1)
     if any(seq not in texts for seq in seqs):
         return None
-    record: dict[str, Any] = {"kind": "session", "user_id": s.user_id, "session_id": s.session_id}
+    tenant, user_id = tenants.split_user_key(s.user_id)
+    record: dict[str, Any] = {"kind": "session", "tenant": tenant, "user_id": user_id, "session_id": s.session_id}
     record.update((name, doc.get(field, default)) for name, (field, default) in SESSION_FIELDS.items())
     record.update(
         context=s.context,  # the patch log folded in: the text every answer shows
@@ -102,7 +105,8 @@ def _message(seq: int, text: str) -> dict:
 
 def marker_record(doc: dict) -> dict:
     """The record of a tombstone or a delete receipt."""
-    record = {"user_id": doc["uid"], "session_id": doc["sid"], "purge": doc.get("pms", 0)}
+    tenant, user_id = tenants.split_user_key(doc["uid"])
+    record = {"tenant": tenant, "user_id": user_id, "session_id": doc["sid"], "purge": doc.get("pms", 0)}
     if doc["k"] == "t":
         return {"kind": "tombstone", **record}
     return {"kind": "receipt", **record, "request_ids": list(doc.get("rq", ())), "create_request": doc.get("cq", "")}
@@ -112,7 +116,7 @@ def session_docs(record: dict, chunk_size: int) -> tuple[dict, list[dict]]:
     """The session document and its archive chunks, rebuilt from a checked record (see `check`)."""
     context = record["context"]
     new = NewSession(
-        user_id=record["user_id"],
+        user_id=stored_user(record),
         session_id=record["session_id"],
         context=context,
         timeout_ms=record["timeout_ms"],
@@ -156,14 +160,21 @@ def _whole_chunks(texts: list[str], size: int, max_history: int) -> int:
 
 def marker_doc(record: dict) -> dict:
     if record["kind"] == "tombstone":
-        return tomb_doc(record["user_id"], record["session_id"], record["purge"])
+        return tomb_doc(stored_user(record), record["session_id"], record["purge"])
     ids = record["request_ids"]
-    return receipt_doc(record["user_id"], record["session_id"], record["purge"], ids, record.get("create_request", ""))
+    return receipt_doc(
+        stored_user(record), record["session_id"], record["purge"], ids, record.get("create_request", "")
+    )
+
+
+def stored_user(record: dict) -> str:
+    """The stored user key of a checked record: its user in its tenant."""
+    return tenants.user_key(record.get("tenant", tenants.DEFAULT), record["user_id"])
 
 
 def record_key(record: dict) -> str:
     """The stored _id of the session a record describes."""
-    return key(record["user_id"], record["session_id"])
+    return key(stored_user(record), record["session_id"])
 
 
 def check(record: Any) -> dict:
@@ -172,6 +183,8 @@ def check(record: Any) -> dict:
         raise BadRecord("not a session, tombstone or receipt record")
     _string(record, "user_id", _USER_ID)
     _string(record, "session_id", _SESSION_ID)
+    if "tenant" in record and not (isinstance(record["tenant"], str) and tenants.NAME.match(record["tenant"])):
+        raise BadRecord("tenant must be 1-32 characters of a-z 0-9 _ -")
     if record["kind"] != "session":
         _integer(record, "purge")
         if record["kind"] == "receipt" and not _strings(record.get("request_ids")):

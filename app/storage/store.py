@@ -84,9 +84,9 @@ class SessionStore:
         """Export and import of whole sessions on this store's collection."""
         return Transfer(self.collections, self.archive.chunk_size, self.max_sessions)
 
-    def census(self, now: int) -> dict:
-        """What is stored, at a glance (see census.census)."""
-        return census.census(self.collections, self.max_sessions, now)
+    def census(self, now: int, tenant: str | None = None) -> dict:
+        """What is stored (of one tenant, if given), at a glance (see census.census)."""
+        return census.census(self.collections, self.max_sessions, now, tenant)
 
     def wipe_user(self, user_id: str) -> tuple[dict[str, int], bool]:
         """Delete every document of `user_id`: counts by kind, and whether none is left."""

@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 
 from app.storage.layout import from_doc, in_slot, not_deleted
 from app.storage.mongo import Collections, DuplicateKeyError, insert_new, is_id_conflict, storage_errors
-from app.storage.records import chunk_ids, marker_doc, marker_record, record_key, session_docs, session_record
+from app.storage.records import (
+    chunk_ids,
+    marker_doc,
+    marker_record,
+    record_key,
+    session_docs,
+    session_record,
+    stored_user,
+)
+from app.tenants import key_range, split_user_key
 
 BATCH = 100  # sessions read at once
 CHUNKS = 256  # archive chunks read at once (each at most 64 messages)
@@ -50,26 +59,35 @@ class Transfer:
 
     # export
 
-    def sessions(self, user: str | None = None) -> Iterator[dict]:
-        """Every session's record (of one user, if given), in batches; one a delete is removing is gone."""
+    def sessions(self, user: str | None = None, tenant: str | None = None) -> Iterator[dict]:
+        """Every session's record (of one stored user key, or of one tenant, if given), in batches; one a
+        delete is removing is gone."""
         where: dict = {"k": "s", **not_deleted()}
         if user is not None:
             where["uid"] = user
+        elif tenant is not None and key_range(tenant):
+            where["uid"] = key_range(tenant)  # an index range, not the whole collection
         ids: list[str] = []
         with storage_errors(writing=False):
-            for doc in self.collections.read.find(where, {"_id": 1}).batch_size(1000):
+            for doc in self.collections.read.find(where, {"_id": 1, "uid": 1}).batch_size(1000):
+                if tenant is not None and split_user_key(doc["uid"])[0] != tenant:
+                    continue
                 ids.append(doc["_id"])
                 if len(ids) == BATCH:
                     yield from self._read(ids)
                     ids = []
         yield from self._read(ids)
 
-    def markers(self, user: str | None = None) -> Iterator[dict]:
-        """Every tombstone's and delete receipt's record (of one user, if given)."""
+    def markers(self, user: str | None = None, tenant: str | None = None) -> Iterator[dict]:
+        """Every tombstone's and delete receipt's record (of one stored user key, or of one tenant, if given)."""
         for kind in ("t", "d"):
-            where = {"k": kind} if user is None else {"uid": user, "k": kind}
+            where: dict = {"k": kind} if user is None else {"uid": user, "k": kind}
+            if user is None and tenant is not None and key_range(tenant):
+                where["uid"] = key_range(tenant)
             with storage_errors(writing=False):
-                yield from (marker_record(doc) for doc in self.collections.read.find(where).batch_size(1000))
+                for doc in self.collections.read.find(where).batch_size(1000):
+                    if tenant is None or split_user_key(doc["uid"])[0] == tenant:
+                        yield marker_record(doc)
 
     def _read(self, ids: list[str]) -> Iterator[dict]:
         if not ids:
@@ -194,7 +212,7 @@ class Transfer:
 
     def _remove(self, record: dict) -> None:
         """The stored session a record replaces, and its archive chunks."""
-        user, sid = record["user_id"], record["session_id"]
+        user, sid = stored_user(record), record["session_id"]
         with storage_errors():
             coll = self.collections.write(True)
             coll.delete_many({"uid": user, "sid": sid, "k": "m"})
