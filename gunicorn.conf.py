@@ -187,6 +187,19 @@ def _prepare_metrics_dir(var: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
 
 
+def post_worker_init(worker):
+    """Lifecycle events: each worker runs its own sweeper thread (they share the work by leases)."""
+    sweeper = worker.wsgi.extensions.get("events") if hasattr(worker.wsgi, "extensions") else None
+    if sweeper is not None:
+        sweeper.start()
+
+
+def worker_exit(server, worker):
+    sweeper = worker.wsgi.extensions.get("events") if hasattr(worker.wsgi, "extensions") else None
+    if sweeper is not None:
+        sweeper.stop()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

@@ -49,6 +49,19 @@ def create_app(settings: Settings | None = None, clock: Callable[[], int] | None
     app.extensions["sessions"] = api.make_service(
         database, limits, max_sessions, LockWaiting(settings.lock_waiters), metrics.event
     )
+    if settings.events_enabled:  # started by gunicorn in each worker after the fork (gunicorn.conf.py)
+        from app.events.sweeper import Sweeper
+        from app.events.targets import target_for
+        from app.storage.outbox import Outbox
+
+        def outbox() -> Outbox:
+            found = database.store().outbox
+            assert found is not None  # events_enabled: the store has the process's outbox
+            return found
+
+        app.extensions["events"] = Sweeper(
+            outbox, target_for(settings), database.clock, metrics, poll_ms=settings.webhook_poll_ms
+        )
     app.register_blueprint(api.bp)
     api.register_error_handlers(app)
     app.cli.add_command(admin.cli)

@@ -1,9 +1,9 @@
-"""The admin CLI on Flask's CLI: stats, export, import, wipe-user, ensure-indexes, user-hash. click and Flask
-only.
+"""The admin CLI on Flask's CLI: stats, export, import, wipe-user, ensure-indexes, user-hash, events. click
+and Flask only.
 
 `session-admin ...` (scripts/admin.py, which also starts the embedded database when no MONGODB_URI is
 set; `flask --app app.wsgi admin ...` is the same commands) works on the database the service is
-configured with; the storage side is app.storage's transfer, records and census. Exit codes: 0 done,
+configured with; the storage side is app.storage's transfer, records, census and outbox (events). Exit codes: 0 done,
 1 failed, 2 bad usage. Reports go to standard output (an export's to standard error, its records may
 be on standard output), progress to standard error when it is a terminal. Every command takes
 `--tenant NAME`: a user id names a user of one tenant (with several tenants configured, a command
@@ -34,7 +34,9 @@ from app.storage.store import SessionStore
 from app.storage.transfer import NAMES, Restored
 
 Command = TypeVar("Command", bound=Callable[..., Any])
-cli = AppGroup("admin", help="Operate the session store: stats, export, import, wipe-user, ensure-indexes, user-hash.")
+cli = AppGroup(
+    "admin", help="Operate the session store: stats, export, import, wipe-user, ensure-indexes, user-hash, events."
+)
 BATCH, BATCH_BYTES = 200, 8 * 1024 * 1024  # records written to the database at once
 SHOWN = 50  # problem lines printed; the rest are counted
 
@@ -309,3 +311,43 @@ def user_hash(user_id: str, tenant: str | None) -> None:
     tenant = _user_tenant(tenant)
     key = logs.hash_key(current_app.config["SETTINGS"])
     click.echo(logs.user_hash(key, tenants.user_key(tenant, user_id)))
+
+
+DEAD_SHOWN = 50  # dead events listed with their last error; the rest are counted
+
+
+@cli.command("events")
+@click.option("--redeliver", "event_id", metavar="ID", help="Send this dead event again (a new retry window).")
+@click.option("--all-dead", is_flag=True, help="Send every dead event again.")
+@click.option("--json", "as_json", is_flag=True, help="The counts as one JSON object.")
+def events(event_id: str | None, all_dead: bool, as_json: bool) -> None:
+    """Lifecycle events not delivered: pending, retrying and dead, by type; redeliver dead ones."""
+    db = _database()
+    if not db.settings.events_enabled:
+        raise click.ClickException("lifecycle events are off: set WEBHOOK_URL (or WEBHOOK_TARGET=coze_workflow)")
+    if event_id is not None and all_dead:
+        raise click.UsageError("give --redeliver ID or --all-dead, not both")
+    with _failures():
+        outbox = db.store().outbox
+        assert outbox is not None  # events_enabled: every store has the process's outbox
+        if event_id is not None or all_dead:
+            n = outbox.redeliver(event_id, db.clock())
+            if event_id is not None and n == 0:
+                raise click.ClickException(f"no dead event {event_id!r}")
+            plural = "s" if n != 1 else ""
+            click.echo(f"{n} dead event{plural} queued again; the sweeper sends them within seconds")
+            return
+        counts = outbox.summary()
+        dead = outbox.dead(DEAD_SHOWN) if counts["dead"]["total"] else []
+    if as_json:
+        click.echo(orjson.dumps(counts).decode())
+        return
+    click.echo(f"database: {db.describe()}")
+    for state, by_type in counts.items():
+        kinds = ", ".join(f"{kind}: {n:,}" for kind, n in by_type.items() if kind != "total")
+        click.echo(f"{state}: {by_type['total']:,}" + (f" ({kinds})" if kinds else ""))
+    for doc in dead:
+        when = iso(doc["dd"]) if doc.get("dd") else "?"
+        click.echo(f"dead {doc['_id']} {doc['t']} after {doc.get('tries', 0)} tries, {when}: {doc.get('le', '')}")
+    if counts["dead"]["total"] > len(dead):
+        click.echo(f"... and {counts['dead']['total'] - len(dead)} more dead events")

@@ -16,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -23,7 +24,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app import spec
+from app import events, spec
 from app.core import LOCK_WAIT, WRITE_RACE
 from app.settings import Settings, SettingsError
 
@@ -31,6 +32,8 @@ from app.settings import Settings, SettingsError
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0)
 DATABASE_ERRORS = ("STORAGE_UNAVAILABLE", "INTERNAL")  # INTERNAL counts here only when storage raised it
 LOCK_CONFLICTS = ("SESSION_LOCKED", "LOCK_NOT_HELD")
+# events wait for a receiver that is down for up to WEBHOOK_RETRY_HOURS: buckets reach a day
+EVENT_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
 disable_created_metrics()  # no `_created` twin of every series: the multiprocess scrape has none either
 
 
@@ -92,11 +95,41 @@ class Metrics:
             ["tenant", "operation"],
             registry=r,
         )
+        self.events_delivered = Counter(
+            "session_events_delivered", "Lifecycle events delivered (a 2xx answer), by type", ["type"], registry=r
+        )
+        self.events_retried = Counter(
+            "session_events_retried", "Deliveries that failed and will be tried again, by type", ["type"], registry=r
+        )
+        self.events_dead = Counter(
+            "session_events_dead",
+            "Events given up after WEBHOOK_RETRY_HOURS (kept; see admin events)",
+            ["type"],
+            registry=r,
+        )
+        self.pending_gauge = Gauge(
+            "session_events_pending",
+            "Events recorded and not yet delivered, by type (counted by each worker's sweeper every 15 s)",
+            ["type"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.event_latency = Histogram(
+            "session_event_delivery_seconds",
+            "From an event's occurrence to its delivery, by type",
+            ["type"],
+            buckets=EVENT_BUCKETS,
+            registry=r,
+        )
         for tenant in settings.tenants.names:  # present at zero from the start, so rate() and alerts see them
             for code in DATABASE_ERRORS:
                 self.database_errors.labels(tenant, code)
             for code in LOCK_CONFLICTS:
                 self.lock_conflicts.labels(tenant, code)
+        if settings.events_enabled:
+            for kind in events.TYPES:
+                for family in (self.events_delivered, self.events_retried, self.events_dead, self.pending_gauge):
+                    family.labels(kind)
 
     def request(self, tool: str, tenant: str, code: str, seconds: float, *, from_storage: bool) -> None:
         """One answered request of `tenant` ("" if no token opened one); `code` "" for success;
@@ -122,6 +155,17 @@ class Metrics:
             self.lock_waits.labels(tenant).inc()
         elif name == WRITE_RACE:
             self.write_races.labels(tenant).inc()
+
+    def event_delivered(self, event_type: str, seconds: float) -> None:
+        self.events_delivered.labels(event_type).inc()
+        self.event_latency.labels(event_type).observe(seconds)
+
+    def event_failed(self, event_type: str, *, dead: bool) -> None:
+        (self.events_dead if dead else self.events_retried).labels(event_type).inc()
+
+    def events_pending(self, counts: dict) -> None:
+        for kind in events.TYPES:
+            self.pending_gauge.labels(kind).set(counts.get(kind, 0))
 
     def authorized(self, header: str) -> bool:
         """Without METRICS_TOKEN the endpoint is open; with it, `Bearer <token>`, compared in constant time."""

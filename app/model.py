@@ -153,7 +153,9 @@ class ClearHistory:
 
 @dataclass(frozen=True)
 class Close:
-    pass
+    """End the session; with lifecycle events on, the storage names the session.closed event it records."""
+
+    event_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,21 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{name} must be true or false (1 or 0), got {raw!r}")
+    return raw in ("true", "1", "yes")
+
+
+def _http_url(name: str, value: str) -> None:
+    scheme, _, rest = value.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with safe defaults (see docs/operating.md, Configuration)."""
@@ -83,6 +98,21 @@ class Settings:
     # under gunicorn, the copy of TENANTS the master last accepted (gunicorn.conf.py): a file broken by an
     # edit is refused at reload and the workers it starts keep the last good one
     tenants_copy: str = ""
+    # lifecycle events (docs/events.md): off unless WEBHOOK_URL or WEBHOOK_TARGET=coze_workflow
+    webhook_target: str = "http"  # or "coze_workflow"
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_expiring_lead: int = 300  # seconds before expiry for session.expiring; 0: none
+    webhook_retry_hours: int = 24
+    webhook_include_context: bool = True
+    webhook_poll_ms: int = 1000  # the sweeper's pause between passes (tests shorten it)
+    coze_api_base: str = ""
+    coze_api_token: str = ""
+    coze_workflow_id: str = ""
+
+    @property
+    def events_enabled(self) -> bool:
+        return bool(self.webhook_url) or self.webhook_target == "coze_workflow"
 
     @cached_property
     def context_schema(self) -> ContextSchema | None:
@@ -163,6 +193,15 @@ class Settings:
             metrics_token=env.get("METRICS_TOKEN", "").strip(),
             # prometheus_client reads this variable itself, at import: the same name keeps both in step
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip(),
+            webhook_target=env.get("WEBHOOK_TARGET", "").strip().lower() or "http",
+            webhook_url=env.get("WEBHOOK_URL", "").strip(),
+            webhook_secret=env.get("WEBHOOK_SECRET", "").strip(),
+            webhook_expiring_lead=_int(env, "WEBHOOK_EXPIRING_LEAD", 300, 0),
+            webhook_retry_hours=_int(env, "WEBHOOK_RETRY_HOURS", 24),
+            webhook_include_context=_bool(env, "WEBHOOK_INCLUDE_CONTEXT", True),
+            coze_api_base=env.get("COZE_API_BASE", "").strip(),
+            coze_api_token=env.get("COZE_API_TOKEN", "").strip(),
+            coze_workflow_id=env.get("COZE_WORKFLOW_ID", "").strip(),
         )
         settings.check()
         return settings
@@ -192,6 +231,7 @@ class Settings:
             raise SettingsError(f"LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.metrics_dir and not os.path.isdir(self.metrics_dir):
             raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR must be an existing directory, got {self.metrics_dir!r}")
+        self._check_events()
         if self.env == "production":
             if not self.service_tokens and not self.tenants_path:
                 raise SettingsError("APP_ENV=production needs SERVICE_TOKEN or TENANTS")
@@ -203,6 +243,31 @@ class Settings:
             raise SettingsError("METRICS_TOKEN must be at least 16 characters in production")
         if self.env == "production" and 0 < len(self.log_hash_key) < 16:
             raise SettingsError("LOG_HASH_KEY must be at least 16 characters in production")
+
+    def _check_events(self) -> None:
+        """Lifecycle events: a sender that cannot work is refused here, not at the first event."""
+        if self.webhook_target not in ("http", "coze_workflow"):
+            raise SettingsError(f"WEBHOOK_TARGET must be http or coze_workflow, got {self.webhook_target!r}")
+        if self.webhook_target == "coze_workflow":
+            for name, value in (
+                ("COZE_API_BASE", self.coze_api_base),
+                ("COZE_API_TOKEN", self.coze_api_token),
+                ("COZE_WORKFLOW_ID", self.coze_workflow_id),
+            ):
+                if not value:
+                    raise SettingsError(f"WEBHOOK_TARGET=coze_workflow needs {name}")
+            _http_url("COZE_API_BASE", self.coze_api_base)
+        elif self.webhook_url:
+            _http_url("WEBHOOK_URL", self.webhook_url)
+            if not self.webhook_secret:
+                raise SettingsError("WEBHOOK_URL needs WEBHOOK_SECRET (the key events are signed with)")
+        if self.events_enabled and self.webhook_expiring_lead > self.max_timeout:
+            raise SettingsError(
+                f"WEBHOOK_EXPIRING_LEAD ({self.webhook_expiring_lead} s) must not exceed MAX_TIMEOUT "
+                f"({self.max_timeout} s): no session would live long enough to be warned"
+            )
+        if self.env == "production" and 0 < len(self.webhook_secret) < 16:
+            raise SettingsError("WEBHOOK_SECRET must be at least 16 characters in production")
         keyless = self.log_format == "json" and not self.log_hash_key and not self.tenants.any_clear_token
         if self.env == "production" and keyless:
             raise SettingsError(

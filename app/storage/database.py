@@ -18,7 +18,13 @@ from app import errors
 from app.settings import Settings
 from app.storage import layout
 from app.storage.mongo import Collections, storage_errors
+from app.storage.outbox import Outbox
 from app.storage.store import SessionStore
+
+
+def events_collection(settings: Settings) -> str:
+    """The deliveries of lifecycle events: beside the sessions, `<MONGODB_COLLECTION>_events`."""
+    return settings.mongodb_collection + "_events"
 
 
 def epoch_ms() -> int:
@@ -66,6 +72,18 @@ class Database:
         self._pid = os.getpid()
         collections = Collections(self._client[s.mongodb_db][s.mongodb_collection], s.mongodb_wtimeout_ms)
         self._collections = collections
+        self._outbox = None  # lifecycle events: one per process, shared by every tenant's store
+        if s.events_enabled:
+            deliveries = Collections(self._client[s.mongodb_db][events_collection(s)], s.mongodb_wtimeout_ms)
+            self._outbox = Outbox(
+                collections,
+                deliveries,
+                lead_ms=s.webhook_expiring_lead * 1000,
+                include_context=s.webhook_include_context,
+                retry_ms=s.webhook_retry_hours * 3_600_000,
+                purge_grace_ms=s.purge_grace * 1000,
+                retention_ms=s.expired_retention * 1000,
+            )
         self._stores = {}
         return self._on_collections(collections, s.max_sessions)
 
@@ -80,6 +98,7 @@ class Database:
             default_timeout_ms=s.session_timeout * 1000,
             default_max_history=s.max_history,
             chunk_size=s.history_inline,
+            outbox=self._outbox,
         )
 
     def store(self, max_sessions: int | None = None) -> SessionStore:
@@ -101,9 +120,11 @@ class Database:
     def ensure_indexes(self) -> None:
         """Build the indexes (idempotent); IndexBuildFailed names the database and the cause."""
         try:
-            self.store()
+            store = self.store()
             assert self._collections is not None
             build_indexes(self._collections)
+            if store.outbox is not None:
+                store.outbox.ensure_indexes()
         except errors.ServiceError as exc:
             cause = "MONGODB_URI is not set" if not self.settings.mongodb_uri else f"{exc.code}: {exc.message('en')}"
             raise IndexBuildFailed(f"could not build the indexes of {self.describe()}: {cause}") from None

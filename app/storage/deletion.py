@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app import errors
+from app.events import DELETED as DELETED_EVENT
+from app.events import new_event_id
 from app.model import Expect, Session, Slide
 from app.storage import layout
 from app.storage.cache import SessionCache
 from app.storage.expiry import Expiry
 from app.storage.layout import F
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
+from app.storage.outbox import Outbox
 from app.storage.retry import LOST_RACES
 from app.storage.updates import diagnose
 
@@ -26,11 +29,14 @@ Inspect = Callable[[str, str], tuple[Session | None, bool]]  # (key, user id) ->
 
 
 class Deletion:
-    def __init__(self, collections: Collections, cache: SessionCache, expiry: Expiry, inspect: Inspect) -> None:
+    def __init__(
+        self, collections: Collections, cache: SessionCache, expiry: Expiry, inspect: Inspect, outbox: Outbox | None
+    ) -> None:
         self.collections = collections
         self.cache = cache
         self.expiry = expiry
         self.inspect = inspect
+        self.outbox = outbox
 
     def delete(self, user_id: str, session_id: str, expect: Expect, *, now: int, persist: bool) -> tuple[bool, bool]:
         """Remove the session (if the lock allows), its tombstone and every archive chunk of it, listed
@@ -46,6 +52,9 @@ class Deletion:
             where.update(layout.request_not_applied(rid))
             mark["$push"] = layout.record_request(rid)
         where.update(layout.held(expect.lock_token, now) if expect.lock_token else layout.unlocked(now))
+        if self.outbox is not None:  # session.deleted is recorded by the mark itself
+            where[F.EVENT_ID] = {"$exists": False}
+            mark["$set"].update(self.outbox.pending(new_event_id(), DELETED_EVENT, now, 0))
         for _ in LOST_RACES.rounds():
             with storage_errors():
                 requests = layout.only(F.REQUESTS, F.CREATE_REQUEST)
@@ -58,6 +67,8 @@ class Deletion:
                 if stored is not None and stored.status != layout.DELETED:
                     if diagnose(stored, tomb, Slide(), expect, now):
                         return True, True
+                    if self.outbox is not None:  # an event waits in the session (closed, expiring): moved first
+                        self.outbox.flush(key, user_id, now)
                     continue  # a race with another write: the session is there and deletable
                 if stored is None and rid and self._receipted(key, user_id, rid):
                     return True, True  # a concurrent repeat finished: its receipt precedes the removal
@@ -67,17 +78,27 @@ class Deletion:
             applied = [*source.get(F.REQUESTS, ()), *([rid] if rid else [])]
             if applied:
                 self._receipt(key, user_id, session_id, applied, source.get(F.CREATE_REQUEST, ""), now, persist)
-            removed = self.remove(key, user_id, session_id, persist)
+            removed = self.remove(key, user_id, session_id, persist, now=now, own=self.outbox is None)
             return gone is not None or removed, False
         raise errors.StorageUnavailable()
 
-    def remove(self, key: str, user_id: str, session_id: str, persist: bool) -> bool:
-        """The documents of a session marked deleted: tombstone and chunks, then the session; any removed?"""
+    def remove(self, key: str, user_id: str, session_id: str, persist: bool, *, now: int, own: bool = True) -> bool:
+        """The documents of a session marked deleted: tombstone and chunks, then the session; any removed?
+
+        With events on, the marked session carries its session.deleted: the event sweeper removes it
+        once the event is in the deliveries (`own` False: no round trip here); anyone else finishing
+        the removal moves the event first.
+        """
         coll = self.collections.write(persist)
         with storage_errors():
             rest = coll.delete_many(layout.of_session(user_id, session_id, {"$nin": [layout.SESSION, layout.RECEIPT]}))
-            own = coll.delete_one({**layout.by_id(key, user_id), F.STATUS: layout.DELETED})
-        return rest.deleted_count + own.deleted_count > 0
+        if not own:
+            return rest.deleted_count > 0
+        if self.outbox is not None:
+            self.outbox.flush(key, user_id, now)
+        with storage_errors():
+            gone = coll.delete_one({**layout.by_id(key, user_id), F.STATUS: layout.DELETED})
+        return rest.deleted_count + gone.deleted_count > 0
 
     def _receipt(
         self,

@@ -8,15 +8,19 @@ so that a purged session still answers "expired" for EXPIRED_RETENTION.
 from __future__ import annotations
 
 from app.model import Session
-from app.storage.layout import CHUNK, F, by_id, by_ids, chunk_key, of_session, only, purge_fields, tomb_doc
+from app.storage.layout import ACTIVE, CHUNK, F, by_id, by_ids, chunk_key, of_session, only, purge_fields, tomb_doc
 from app.storage.mongo import Collections, storage_errors
 
 
 class Expiry:
-    def __init__(self, collections: Collections, purge_grace_ms: int, retention_ms: int) -> None:
+    def __init__(
+        self, collections: Collections, purge_grace_ms: int, retention_ms: int, *, hold_purge: bool = False
+    ) -> None:
         self.collections = collections
         self.purge_grace_ms = purge_grace_ms
         self.retention_ms = retention_ms
+        # lifecycle events on: a session gets its purge date only once its session.expired is recorded
+        self.hold_purge = hold_purge
 
     def purge_for(self, expires: int, timeout_ms: int) -> int:
         """When the reaper may remove a session expiring at `expires`: a grace later."""
@@ -31,6 +35,8 @@ class Expiry:
         grace = min(s.timeout_ms, self.purge_grace_ms)
         if not s.auto_clean or s.expires + grace // 2 <= s.stored.purge_ms:
             return True
+        if self.hold_purge and (not s.stored.purge_ms or s.status == ACTIVE):
+            return self._hold(s, persist)
         pms = self.purge_for(s.expires, s.timeout_ms)
         tomb_ms = pms + self.retention_ms
         purge = {"$set": purge_fields(pms)}
@@ -49,6 +55,20 @@ class Expiry:
             tomb_id = by_id(tomb.pop(F.ID), tomb.pop(F.USER))
             coll.update_one(tomb_id, {"$set": tomb}, upsert=True)
         return True
+
+    def _hold(self, s: Session, persist: bool) -> bool:
+        """Events on: no purge date until the event sweeper records this expiry (a revived session loses
+        the one its last expiry gave it); False when the session is gone."""
+        if not s.stored.purge_ms:
+            return True
+        coll = self.collections.write(persist)
+        mine = by_id(s.stored.key, s.user_id)
+        held = {"$unset": {F.PURGE_AT: "", F.PURGE_MS: ""}}
+        with storage_errors():
+            if coll.update_one({**mine, F.PURGE_MS: s.stored.purge_ms}, held).matched_count:
+                coll.update_many(of_session(s.user_id, s.session_id, CHUNK), held)
+                return True
+            return self.collections.read.find_one(mine, only(F.ID)) is not None
 
     def delete_expired(self, key: str, user_id: str, session_id: str, now: int, *, persist: bool) -> None:
         """Remove an expired session (a caller reusing its id starts afresh) with every archive chunk it had."""

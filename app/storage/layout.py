@@ -64,6 +64,12 @@ class F:
     FORKED_AT = "fa"  # the seq the fork was cut at
     # archive chunks
     FIRST_SEQ = "seq"  # the chunk's first seq
+    # lifecycle events, only with them on (see storage.outbox): absent otherwise
+    NEXT_DUE = "nd"  # when the event sweeper next has something to do with the session (ms; indexed); absent: nothing
+    EVENT_ID = "ei"  # the pending event's id, written by the command that caused it, until the sweeper moves it
+    EVENT_TYPE = "et"  # the pending event's type
+    EVENT_AT = "eo"  # when the pending event occurred (ms)
+    EVENT_EXPIRY = "ex"  # the expiry (ms) the pending event names
 
 
 FIELDS = frozenset(v for k, v in vars(F).items() if k.isupper())  # every stored field name
@@ -317,6 +323,6 @@ def new_chunk(s: Session, first_seq: int, texts: list[str]) -> dict:
     """An archive document holding `texts`, seqs first_seq onwards; it is purged with its session."""
     cid = chunk_key(s.stored.key, s.stored.nonce, first_seq)
     doc = {F.ID: cid, **_marker(CHUNK, s.user_id, s.session_id, cid), F.FIRST_SEQ: first_seq, F.MESSAGES: texts}
-    if s.auto_clean:
+    if s.auto_clean and s.stored.purge_ms:  # none yet: the session's expiry event is not recorded (outbox)
         doc.update(purge_fields(s.stored.purge_ms))
     return doc

@@ -20,11 +20,13 @@ from typing import Any
 from pymongo import ReturnDocument
 
 from app import errors
+from app.events import new_event_id
 from app.model import (
     Append,
     Applied,
     Change,
     ClearHistory,
+    Close,
     Compact,
     Expect,
     Lock,
@@ -42,6 +44,7 @@ from app.storage.deletion import Deletion
 from app.storage.expiry import Expiry
 from app.storage.layout import DELETED, F
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
+from app.storage.outbox import Outbox
 from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
 from app.storage.transfer import Transfer
@@ -69,19 +72,21 @@ class SessionStore:
         default_timeout_ms: int = 1_800_000,
         default_max_history: int = 1000,
         chunk_size: int = CHUNK_SIZE,
+        outbox: Outbox | None = None,
     ) -> None:
         self.collections = collections
         self.clock = clock
         self.max_sessions = max_sessions
         self.cache = SessionCache(default_timeout_ms, default_max_history)
-        self.expiry = Expiry(collections, purge_grace_ms, retention_ms)
+        self.outbox = outbox  # lifecycle events: None when they are off (nothing written for them then)
+        self.expiry = Expiry(collections, purge_grace_ms, retention_ms, hold_purge=outbox is not None)
         self.archive = Archive(collections, chunk_size)
         self.slots = Slots(collections, max_sessions)
         self.turns = Turns(patience=TURN_PATIENCE)
         self.forks = forking.Forks(
             collections, self.archive, self.expiry, read=self.read, apply=self.apply, create=self.create
         )
-        self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect)
+        self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect, outbox)
 
     # the admin CLI's
 
@@ -166,7 +171,7 @@ class SessionStore:
                     return Applied(None, replayed=True, created=receipt.get(F.CREATE_REQUEST) == request_id)
                 earlier = tuple(receipt.get(F.REQUESTS, ())) if receipt else ()
                 if existing is not None and existing.status == DELETED:  # a delete did not finish: finish it
-                    self.deletion.remove(key, new.user_id, new.session_id, persist)
+                    self.deletion.remove(key, new.user_id, new.session_id, persist, now=now)
                     continue
                 if existing is not None:
                     keep = not existing.expired(now) or (existing.status == layout.ACTIVE and not existing.auto_clean)
@@ -174,6 +179,8 @@ class SessionStore:
                         repeat = bool(request_id) and request_id in existing.stored.requests
                         made_it = repeat and existing.stored.create_request == request_id
                         return Applied(existing, replayed=repeat, created=made_it)
+                    if self.outbox is not None:  # its session.expired first: nothing is removed unannounced
+                        self.outbox.settle_now(key, new.user_id, now)
                     self.expiry.delete_expired(key, new.user_id, new.session_id, now, persist=persist)
                     continue
 
@@ -187,6 +194,8 @@ class SessionStore:
                         new, now=now, slot=slot, purge_ms=purge, chunk_size=size, request_id=request_id, earlier=kept
                     )
                 )
+                if self.outbox is not None:
+                    self.outbox.hold_purge(doc)
                 return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
             outcome = self.slots.insert(new.user_id, build, now, persist=persist)
@@ -221,10 +230,13 @@ class SessionStore:
         if isinstance(change, Lock):  # renewing keeps the holder's token; a request's token is recognisable
             token = expect.lock_token or _token_prefix(expect.request_id) + secrets.token_hex(12)
             change = dataclasses.replace(change, token=token)
+        if isinstance(change, Close) and self.outbox is not None:  # the close records its event itself
+            change = Close(event_id=new_event_id())
+        next_due = self.outbox.next_due if self.outbox is not None else None
         guess = self._first_guess(key, user_id, change, expect, now)
         for races in LOST_RACES.rounds():
             try:
-                where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions)
+                where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions, next_due)
             except errors.ServiceError:  # the change refused by the state it was computed from
                 if not guess.cached:
                     raise
@@ -261,6 +273,8 @@ class SessionStore:
             stored, repeat = judge(inspected, change, expect, now)
             if repeat:
                 return self._replayed(stored, change, expect, now, persist)
+            if isinstance(change, Close) and self.outbox is not None:  # an expiry event waits: moved, then closed
+                self.outbox.flush(key, user_id, now)
             guess = self._corrected(guess, stored, change, now, persist)
         log.warning("storage unavailable: a %s lost every race of the retry policy", type(change).__name__)
         raise errors.StorageUnavailable()

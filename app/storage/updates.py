@@ -8,6 +8,7 @@ either answers that error or corrects its assumption and writes again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,9 +50,19 @@ class Guess:
 
 
 def plan(
-    key: str, user_id: str, change: Change, expect: Expect, guess: Guess, now: int, max_sessions: int
+    key: str,
+    user_id: str,
+    change: Change,
+    expect: Expect,
+    guess: Guess,
+    now: int,
+    max_sessions: int,
+    next_due: Callable[[int, int], int] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The (filter, update) of one atomic write; every write restarts the sliding timeout.
+
+    With lifecycle events on, `next_due(expires, timeout)` is when the event sweeper must look at the
+    session next: set by every write that moves the expiry, in the same command (see storage.outbox).
 
     A request id is checked and recorded by the same command (`$nin` in the filter, `$push` in the
     update): of any number of concurrent repeats, exactly one applies.
@@ -71,6 +82,8 @@ def plan(
     elif not isinstance(change, Unlock) or change.slide:  # unlock slides only a live session (never revives)
         where[F.TIMEOUT] = guess.timeout_ms
         sets[F.EXPIRES] = now + guess.timeout_ms
+    if next_due is not None and F.EXPIRES in sets:
+        sets[F.NEXT_DUE] = next_due(sets[F.EXPIRES], sets.get(F.TIMEOUT, guess.timeout_ms))
     if not isinstance(change, Slide | Lock | Unlock):
         sets[F.UPDATED] = now
         inc[F.VERSION] = 1
@@ -118,6 +131,16 @@ def plan(
         sets.update({F.MESSAGES: [], F.APPENDED: 0, F.INLINE: 0, F.INLINE_BYTES: 0, F.SUMMARY: "", F.SUMMARY_UPTO: 0})
     elif isinstance(change, Close):
         sets.update({F.STATUS: layout.CLOSED, F.SLOT: key})
+        if change.event_id:  # recorded by this very command; a pending event is moved before (storage.outbox)
+            sets.update(
+                {
+                    F.EVENT_ID: change.event_id,
+                    F.EVENT_TYPE: "session.closed",
+                    F.EVENT_AT: now,
+                    F.EVENT_EXPIRY: sets[F.EXPIRES],
+                }
+            )
+            where[F.EVENT_ID] = {"$exists": False}
     elif isinstance(change, Lock):
         sets.update({F.LOCK_TOKEN: change.token, F.LOCKED_UNTIL: now + change.lease_ms})
     elif isinstance(change, Unlock):
