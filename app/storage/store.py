@@ -37,7 +37,7 @@ from app.model import (
     Session,
     Slide,
 )
-from app.storage import census, forking, layout
+from app.storage import census, documents, forking, layout
 from app.storage.archive import CHUNK_SIZE, Archive
 from app.storage.cache import SessionCache
 from app.storage.deletion import Deletion
@@ -190,13 +190,13 @@ class SessionStore:
                 doc = (
                     {**template, F.SLOT: slot}
                     if template is not None
-                    else layout.new_doc(
+                    else documents.new_doc(
                         new, now=now, slot=slot, purge_ms=purge, chunk_size=size, request_id=request_id, earlier=kept
                     )
                 )
                 if self.outbox is not None:
                     self.outbox.hold_purge(doc)
-                return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
+                return [doc, documents.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
             outcome = self.slots.insert(new.user_id, build, now, persist=persist)
             if isinstance(outcome, Session):
