@@ -87,7 +87,8 @@ class SessionStore:
             collections, self.archive, self.expiry, read=self.read, apply=self.apply, create=self.create
         )
         self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect, outbox)
-        self.guesses = Guesses(self.cache, self.slots, self._inspect)
+        # looked up on each call, not bound here: a test may stand in for `_inspect` on a live store
+        self.guesses = Guesses(self.cache, self.slots, lambda *key, **how: self._inspect(*key, **how))
         self.aftermath = Aftermath(collections, self.expiry, self.archive)
 
     # the admin CLI's
