@@ -8,11 +8,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 from pymongo import MongoClient
 
 from tests.servers import ToolClient, gunicorn, service_env
-from tests.support import AUTH, fresh_database
+from tests.support import fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -44,14 +43,8 @@ def together(n: int, fn) -> list:
         return list(pool.map(run, range(n)))
 
 
-def races(service: ToolClient) -> float:
-    text = requests.get(service.base + "/metrics", headers=AUTH, timeout=10).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("session_write_races_total"))
-
-
 def test_50_concurrent_increments_sum_exactly_and_none_is_refused(service):
     sid = service.ok("create", {"user_id": "inc", "context": '{"total": 0}'})["session_id"]
-    before = races(service)
 
     def inc(i):
         edits = [{"op": "increment", "path": "/total", "value": "1.5" if i % 2 else "2", "keep_last": 0}]
@@ -62,7 +55,8 @@ def test_50_concurrent_increments_sum_exactly_and_none_is_refused(service):
     state = service.ok("get", {"user_id": "inc", "session_id": sid})
     assert json.loads(state["context"]) == {"total": 25 * 2 + 25 * 1.5}
     assert state["version"] == 51
-    assert races(service) > before  # they did race, and every race was re-applied
+    # Races between workers are re-applied (and counted); within one worker writes take turns: which of
+    # the two happens depends on how the connections spread over the workers, so neither is asserted.
 
 
 def test_20_concurrent_appends_to_one_cart_are_all_kept_with_keep_last(service):
