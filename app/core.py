@@ -2,27 +2,21 @@
 
 No Flask, no pymongo, no stored field name: it says what should change under which condition, and
 answers an Outcome that the HTTP edge shapes into the tool's output. The only waiting it does is
-for a session lock (`lock` with `options.wait`), bounded in time and in threads (LockWaiting).
+for a session lock (`lock` with `options.wait`), bounded in time and in threads (app.waiting). How a
+call's change reaches the store is app.writes; the ids it makes, app.session_ids.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import secrets
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from app import errors, options, prompt
-from app.context_schema import ContextSchema
 from app.edits import apply_edits
 from app.jsontext import merge_patch
 from app.model import (
     Append,
-    Applied,
     Change,
     ClearHistory,
     Close,
@@ -37,31 +31,22 @@ from app.model import (
     Rewind,
     Slide,
     Unlock,
-    context_text,
 )
+from app.session_ids import derived_session_id, new_session_id
 from app.tenants import DEFAULT, user_key
 from app.validation import Call, field_error
 from app.waiting import LockWaiting
+from app.writes import Limits, Writes
 
 if TYPE_CHECKING:
     from app.storage.store import SessionStore
 
 OptionsT = TypeVar("OptionsT", bound=options.Options)
-FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5  # seconds between tries while waiting for a lock
 # A read (get, history) only restarts the timeout: never blocked by the lock, and with w: 1, so a
 # replica set without a majority still answers reads (a lost timeout restart costs nothing).
 READ = Expect(writable=False, guarded=False)
 LOCK_WAIT = "lock_wait"  # event: a `lock` found the session locked and waits for it (once per call)
 WRITE_RACE = "write_race"  # event: a conditional write lost a race and was re-applied on the fresher state
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the core enforces of the settings itself: what a whole context may be (bounds of options
-    are validation's, through validation.parse's `maxima`)."""
-
-    max_context_bytes: int
-    context_schema: ContextSchema | None = None  # CONTEXT_SCHEMA: every write's context must satisfy it
 
 
 class Sessions:
@@ -86,6 +71,7 @@ class Sessions:
         self.waiting = waiting or LockWaiting(0)
         self.events = events or _ignore
         self.clock: Callable[[], int] = store.clock
+        self.writes = Writes(store, limits, lambda: self.events(WRITE_RACE))
 
     def execute(self, call: Call) -> Outcome:
         if self.tenant != DEFAULT:
@@ -96,52 +82,18 @@ class Sessions:
         except errors.OutOfRange as exc:  # refused by the stored state: named as the caller's field
             raise field_error(exc) from None
 
-    # helpers
-
-    def _expect(self, call: Call, version: int | None = None, **conditions: bool) -> Expect:
-        """The call's conditions: the expected version, its lock token, its request id."""
-        return Expect(version=version, lock_token=call.lock_token, request_id=call.request_id, **conditions)
-
-    def _apply(self, call: Call, change: Change, expect: Expect, now: int, persist: bool, **kw: bool) -> Applied:
-        done = self.store.apply(call.user_id, call.session_id, change, expect, now=now, persist=persist, **kw)
-        for _ in range(done.races):
-            self.events(WRITE_RACE)
-        return done
-
-    def _resuming(self, call: Call, run: Callable[[int], Outcome], *, resume: bool, persist: bool = True) -> Outcome:
-        """`run` at the current time; with `resume`, an expired session still stored is first revived
-        exactly as touch would (a free slot, else SESSION_LIMIT_EXCEEDED; while it is locked, only with
-        the lock's token, reads too), then `run` again."""
-        try:
-            return run(self.clock())
-        except errors.SessionExpired as exc:
-            if not resume or exc.session is None:
-                raise
-        now = self.clock()
-        self._apply(call, Slide(revive=True), Expect(live=False, lock_token=call.lock_token), now, persist)
-        return dataclasses.replace(run(self.clock()), resumed=True)
-
-    def _context(self, value: dict) -> str:
-        """A whole new context's text: within the size limit, and the context schema if there is one."""
-        schema = self.limits.context_schema
-        return context_text(value, self.limits.max_context_bytes, schema.check if schema else None)
-
-    def _typed_fields(self, call: Call) -> None:
-        if self.limits.context_schema is not None:
-            self.limits.context_schema.check_fields(call.fields)
-
     # operations
 
     def op_create(self, call: Call) -> Outcome:
         opts = _options(call, options.CreateOptions)
-        self._typed_fields(call)
+        self.writes.typed_fields(call)
         session_id = call.session_id
         if not session_id:  # a request's own id: its repeats find the session it created
             session_id = derived_session_id(call.user_id, call.request_id) if call.request_id else new_session_id()
         new = NewSession(
             user_id=call.user_id,
             session_id=session_id,
-            context=self._context(merge_patch(call.context or {}, call.fields or {})),
+            context=self.writes.context(merge_patch(call.context or {}, call.fields or {})),
             timeout_ms=opts.timeout * 1000,
             max_history=opts.max_history,
             auto_clean=opts.auto_clean,
@@ -162,35 +114,37 @@ class Sessions:
         opts = _options(call, options.GetOptions)
 
         def get(now: int) -> Outcome:
-            return Outcome(at=now, session=self._apply(call, Slide(), READ, now, persist=False).session)
+            return Outcome(at=now, session=self.writes.apply(call, Slide(), READ, now, persist=False).session)
 
-        return self._resuming(call, get, resume=opts.resume)
+        return self.writes.resuming(call, get, resume=opts.resume)
 
     def op_update(self, call: Call) -> Outcome:
         opts = _options(call, options.UpdateOptions)
-        self._typed_fields(call)
+        self.writes.typed_fields(call)
         if opts.merge:
             check = self.limits.context_schema.check if self.limits.context_schema else None
             limit = self.limits.max_context_bytes
             change: Change = MergeContext(call.context or {}, limit, call.fields, check, call.edits)
         else:  # the edits' result does not depend on what is stored: computed here, once
             replaced = merge_patch(call.context or {}, call.fields or {})
-            change = ReplaceContext(self._context(apply_edits(replaced, call.edits)))
+            change = ReplaceContext(self.writes.context(apply_edits(replaced, call.edits)))
 
         def update(now: int) -> Outcome:
-            done = self._apply(call, change, self._expect(call, opts.expected_version), now, opts.persist)
+            done = self.writes.apply(call, change, self.writes.expect(call, opts.expected_version), now, opts.persist)
             return Outcome(at=now, session=done.session, replayed=done.replayed)
 
-        return self._resuming(call, update, resume=opts.resume, persist=opts.persist)
+        return self.writes.resuming(call, update, resume=opts.resume, persist=opts.persist)
 
     def op_append_messages(self, call: Call) -> Outcome:
         opts = _options(call, options.AppendOptions)
-        return self._resuming(call, lambda now: self._append(call, opts, now), resume=opts.resume, persist=opts.persist)
+        return self.writes.resuming(
+            call, lambda now: self._append(call, opts, now), resume=opts.resume, persist=opts.persist
+        )
 
     def _append(self, call: Call, opts: options.AppendOptions, now: int) -> Outcome:
         k = len(call.messages)
         append = Append(call.messages, at=now, reject_overflow=opts.on_overflow == "reject")
-        done = self._apply(call, append, self._expect(call, opts.expected_version), now, opts.persist)
+        done = self.writes.apply(call, append, self.writes.expect(call, opts.expected_version), now, opts.persist)
         s = done.session
         assert s is not None  # only a create's repeat answers without a session
         if done.replayed:  # the messages as the first time stored them, those still in the history
@@ -207,7 +161,7 @@ class Sessions:
         opts = _options(call, options.HistoryOptions)
 
         def history(now: int) -> Outcome:
-            s = self._apply(call, Slide(), READ, now, persist=False, with_messages=True).session
+            s = self.writes.apply(call, Slide(), READ, now, persist=False, with_messages=True).session
             assert s is not None  # only a create's repeat answers without a session
             last = s.last_seq if opts.cursor is None else min(s.last_seq, opts.cursor - 1)
             page = prompt.page(
@@ -221,28 +175,23 @@ class Sessions:
             )
             return Outcome(at=now, session=s, **page)
 
-        return self._resuming(call, history, resume=opts.resume)
+        return self.writes.resuming(call, history, resume=opts.resume)
 
     def op_compact(self, call: Call) -> Outcome:
         opts = _options(call, options.CompactOptions)
-        return self._write(
-            call, Compact(call.summary, opts.upto_seq), self._expect(call, opts.expected_version), opts.persist
+        return self.writes.write(
+            call, Compact(call.summary, opts.upto_seq), self.writes.expect(call, opts.expected_version), opts.persist
         )
-
-    def _write(self, call: Call, change: Change, expect: Expect, persist: bool) -> Outcome:
-        now = self.clock()
-        done = self._apply(call, change, expect, now, persist)
-        return Outcome(at=now, session=done.session, replayed=done.replayed, lock_token=done.lock_token)
 
     def op_clear_history(self, call: Call) -> Outcome:
         opts = _options(call, options.ClearHistoryOptions)
-        return self._write(call, ClearHistory(), self._expect(call, opts.expected_version), opts.persist)
+        return self.writes.write(call, ClearHistory(), self.writes.expect(call, opts.expected_version), opts.persist)
 
     def op_touch(self, call: Call) -> Outcome:
         opts = _options(call, options.TouchOptions)
         # No expiry condition: touch revives an expired session that is still stored.
         revive = Slide(timeout_ms=opts.timeout * 1000 if opts.timeout is not None else None, revive=True)
-        return self._write(call, revive, self._expect(call, live=False), opts.persist)
+        return self.writes.write(call, revive, self.writes.expect(call, live=False), opts.persist)
 
     def op_list(self, call: Call) -> Outcome:
         opts = _options(call, options.ListOptions)
@@ -256,13 +205,13 @@ class Sessions:
     def op_close(self, call: Call) -> Outcome:
         opts = _options(call, options.CloseOptions)
         try:
-            return self._write(call, Close(), self._expect(call, opts.expected_version), opts.persist)
+            return self.writes.write(call, Close(), self.writes.expect(call, opts.expected_version), opts.persist)
         except errors.SessionClosed as exc:
             return Outcome(at=self.clock(), session=exc.session)  # closing twice is harmless
 
     def op_delete(self, call: Call) -> Outcome:
         now = self.clock()
-        expect = self._expect(call, writable=False, live=False)
+        expect = self.writes.expect(call, writable=False, live=False)
         opts = _options(call, options.DeleteOptions)
         found, replayed = self.store.delete(call.user_id, call.session_id, expect, now=now, persist=opts.persist)
         if not found:
@@ -273,29 +222,19 @@ class Sessions:
         """Take (or with the current token, renew) the lock; wait up to options.wait for a holder."""
         opts = _options(call, options.LockOptions)
         change = Lock(lease_ms=opts.lease * 1000)
-        deadline = time.monotonic() + opts.wait
-        pause = FIRST_PAUSE
-        with contextlib.ExitStack() as stack:
-            may_wait = None
-            while True:
-                try:
-                    return self._write(call, change, self._expect(call), opts.persist)
-                except errors.SessionLocked as exc:
-                    left = deadline - time.monotonic()
-                    if may_wait is None and left > 0:
-                        may_wait = stack.enter_context(self.waiting.slot())
-                    if left <= 0 or not may_wait:
-                        raise
-                    if pause == FIRST_PAUSE:
-                        self.events(LOCK_WAIT)
-                    until_free = (exc.session.locked_until - self.clock()) / 1000
-                    time.sleep(max(0.0, min(pause, left, until_free)))
-                    pause = min(pause * 2, LONGEST_PAUSE)
+        return self.waiting.retrying(
+            lambda: self.writes.write(call, change, self.writes.expect(call), opts.persist),
+            opts.wait,
+            self.clock,
+            lambda: self.events(LOCK_WAIT),
+        )
 
     def op_rewind(self, call: Call) -> Outcome:
         opts = _options(call, options.RewindOptions)
         now = self.clock()
-        done = self._apply(call, Rewind(opts.to_seq), self._expect(call, opts.expected_version), now, opts.persist)
+        done = self.writes.apply(
+            call, Rewind(opts.to_seq), self.writes.expect(call, opts.expected_version), now, opts.persist
+        )
         return Outcome(at=now, session=done.session, replayed=done.replayed, dropped=done.dropped)
 
     def op_fork(self, call: Call) -> Outcome:
@@ -329,11 +268,11 @@ class Sessions:
         """Release the lock; a live session's timeout restarts, an expired one is released, not revived."""
         opts = _options(call, options.UnlockOptions)
         try:
-            return self._write(call, Unlock(slide=True), self._expect(call, writable=False), opts.persist)
+            return self.writes.write(call, Unlock(slide=True), self.writes.expect(call, writable=False), opts.persist)
         except errors.SessionExpired as exc:
             if exc.session is None:
                 raise
-        return self._write(call, Unlock(), self._expect(call, writable=False, live=False), opts.persist)
+        return self.writes.write(call, Unlock(), self.writes.expect(call, writable=False, live=False), opts.persist)
 
 
 def _ignore(event: str) -> None:
@@ -344,12 +283,3 @@ def _options(call: Call, kind: type[OptionsT]) -> OptionsT:
     """The call's options as its operation's class (validation.parse built them so)."""
     assert isinstance(call.options, kind)
     return call.options
-
-
-def new_session_id() -> str:
-    return "sess_" + secrets.token_hex(16)
-
-
-def derived_session_id(user_id: str, request_id: str) -> str:
-    """The id a create under `request_id` gives its session: every repeat of it names the same one."""
-    return "sess_" + hashlib.sha256(f"{user_id}\0{request_id}".encode()).hexdigest()[:32]

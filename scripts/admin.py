@@ -5,7 +5,7 @@ With no MONGODB_URI it works on the embedded nx-27017 and its file under VAR_DIR
 unless set): the one `make run` started, if one answers on EMBEDDED_DB_PORT, else one started for the
 command and stopped after it. In development without SERVICE_TOKEN it reads the token `make run`
 generated (var/dev-token), so `user-hash` prints the hash the running service logs. Development
-wiring, like gunicorn.conf.py; the commands themselves are app/admin.py.
+wiring, like gunicorn.conf.py; the commands themselves are app/admin.py (and app/admin_*.py).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from app import create_app
 from app.events.sweeper import Sweeper
 from app.model import NewSession
 from app.settings import Settings
-from app.storage import layout
+from app.storage import documents
 from scripts.embedded import free_port, start_embedded, stop_embedded
 
 TOKEN = "sweep-cost-token-0123456789"
@@ -49,7 +49,7 @@ def fill(app, uri: str, count: int, due: int) -> None:
         expired = i < due
         new = NewSession(f"user{i % 1000}", f"s{i}", '{"cart":["apple"]}', 3_600_000, 1000, True)
         created = at - 3_660_000 if expired else at
-        doc = layout.new_doc(new, now=created, slot=i // 1000, purge_ms=0, chunk_size=3)
+        doc = documents.new_doc(new, now=created, slot=i // 1000, purge_ms=0, chunk_size=3)
         store.outbox.hold_purge(doc)
         batch.append(doc)
         if len(batch) == 1000:

@@ -15,7 +15,7 @@ import pytest
 from pymongo.errors import ConnectionFailure
 
 from app.core import Sessions
-from app.storage import layout
+from app.storage import documents, layout
 from app.storage.store import SessionStore
 from tests.support import LIMITS, open_store, run
 
@@ -246,7 +246,7 @@ def test_a_delete_racing_an_archive_leaves_no_chunk(mongo_uri, db_name, clock, c
 def killed_archiver_chunk(store: SessionStore, first: int) -> None:
     """The chunk an archiver writes before it records it, left alone because its process died in between."""
     s = layout.from_doc(session_doc(store))
-    store.collections.read.insert_one(layout.new_chunk(s, first, ["user|1|lost"] * INLINE))
+    store.collections.read.insert_one(documents.new_chunk(s, first, ["user|1|lost"] * INLINE))
 
 
 @pytest.mark.parametrize("op", ["delete", "clear_history"])

@@ -10,8 +10,8 @@ import pytest
 from app import errors
 from app.core import Sessions
 from app.storage import layout
+from app.storage.aftermath import FOLD_AFTER
 from app.storage.database import build_indexes
-from app.storage.store import FOLD_AFTER
 from app.storage.updates import PATCH_LOG_BYTES
 from tests.support import LIMITS, CommandLog, open_store, run, stored_context
 

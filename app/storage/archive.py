@@ -17,6 +17,7 @@ import logging
 from pymongo import ReturnDocument
 
 from app.model import Message, Session
+from app.storage.documents import new_chunk
 from app.storage.layout import (
     CHUNK,
     F,
@@ -25,7 +26,6 @@ from app.storage.layout import (
     chunk_key,
     chunk_seq,
     from_doc,
-    new_chunk,
     of_session,
     only,
     purge_fields,

@@ -16,7 +16,7 @@ from app import errors
 from app.events import DELETED as DELETED_EVENT
 from app.events import new_event_id
 from app.model import Expect, Session, Slide
-from app.storage import layout
+from app.storage import documents, layout
 from app.storage.cache import SessionCache
 from app.storage.expiry import Expiry
 from app.storage.layout import F
@@ -74,7 +74,7 @@ class Deletion:
                     return True, True  # a concurrent repeat finished: its receipt precedes the removal
             # Before the session goes, a receipt of every request applied to it: a repeat of any of
             # them then finds one or the other, and never applies to a session created later.
-            source = gone if gone is not None else layout.request_fields(stored) if stored is not None else {}
+            source = gone if gone is not None else documents.request_fields(stored) if stored is not None else {}
             applied = [*source.get(F.REQUESTS, ()), *([rid] if rid else [])]
             if applied:
                 self._receipt(key, user_id, session_id, applied, source.get(F.CREATE_REQUEST, ""), now, persist)
@@ -112,7 +112,7 @@ class Deletion:
     ) -> None:
         """What a delete leaves: the request ids applied to the session and to the delete, so a repeat of
         any of them is answered, never applied to a later session, until it is purged a retention later."""
-        fields = layout.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
+        fields = documents.receipt_fields(user_id, session_id, now + self.expiry.retention_ms)
         if create_request:
             fields[F.CREATE_REQUEST] = create_request
         push = layout.record_request(*request_ids)

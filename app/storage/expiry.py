@@ -8,7 +8,8 @@ so that a purged session still answers "expired" for EXPIRED_RETENTION.
 from __future__ import annotations
 
 from app.model import Session
-from app.storage.layout import ACTIVE, CHUNK, F, by_id, by_ids, chunk_key, of_session, only, purge_fields, tomb_doc
+from app.storage.documents import tomb_doc
+from app.storage.layout import ACTIVE, CHUNK, F, by_id, by_ids, chunk_key, of_session, only, purge_fields
 from app.storage.mongo import Collections, storage_errors
 
 

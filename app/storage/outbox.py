@@ -26,7 +26,8 @@ from pymongo import ReturnDocument
 from app import jsontext
 from app.events import CLOSED, DELETED, EXPIRED, EXPIRING, Event, expiry_event_id, pause_s
 from app.storage import layout
-from app.storage.layout import ACTIVE, CHUNK, SESSION, F, by_id, from_ms, of_session, purge_fields, tomb_doc
+from app.storage.documents import tomb_doc
+from app.storage.layout import ACTIVE, CHUNK, SESSION, F, by_id, from_ms, of_session, purge_fields
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.tenants import split_user_key
 

@@ -17,17 +17,14 @@ from typing import Any
 from app import jsontext, seqs, spec, tenants
 from app.model import NewSession, Session
 from app.storage.archive import INLINE_BYTES
+from app.storage.documents import new_chunk, new_doc, receipt_doc, tomb_doc
 from app.storage.layout import (
     TOMBSTONE,
     F,
     chunk_key,
     from_doc,
     key,
-    new_chunk,
-    new_doc,
     purge_fields,
-    receipt_doc,
-    tomb_doc,
 )
 from app.storage.messages import (
     DROPPED,

@@ -4,6 +4,8 @@ Every command is targeted by `uid` (equality in every filter, `uid` in every doc
 collection sharded by uid each operation goes to one shard; every write of a request carries its
 write concern. No `$expr` (nx-27017 evaluates it over the whole collection) and no aggregate (it
 copies every document): only features MongoDB 5.0+ and nx-27017 both handle.
+What a write assumes of its session is storage.guesses'; what follows it (bookkeeping, the answer to a
+repeat), storage.aftermath's.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -25,7 +26,6 @@ from app.model import (
     Append,
     Applied,
     Change,
-    ClearHistory,
     Close,
     Compact,
     Expect,
@@ -35,13 +35,14 @@ from app.model import (
     NewSession,
     Rewind,
     Session,
-    Slide,
 )
-from app.storage import census, forking, layout
+from app.storage import census, documents, forking, layout
+from app.storage.aftermath import Aftermath, lock_token_prefix
 from app.storage.archive import CHUNK_SIZE, Archive
 from app.storage.cache import SessionCache
 from app.storage.deletion import Deletion
 from app.storage.expiry import Expiry
+from app.storage.guesses import Guesses
 from app.storage.layout import DELETED, F
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
 from app.storage.outbox import Outbox
@@ -49,13 +50,12 @@ from app.storage.retry import LOST_RACES
 from app.storage.slots import Slots
 from app.storage.transfer import Transfer
 from app.storage.turns import Turns
-from app.storage.updates import PATCH_LOG_BYTES, Guess, after_update, judge, plan
+from app.storage.updates import after_update, judge, plan
 
 log = logging.getLogger(__name__)
 NO_MESSAGES = layout.without(F.MESSAGES)
 SUMMARY = layout.without(F.MESSAGES, F.CONTEXT, F.PATCHES)
 TURN_PATIENCE = LOST_RACES.seconds  # a computed write waits this long for its session's turn, then races
-FOLD_AFTER = 8  # patches in the context's log before a worker folds them into the stored text
 
 
 class SessionStore:
@@ -87,6 +87,9 @@ class SessionStore:
             collections, self.archive, self.expiry, read=self.read, apply=self.apply, create=self.create
         )
         self.deletion = Deletion(collections, self.cache, self.expiry, self._inspect, outbox)
+        # looked up on each call, not bound here: a test may stand in for `_inspect` on a live store
+        self.guesses = Guesses(self.cache, self.slots, lambda *key, **how: self._inspect(*key, **how))
+        self.aftermath = Aftermath(collections, self.expiry, self.archive)
 
     # the admin CLI's
 
@@ -190,13 +193,13 @@ class SessionStore:
                 doc = (
                     {**template, F.SLOT: slot}
                     if template is not None
-                    else layout.new_doc(
+                    else documents.new_doc(
                         new, now=now, slot=slot, purge_ms=purge, chunk_size=size, request_id=request_id, earlier=kept
                     )
                 )
                 if self.outbox is not None:
                     self.outbox.hold_purge(doc)
-                return [doc, layout.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
+                return [doc, documents.new_tomb(doc, purge + self.expiry.retention_ms)] if new.auto_clean else [doc]
 
             outcome = self.slots.insert(new.user_id, build, now, persist=persist)
             if isinstance(outcome, Session):
@@ -228,12 +231,12 @@ class SessionStore:
         """
         key = layout.key(user_id, session_id)
         if isinstance(change, Lock):  # renewing keeps the holder's token; a request's token is recognisable
-            token = expect.lock_token or _token_prefix(expect.request_id) + secrets.token_hex(12)
+            token = expect.lock_token or lock_token_prefix(expect.request_id) + secrets.token_hex(12)
             change = dataclasses.replace(change, token=token)
         if isinstance(change, Close) and self.outbox is not None:  # the close records its event itself
             change = Close(event_id=new_event_id())
         next_due = self.outbox.next_due if self.outbox is not None else None
-        guess = self._first_guess(key, user_id, change, expect, now)
+        guess = self.guesses.first(key, user_id, change, expect, now)
         for races in LOST_RACES.rounds():
             try:
                 where, update = plan(key, user_id, change, expect, guess, now, self.max_sessions, next_due)
@@ -243,7 +246,7 @@ class SessionStore:
                 # the remembered state may be stale: judge what is stored
                 stored, repeat = judge(self._inspect(key, user_id), change, expect, now)
                 if repeat:
-                    return self._replayed(stored, change, expect, now, persist)
+                    return self.aftermath.replayed(stored, change, expect, now, persist)
                 guess = dataclasses.replace(guess.learn(stored), base=stored, cached=False)
                 continue
             with storage_errors():
@@ -260,7 +263,7 @@ class SessionStore:
                 if before.get(F.STATUS) == DELETED:  # a read raced a delete that has marked it
                     raise errors.SessionNotFound()
                 s = self._learned(after_update(before, update))
-                self._after(s, change, guess, before, persist)
+                self.aftermath.after(s, change, guess, before, persist)
                 if isinstance(change, Append):
                     seqs = range(s.last_seq - len(change.messages) + 1, s.last_seq + 1)
                     return Applied(s, seqs=seqs, races=races)
@@ -272,91 +275,13 @@ class SessionStore:
             inspected = self._inspect(key, user_id, messages=replay_append or isinstance(change, Rewind))
             stored, repeat = judge(inspected, change, expect, now)
             if repeat:
-                return self._replayed(stored, change, expect, now, persist)
+                return self.aftermath.replayed(stored, change, expect, now, persist)
             if isinstance(change, Close) and self.outbox is not None:  # an expiry event waits: moved, then closed
                 self.outbox.flush(key, user_id, now)
-            guess = self._corrected(guess, stored, change, now, persist)
+            guess = self.guesses.corrected(guess, stored, change, now, persist)
         log.warning("storage unavailable: a %s lost every race of the retry policy", type(change).__name__)
         raise errors.StorageUnavailable()
 
     def fork(self, source_id: str, target: NewSession, **how: Any) -> Applied:
         """A new session from `source_id` (see app.storage.forking)."""
         return self.forks.fork(source_id, target, **how)
-
-    def _replayed(self, stored: Session, change: Change, expect: Expect, now: int, persist: bool) -> Applied:
-        """The answer to a repeat: the session as it is, with what the first application got.
-
-        The first application may have failed after its write (a write-concern error, a lost
-        answer): a durable repeat first waits for a majority to hold it (a no-op write does), and
-        the purge date is kept ahead of expiry as a completed write would have.
-        """
-        if persist:
-            with storage_errors():
-                self.collections.durable.update_one(
-                    layout.by_id(stored.stored.key, stored.user_id), {"$max": {F.VERSION: 0}}
-                )
-        if not self.expiry.keep_purgeable_after(stored, persist=persist):
-            raise errors.SessionExpired()
-        if isinstance(change, Append):
-            found = self.archive.seqs_of(stored, expect.request_id)
-            seqs = range(found[0], found[-1] + 1) if found else range(0)
-            return Applied(stored, replayed=True, seqs=seqs)
-        token = stored.stored.lock_token
-        held = stored.locked(now) and (token == expect.lock_token or token.startswith(_token_prefix(expect.request_id)))
-        return Applied(stored, replayed=True, lock_token=token if isinstance(change, Lock) and held else "")
-
-    def _first_guess(self, key: str, user_id: str, change: Change, expect: Expect, now: int) -> Guess:
-        """The timeout and max_history this process last saw; for a merge, whether to merge here."""
-        guess = Guess(*self.cache.shape(key))
-        if isinstance(change, Compact | Rewind):  # from what is stored now: it counts the messages it keeps
-            inspected = self._inspect(key, user_id, messages=isinstance(change, Rewind))
-            stored, _ = judge(inspected, change, expect, now)
-            return dataclasses.replace(guess.learn(stored), base=stored)
-        if not isinstance(change, MergeContext):
-            return guess
-        known = self.cache.recall(key)
-        text = known.context if known is not None else ""
-        known_large = len(text) * 4 > PATCH_LOG_BYTES and len(text.encode()) > PATCH_LOG_BYTES
-        if not change.computed and len(change.text.encode()) <= PATCH_LOG_BYTES and not known_large:
-            return guess  # onto the patch log, unapplied: no read
-        # Merged here and compared-and-set, from the state this process last saw if it can be current.
-        cached = known is not None and (expect.version is None or known.version == expect.version)
-        if known is None or not cached:  # a repeat is recognised when the write misses
-            known, _ = judge(self._inspect(key, user_id), change, expect, now)
-        return dataclasses.replace(guess.learn(known), base=known, cached=cached)
-
-    def _corrected(self, guess: Guess, stored: Session, change: Change, now: int, persist: bool) -> Guess:
-        """What the next round assumes, after a miss that no error explains: a race, or a stale guess."""
-        guess = guess.learn(stored)
-        if isinstance(change, MergeContext | Compact | Rewind):  # a conflict, or onto what is stored
-            return dataclasses.replace(guess, base=stored)
-        if isinstance(change, Slide) and change.revive and not stored.stored.holds_slot:
-            slot = self.slots.free_slot(stored.user_id, now, exclude=stored.stored.key, persist=persist)
-            return dataclasses.replace(guess, slot=slot, base=stored)
-        return dataclasses.replace(guess, slot=None, base=None)
-
-    def _after(self, s: Session, change: Change, guess: Guess, before: dict, persist: bool) -> None:
-        """What a write leaves to do: the purge date, folding the patch log, archiving, a cleared archive."""
-        if not self.expiry.keep_purgeable_after(s, persist=persist):
-            raise errors.SessionExpired()  # the reaper removed it before this write landed
-        if isinstance(change, MergeContext) and guess.base is None and s.stored.patches >= FOLD_AFTER:
-            try:
-                with storage_errors():
-                    self.collections.write(persist).update_one(
-                        {**layout.by_id(s.stored.key, s.user_id), F.NONCE: s.stored.nonce, F.VERSION: s.version},
-                        {"$set": layout.context_fields(s.context)},
-                    )
-            except errors.ServiceError:  # the merge is stored: answer it; a later merge folds the log
-                log.warning("could not fold a context's patch log; a later merge will")
-        elif isinstance(change, Append):
-            try:
-                self.archive.shrink(s, persist=persist)
-            except errors.ServiceError:  # the append is stored: answer it; the next append shrinks again
-                log.warning("could not archive or trim a session; the next append will")
-        elif isinstance(change, ClearHistory):
-            self.archive.drop_cleared(layout.from_doc(before), persist=persist)
-
-
-def _token_prefix(request_id: str) -> str:
-    """How a lock token taken under a request id starts: its repeat recognises the token as its own."""
-    return hashlib.sha256(request_id.encode()).hexdigest()[:16] if request_id else ""
