@@ -96,15 +96,21 @@ class Metrics:
             registry=r,
         )
         self.events_delivered = Counter(
-            "session_events_delivered", "Lifecycle events delivered (a 2xx answer), by type", ["type"], registry=r
+            "session_events_delivered",
+            "Lifecycle events delivered (a 2xx answer), by tenant and type",
+            ["tenant", "type"],
+            registry=r,
         )
         self.events_retried = Counter(
-            "session_events_retried", "Deliveries that failed and will be tried again, by type", ["type"], registry=r
+            "session_events_retried",
+            "Deliveries that failed and will be tried again, by tenant and type",
+            ["tenant", "type"],
+            registry=r,
         )
         self.events_dead = Counter(
             "session_events_dead",
-            "Events given up after WEBHOOK_RETRY_HOURS (kept; see admin events)",
-            ["type"],
+            "Events given up after WEBHOOK_RETRY_HOURS (kept; see admin events), by tenant and type",
+            ["tenant", "type"],
             registry=r,
         )
         self.pending_gauge = Gauge(
@@ -116,8 +122,8 @@ class Metrics:
         )
         self.event_latency = Histogram(
             "session_event_delivery_seconds",
-            "From an event's occurrence to its delivery, by type",
-            ["type"],
+            "From an event's occurrence to its delivery, by tenant and type",
+            ["tenant", "type"],
             buckets=EVENT_BUCKETS,
             registry=r,
         )
@@ -128,8 +134,10 @@ class Metrics:
                 self.lock_conflicts.labels(tenant, code)
         if settings.events_enabled:
             for kind in events.TYPES:
-                for family in (self.events_delivered, self.events_retried, self.events_dead, self.pending_gauge):
-                    family.labels(kind)
+                self.pending_gauge.labels(kind)
+                for tenant in settings.tenants.names:
+                    for family in (self.events_delivered, self.events_retried, self.events_dead):
+                        family.labels(tenant, kind)
 
     def request(self, tool: str, tenant: str, code: str, seconds: float, *, from_storage: bool) -> None:
         """One answered request of `tenant` ("" if no token opened one); `code` "" for success;
@@ -156,12 +164,12 @@ class Metrics:
         elif name == WRITE_RACE:
             self.write_races.labels(tenant).inc()
 
-    def event_delivered(self, event_type: str, seconds: float) -> None:
-        self.events_delivered.labels(event_type).inc()
-        self.event_latency.labels(event_type).observe(seconds)
+    def event_delivered(self, event_type: str, tenant: str, seconds: float) -> None:
+        self.events_delivered.labels(tenant, event_type).inc()
+        self.event_latency.labels(tenant, event_type).observe(seconds)
 
-    def event_failed(self, event_type: str, *, dead: bool) -> None:
-        (self.events_dead if dead else self.events_retried).labels(event_type).inc()
+    def event_failed(self, event_type: str, tenant: str, *, dead: bool) -> None:
+        (self.events_dead if dead else self.events_retried).labels(tenant, event_type).inc()
 
     def events_pending(self, counts: dict) -> None:
         for kind in events.TYPES:

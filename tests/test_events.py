@@ -92,6 +92,7 @@ def test_close_is_announced_signed_with_the_contract_body(api, events_app, recei
         "id",
         "type",
         "occurred_at",
+        "tenant",
         "user_id",
         "session_id",
         "status",
@@ -101,7 +102,7 @@ def test_close_is_announced_signed_with_the_contract_body(api, events_app, recei
         "context",
     ]
     assert body["type"] == "session.closed" and body["status"] == "closed"
-    assert (body["user_id"], body["session_id"]) == ("u1", sid)
+    assert (body["tenant"], body["user_id"], body["session_id"]) == ("default", "u1", sid)
     assert (body["version"], body["message_count"], body["expires_at"]) == (
         closed["version"],
         1,
@@ -530,6 +531,7 @@ def test_metrics_count_delivered_retried_and_pending_by_type_with_a_latency_hist
         (s.name, s.labels.get("type", ""), s.labels.get("le", "")): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
+        if s.labels.get("tenant", "default") == "default"  # the one tenant without TENANTS
     }
     assert values[("session_events_delivered_total", "session.closed", "")] == 1
     assert values[("session_events_retried_total", "session.closed", "")] == 1
@@ -559,6 +561,33 @@ def test_json_logs_name_the_event_id_and_type_never_the_context(make_app, settin
     assert all(line["event"].startswith("evt_") for line in about)
     text = "\n".join(json.dumps(line) for line in lines)
     assert "do not log" not in text and "secret_note" not in text and sid not in text
+
+
+def test_each_tenants_events_name_their_tenant_in_the_body_the_metrics_and_the_logs(
+    make_app, settings, receiver, tmp_path, caplog
+):
+    import logging
+
+    from app.logs import JsonFormatter
+    from tests.test_metrics import total
+    from tests.test_tenants import BEARER, TENANTS_YAML, TenantApi
+
+    path = tmp_path / "tenants.yaml"
+    path.write_text(TENANTS_YAML)
+    app = make_app(event_settings(settings, receiver, tenants_path=str(path), log_format="json"))
+    for name in ("default", "acme", "globex"):  # one user id and one session id in each tenant
+        api = TenantApi(app.test_client(), BEARER[name])
+        api.create("u1", session_id="cart")
+        ok(call(api, "close", "cart"))
+    with caplog.at_level(logging.INFO, logger="app.events"):
+        sweep(app)
+    bodies = sorted((got.json["tenant"], got.json["user_id"], got.json["session_id"]) for got in receiver.received)
+    assert bodies == [("acme", "u1", "cart"), ("default", "u1", "cart"), ("globex", "u1", "cart")]
+    text = app.test_client().get("/metrics").data.decode()
+    for name in ("default", "acme", "globex"):
+        assert total(text, "session_events_delivered_total", tenant=name, type="session.closed") == 1
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "app.events"]
+    assert sorted(line["tenant"] for line in lines) == ["acme", "default", "globex"]
 
 
 def test_start_up_builds_the_event_indexes(events_app, sessions, deliveries):

@@ -32,6 +32,7 @@ class Event:
     id: str
     type: str
     occurred: int
+    tenant: str  # the tenant's name ("default" without TENANTS): one user id may live in two tenants
     user_id: str
     session_id: str
     version: int
@@ -45,6 +46,7 @@ class Event:
             "id": self.id,
             "type": self.type,
             "occurred_at": iso(self.occurred),
+            "tenant": self.tenant,
             "user_id": self.user_id,
             "session_id": self.session_id,
             "status": STATUS[self.type],

@@ -19,6 +19,7 @@ import orjson
 
 from app import errors
 from app.events.targets import Undelivered
+from app.tenants import DEFAULT
 
 if TYPE_CHECKING:
     from app.storage.outbox import Outbox
@@ -34,15 +35,19 @@ class Target(Protocol):
 
 
 class EventMetrics(Protocol):
-    def event_delivered(self, event_type: str, seconds: float) -> None: ...
-    def event_failed(self, event_type: str, *, dead: bool) -> None: ...
+    def event_delivered(self, event_type: str, tenant: str, seconds: float) -> None: ...
+    def event_failed(self, event_type: str, tenant: str, *, dead: bool) -> None: ...
     def events_pending(self, counts: dict) -> None: ...
 
 
-def _log(message: str, event_id: str, event_type: str, **more: object) -> None:
-    """The event's id and type (and why it failed), never its body: the context stays out of logs."""
+def _log(message: str, event_id: str, event_type: str, tenant: str, **more: object) -> None:
+    """The event's id, type and tenant (and why it failed), never its body: the context stays out of logs."""
     log.info(
-        "%s %s %s", message, event_type, event_id, extra={"request": {"event": event_id, "type": event_type, **more}}
+        "%s %s %s",
+        message,
+        event_type,
+        event_id,
+        extra={"request": {"event": event_id, "type": event_type, "tenant": tenant, **more}},
     )
 
 
@@ -113,18 +118,19 @@ class Sweeper:
             if claim is None:
                 break
             tried += 1
+            fields = _fields(claim.body)
+            tenant = str(fields.get("tenant", DEFAULT))
             try:
-                fields = _fields(claim.body)
                 self.target.send(claim.id, claim.body, fields)
             except Undelivered as exc:
                 dead = outbox.failed(claim, self.clock(), str(exc))
-                self.metrics.event_failed(claim.type, dead=dead)
-                _log("event dead" if dead else "event retried", claim.id, claim.type, error=str(exc))
+                self.metrics.event_failed(claim.type, tenant, dead=dead)
+                _log("event dead" if dead else "event retried", claim.id, claim.type, tenant, error=str(exc))
                 continue
             now = self.clock()
             outbox.delivered(claim, now)
-            self.metrics.event_delivered(claim.type, max(0, now - claim.occurred) / 1000)
-            _log("event delivered", claim.id, claim.type, attempt=claim.attempts)
+            self.metrics.event_delivered(claim.type, tenant, max(0, now - claim.occurred) / 1000)
+            _log("event delivered", claim.id, claim.type, tenant, attempt=claim.attempts)
         if time.monotonic() - self._counted >= GAUGE_EVERY_S:
             self._counted = time.monotonic()
             self.metrics.events_pending(outbox.pending_by_type())

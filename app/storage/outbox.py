@@ -169,11 +169,13 @@ class Outbox:
     def _move(self, doc: dict, now: int) -> str:
         event_id, event_type = str(doc[F.EVENT_ID]), str(doc[F.EVENT_TYPE])
         exp = doc[F.EVENT_EXPIRY] or doc[F.EXPIRES]  # a delete's mark names no expiry
+        tenant, user_id = split_user_key(doc[F.USER])  # the caller's user id, never the stored key
         event = Event(
             id=event_id,
             type=event_type,
             occurred=doc[F.EVENT_AT],
-            user_id=split_user_key(doc[F.USER])[1],  # the caller's user id, never the stored key with its tenant
+            tenant=tenant,
+            user_id=user_id,
             session_id=doc[F.SESSION],
             version=doc[F.VERSION],
             expires=exp,
