@@ -579,6 +579,7 @@ OPERATIONS: dict[str, Operation] = {
             _WRITE,
             ("to_seq", "expected_version", "persist", "lang"),
             ("replayed", "dropped"),
+            option_needs=("to_seq",),
         ),
         Operation(
             "fork",

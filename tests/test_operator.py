@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import schemas, spec
+from app import errors, schemas, spec, validation
 from scripts import cozerules
 from scripts.embedded import free_port, port_open
 from scripts.register_plugin import main as register
@@ -233,6 +233,42 @@ def test_the_compact_tools_document_marks_summary_and_options_upto_seq_required(
     assert cozerules.openapi_problems(document) == []
     committed = json.loads((ROOT / "openapi.json").read_text())
     assert committed["paths"]["/v1/session/compact"] == document["paths"]["/v1/session/compact"]
+
+
+def _sample(prop: dict) -> object:
+    """A value of a request property's type that its schema accepts, for a body of the required fields only."""
+    if "enum" in prop:
+        return prop["enum"][0]
+    return {"object": {}, "string": "s1", "integer": 1, "boolean": True}[prop.get("type", "string")]
+
+
+def test_every_option_a_tool_cannot_run_without_is_marked_required_in_its_document():
+    document = schemas.openapi_document("https://sessions.example.com")
+    refused_without: dict[str, str] = {}
+    for tool in spec.TOOLS:
+        body_schema = document["paths"][tool.path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        body = {"user_id": "u1"}  # Coze's connector fills it: never required in the document
+        body.update({name: _sample(body_schema["properties"][name]) for name in body_schema.get("required", [])})
+        options = body_schema["properties"].get("options", {})
+        if isinstance(body.get("options"), dict):  # marked required: given, the tool runs
+            body["options"] = {name: _sample(options["properties"][name]) for name in options.get("required", [])}
+        try:
+            validation.parse(tool.name, body)
+        except errors.InvalidArgument as exc:
+            if exc.field.startswith("options.") and exc.reason == "required":
+                refused_without[tool.name] = exc.field.removeprefix("options.")
+    assert refused_without == {}  # every option a tool needs is asked for by its document
+    marked = {
+        tool.name: document["paths"][tool.path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        .get("properties", {})
+        .get("options", {})
+        .get("required", [])
+        for tool in spec.TOOLS
+    }
+    assert {name: needs for name, needs in marked.items() if needs} == {
+        "session_compact": ["upto_seq"],
+        "session_rewind": ["to_seq"],
+    }
 
 
 def test_compact_on_a_session_without_messages_says_so(api):
