@@ -362,6 +362,38 @@ def test_admin_events_counts_pending_and_retrying_by_type_and_redelivers_all_dea
     assert sorted(x["type"] for x in receiver.delivered()) == ["session.closed", "session.deleted"]
 
 
+def test_admin_events_counts_lists_and_redelivers_one_tenants_events_only(
+    make_app, settings, receiver, clock, tmp_path
+):
+    from tests.test_tenants import BEARER, TENANTS_YAML, TenantApi
+
+    path = tmp_path / "tenants.yaml"
+    path.write_text(TENANTS_YAML)
+    app = make_app(event_settings(settings, receiver, tenants_path=str(path), webhook_retry_hours=1))
+    for name in ("acme", "globex", "globex"):
+        api = TenantApi(app.test_client(), BEARER[name])
+        ok(call(api, "close", api.create("u1")["session_id"]))
+
+    def admin(*args: str) -> str:
+        return app.test_cli_runner().invoke(args=["admin", "events", *args]).output
+
+    receiver.stop()
+    sweep(app)  # recorded, tried once, failed
+    assert json.loads(admin("--json", "--tenant", "acme"))["retrying"] == {"total": 1, "session.closed": 1}
+    assert json.loads(admin("--json", "--tenant", "globex"))["retrying"]["total"] == 2
+    assert json.loads(admin("--json"))["retrying"]["total"] == 3
+    for _ in range(20):
+        clock.advance(600)
+        sweep(app)
+    listed = admin("--tenant", "globex")
+    assert listed.count("of tenant globex") == 2 and "acme" not in listed, listed
+    receiver.start()
+    assert "1 dead event queued" in admin("--all-dead", "--tenant", "acme")
+    sweep(app)
+    assert [x["tenant"] for x in receiver.delivered()] == ["acme"]
+    assert json.loads(admin("--json"))["dead"] == {"total": 2, "session.closed": 2}
+
+
 # several sweepers, many sessions
 
 
@@ -557,7 +589,7 @@ def test_json_logs_name_the_event_id_and_type_never_the_context(make_app, settin
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name.startswith("app.")]
     about = [line for line in lines if "event" in line]
     assert {line["type"] for line in about} == {"session.closed"}
-    assert any(line.get("error") == "HTTP 503" for line in about)
+    assert any(line.get("error") == "HTTP 503" and line["state"] == "retried" for line in about)
     assert all(line["event"].startswith("evt_") for line in about)
     text = "\n".join(json.dumps(line) for line in lines)
     assert "do not log" not in text and "secret_note" not in text and sid not in text
@@ -579,15 +611,16 @@ def test_each_tenants_events_name_their_tenant_in_the_body_the_metrics_and_the_l
         api = TenantApi(app.test_client(), BEARER[name])
         api.create("u1", session_id="cart")
         ok(call(api, "close", "cart"))
-    with caplog.at_level(logging.INFO, logger="app.events"):
+    with caplog.at_level(logging.INFO, logger="app"):
         sweep(app)
     bodies = sorted((got.json["tenant"], got.json["user_id"], got.json["session_id"]) for got in receiver.received)
     assert bodies == [("acme", "u1", "cart"), ("default", "u1", "cart"), ("globex", "u1", "cart")]
     text = app.test_client().get("/metrics").data.decode()
     for name in ("default", "acme", "globex"):
         assert total(text, "session_events_delivered_total", tenant=name, type="session.closed") == 1
-    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "app.events"]
-    assert sorted(line["tenant"] for line in lines) == ["acme", "default", "globex"]
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name.startswith("app.")]
+    about = sorted((line["tenant"], line["state"]) for line in lines if "event" in line)
+    assert about == [(name, state) for name in ("acme", "default", "globex") for state in ("delivered", "recorded")]
 
 
 def test_start_up_builds_the_event_indexes(events_app, sessions, deliveries):

@@ -47,7 +47,9 @@ def _log(message: str, event_id: str, event_type: str, tenant: str, **more: obje
         message,
         event_type,
         event_id,
-        extra={"request": {"event": event_id, "type": event_type, "tenant": tenant, **more}},
+        extra={
+            "request": {"event": event_id, "state": message.split()[-1], "type": event_type, "tenant": tenant, **more}
+        },
     )
 
 
@@ -133,7 +135,7 @@ class Sweeper:
             _log("event delivered", claim.id, claim.type, tenant, attempt=claim.attempts)
         if time.monotonic() - self._counted >= GAUGE_EVERY_S:
             self._counted = time.monotonic()
-            self.metrics.events_pending(outbox.pending_by_type())
+            self.metrics.events_pending(outbox.backlog.pending_by_type())
         return tried
 
 

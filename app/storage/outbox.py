@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter
 from dataclasses import dataclass
 
 from pymongo import ReturnDocument
@@ -26,6 +25,7 @@ from pymongo import ReturnDocument
 from app import jsontext
 from app.events import CLOSED, DELETED, EXPIRED, EXPIRING, Event, expiry_event_id, pause_s
 from app.storage import layout
+from app.storage.backlog import Backlog
 from app.storage.documents import tomb_doc
 from app.storage.layout import ACTIVE, CHUNK, SESSION, F, by_id, from_ms, of_session, purge_fields
 from app.storage.mongo import Collections, DuplicateKeyError, storage_errors
@@ -75,6 +75,7 @@ class Outbox:
         self.sessions, self.deliveries = sessions, deliveries
         self.lead_ms, self.include_context, self.retry_ms = lead_ms, include_context, retry_ms
         self.purge_grace_ms, self.retention_ms = purge_grace_ms, retention_ms
+        self.backlog = Backlog(deliveries)
 
     def ensure_indexes(self) -> None:
         with storage_errors(writing=False):
@@ -200,7 +201,10 @@ class Outbox:
             with contextlib.suppress(DuplicateKeyError):  # another sweeper's copy landed first: the same event
                 self.deliveries.durable.update_one({F.ID: event_id}, {"$setOnInsert": record}, upsert=True)
             self._clear(doc, event_type, exp)
-        log.info("event recorded", extra={"request": {"event": event_id, "type": event_type}})
+        log.info(
+            "event recorded",
+            extra={"request": {"event": event_id, "state": "recorded", "type": event_type, "tenant": tenant}},
+        )
         return event_type
 
     def _clear(self, doc: dict, event_type: str, exp: int) -> None:
@@ -265,34 +269,3 @@ class Outbox:
         with storage_errors():
             self.deliveries.durable.update_one({F.ID: claim.id, "due": claim.lease}, {"$set": change})
         return dead
-
-    # the admin CLI
-
-    def summary(self) -> dict:
-        """Counts of events not delivered: pending (never tried), retrying and dead, each by type."""
-        counts: dict[str, Counter] = {"pending": Counter(), "retrying": Counter(), "dead": Counter()}
-        with storage_errors(writing=False):
-            for doc in self.deliveries.read.find({"s": {"$in": ["pending", "dead"]}}, {"t": 1, "s": 1, "tries": 1}):
-                state = "dead" if doc["s"] == "dead" else "retrying" if doc.get("tries") else "pending"
-                counts[state][doc["t"]] += 1
-        return {state: {"total": sum(c.values()), **dict(sorted(c.items()))} for state, c in counts.items()}
-
-    def dead(self, limit: int) -> list[dict]:
-        with storage_errors(writing=False):
-            found = self.deliveries.read.find({"s": "dead"}, {"t": 1, "le": 1, "tries": 1, "dd": 1}).limit(limit)
-            return list(found)
-
-    def redeliver(self, event_id: str | None, now: int) -> int:
-        """Send a dead event (or every dead one, `event_id` None) again, with a new retry window."""
-        where: dict = {"s": "dead"} if event_id is None else {F.ID: event_id, "s": "dead"}
-        again = {"$set": {"s": "pending", "due": now, "tries": 0, "rs": now, "le": ""}}
-        with storage_errors():
-            return self.deliveries.durable.update_many(where, again).modified_count
-
-    def pending_by_type(self) -> Counter:
-        """Events recorded and not yet delivered nor dead, by type (a gauge's value)."""
-        counts: Counter = Counter()
-        with storage_errors(writing=False):
-            for doc in self.deliveries.read.find({"s": "pending"}, {"t": 1}):
-                counts[doc["t"]] += 1
-        return counts
