@@ -69,13 +69,23 @@ def parser() -> argparse.ArgumentParser:
         "COZE_EMAIL, COZE_PASSWORD, SERVICE_TOKEN.",
     )
     p.add_argument("--coze-url", type=_url, help="Coze Studio web address, e.g. http://coze-studio:8888")
-    p.add_argument("--base-url", type=_url, required=True, help="the service's public URL, as Coze must reach it")
+    p.add_argument(
+        "--base-url",
+        type=_url,
+        help="the service's public URL, as Coze must reach it (default: PUBLIC_BASE_URL; "
+        "for a dry run, http://127.0.0.1:PORT)",
+    )
     p.add_argument("--space-id", type=_id, help="Coze space id (default: your first space)")
     p.add_argument("--plugin-id", type=_id, help="plugin to update (default: the plugin of the same name)")
     p.add_argument("--debug", action="store_true", help="run Coze's debug call on every tool")
     p.add_argument("--publish", action="store_true", help="publish; refused unless every tool passed debug")
     p.add_argument("--version", type=_version, help="version to publish, vX.Y.Z (default: Coze's next version)")
-    p.add_argument("--dry-run", action="store_true", help="print every request (secrets masked), send nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every request (secrets masked), send nothing; without --coze-url, as to the local "
+        "stand-in (make coze-standin)",
+    )
     p.add_argument("--export", metavar="DIR", type=Path, help="write openapi.json and ai_plugin.json for Coze SaaS")
     return p
 
@@ -99,12 +109,31 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _defaults(args: argparse.Namespace, env: Mapping[str, str], out: Output) -> None:
+    """--base-url from PUBLIC_BASE_URL; a dry run needs nothing: it rehearses against the local stand-in's
+    address for the service on this machine (both named, so nobody mistakes it for their own)."""
+    try:
+        if not args.base_url and env.get("PUBLIC_BASE_URL", "").strip():
+            args.base_url = _url(env["PUBLIC_BASE_URL"])
+        if args.dry_run and not args.base_url:
+            args.base_url = f"http://127.0.0.1:{env.get('PORT', '').strip() or 8080}"
+            out.text(f"dry run: --base-url not given, using {args.base_url}")
+        if args.dry_run and not args.coze_url and not args.export:
+            args.coze_url = _url(env.get("COZE_URL", "") or f"http://127.0.0.1:{env.get('COZE_STANDIN_PORT') or 8888}")
+            out.text(f"dry run: --coze-url not given, using {args.coze_url} (make coze-standin serves there)")
+    except argparse.ArgumentTypeError as exc:
+        raise Failure("config", str(exc), EXIT_USAGE) from None
+    if not args.base_url:
+        raise Failure("arguments", "give --base-url (the service's public URL) or set PUBLIC_BASE_URL", EXIT_USAGE)
+
+
 def run(args: argparse.Namespace, env: Mapping[str, str], session: requests.Session, out: Output) -> int:
     email = env.get("COZE_EMAIL", "").strip()
     password = env.get("COZE_PASSWORD", "")
     token = env.get("SERVICE_TOKEN", "").split(",")[0].strip()
     for secret in (password, token, env.get("SERVICE_TOKEN", "")):
         out.add_secret(secret)
+    _defaults(args, env, out)
     studio_only = [f"--{n.replace('_', '-')}" for n in STUDIO_OPTIONS if getattr(args, n)]
     if studio_only and not args.coze_url:
         raise Failure("arguments", f"{', '.join(studio_only)} need(s) --coze-url", EXIT_USAGE)

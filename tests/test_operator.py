@@ -294,6 +294,16 @@ def test_a_dry_run_needs_no_coze_credentials(capsys):
     assert "dry run" in out.out and "COZE_EMAIL" not in out.err
 
 
+def test_a_dry_run_needs_no_argument_at_all(capsys):
+    rc = register(["--dry-run"], env={"PORT": "9123"})
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "using http://127.0.0.1:9123" in out.out and "using http://127.0.0.1:8888" in out.out
+    assert "would POST http://127.0.0.1:8888/api/plugin_api/register" in out.out
+    rc = register(["--dry-run", "--debug"], env={"PUBLIC_BASE_URL": "https://s.example.com", "COZE_URL": "nope"})
+    assert rc == 2 and "'nope' is not an http(s) URL" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_make_coze_standin_serves_a_stand_in_that_register_debug_and_publish_pass_against(mongo_uri, db_name):
     port = free_port()

@@ -208,9 +208,12 @@ def test_missing_credentials_or_a_missing_coze_url_are_refused_before_anything_i
 
     assert rc == 2
     assert "set COZE_PASSWORD in the environment" in err
-    rc, out, err = run(capsys, coze, "--base-url", "https://s.example.com", "--publish", "--dry-run")
+    rc, out, err = run(capsys, coze, "--base-url", "https://s.example.com", "--publish", "--debug")
     assert rc == 2
-    assert "--publish, --dry-run need(s) --coze-url" in err
+    assert "--debug, --publish need(s) --coze-url" in err
+    rc, out, err = run(capsys, coze, "--publish", env={"PUBLIC_BASE_URL": ""})
+    assert rc == 2
+    assert "give --base-url (the service's public URL) or set PUBLIC_BASE_URL" in err
     assert coze.requests == []
 
 
