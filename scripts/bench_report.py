@@ -9,8 +9,8 @@ OPS = ("get", "update", "update_edits", "append_messages", "history", "create") 
 GOAL_RATIO = {"create": 0.6, "get": 0.8, "update": 0.8, "append_messages": 0.8, "history": None}
 GOAL_RT = {"create": "≤2", "get": "1", "update": "1", "touch": "1", "append_messages": "1"}
 SPEC_TARGET = {"create": "p99 < 100 ms", "update": "p99 < 500 ms (state sync)", "get": "p99 < 500 ms (state sync)"}
-LIST_GOAL = (50_000, 30.0)  # list p50 ≤ 30 ms at 50,000 stored sessions (issue)
-HOUSEKEEPING_GOAL_MS = 150.0  # no request waits longer behind the purge of expired sessions (issue)
+LIST_GOAL = (50_000, 30.0)  # list p50 ≤ 30 ms at 50,000 stored sessions (project goal)
+HOUSEKEEPING_GOAL_MS = 150.0  # no request waits longer behind the purge of expired sessions (project goal)
 FLAT_OPS = ("get", "update", "create")  # their p50 should not grow with the stored sessions
 # App instances in the round-trip count, standing for gunicorn workers: as many as the service runs.
 WORKERS_SIMULATED = int(os.environ.get("WEB_CONCURRENCY") or 2)
@@ -58,7 +58,7 @@ def _yes(ok: bool) -> str:
 
 
 def targets(results: dict[str, Any]) -> list[str]:
-    """Every headline figure next to the spec's target or the issue's goal."""
+    """Every headline figure next to the original specification's target or the project's goal."""
     tp, rts, growth, mem = (results.get(k, {}) for k in ("throughput", "round_trips", "growth", "memory"))
     rate = results["config"]["offered_rps"]
     rows = ["| figure | measured | target / goal | met |", "|---|---|---|---|"]
@@ -103,7 +103,7 @@ def targets(results: dict[str, Any]) -> list[str]:
     for op, goal in GOAL_RATIO.items():
         if goal and op in tp:
             ratio = tp[op]["ratio_to_ceiling"]
-            add(f"{op} throughput / ceiling", f"{ratio:.2f}", f"≥ {goal} (issue)", ratio >= goal)
+            add(f"{op} throughput / ceiling", f"{ratio:.2f}", f"≥ {goal} (project goal)", ratio >= goal)
     for op, bound in GOAL_RT.items():
         if op in rts:
             n = rts[op]["round_trips"]
@@ -112,7 +112,7 @@ def targets(results: dict[str, Any]) -> list[str]:
             if spread:
                 measured += f" (mean {spread['round_trips']} across {WORKERS_SIMULATED} workers)"
                 n = max(n, spread["round_trips"])
-            add(f"{op}: DB round trips", measured, f"{bound} (issue)", n <= int(bound.strip("≤")))
+            add(f"{op}: DB round trips", measured, f"{bound} (project goal)", n <= int(bound.strip("≤")))
     for op in ("append_messages", "get"):
         a, b = growth.get(f"{op}@history=0"), growth.get(f"{op}@history=1000")
         if a and b:
@@ -120,7 +120,7 @@ def targets(results: dict[str, Any]) -> list[str]:
             add(
                 f"{op} p50 at 1000 vs 0 messages of history",
                 f"{_ms(a['latency_ms']['p50'])} → {_ms(b['latency_ms']['p50'])} ms (x{ratio:.1f})",
-                "independent of history (issue)",
+                "independent of history (project goal)",
                 ratio < 1.25,
             )
     _scale_targets(results.get("scale", {}), add)
@@ -129,7 +129,7 @@ def targets(results: dict[str, Any]) -> list[str]:
         add(
             f"workers' RSS over a {mem['mixed_seconds']:.0f} s mixed run",
             f"{mem['total_before_mib']} → {mem['total_after_mib']} MiB",
-            "no growth beyond noise (issue)",
+            "no growth beyond noise (project goal)",
             growth_mib <= max(5.0, 0.05 * mem["total_before_mib"]),
         )
     return rows
@@ -140,7 +140,7 @@ def _scale_targets(scale: dict[str, Any], add: Any) -> None:
     at = list_goal_size(sizes)
     if at:
         p50 = _p50(at, "list")
-        goal = f"≤ {LIST_GOAL[1]:.0f} ms at {LIST_GOAL[0]:,} stored sessions (issue)"
+        goal = f"≤ {LIST_GOAL[1]:.0f} ms at {LIST_GOAL[0]:,} stored sessions (project goal)"
         add(f"list p50 at {at['sessions']:,} stored sessions", f"{_ms(p50)} ms", goal, p50 <= LIST_GOAL[1])
     hk = scale.get("housekeeping")
     if hk:
@@ -151,7 +151,7 @@ def _scale_targets(scale: dict[str, Any], add: Any) -> None:
             f"({hk['clients']} clients, {hk['seconds']:.0f} s)",
             f"{_ms(lat['max'])} ms (p99 {_ms(lat['p99'])} ms)"
             + (f"; nothing to purge: {_ms(base['latency_ms']['max'])} ms" if base else ""),
-            f"≤ {HOUSEKEEPING_GOAL_MS:.0f} ms behind housekeeping (issue)",
+            f"≤ {HOUSEKEEPING_GOAL_MS:.0f} ms behind housekeeping (project goal)",
             lat["max"] <= HOUSEKEEPING_GOAL_MS and hk["during"]["error_count"] == 0,
         )
     if len(sizes) > 1:
@@ -161,7 +161,7 @@ def _scale_targets(scale: dict[str, Any], add: Any) -> None:
             add(
                 f"{op} p50 at {last['sessions']:,} vs {first['sessions']:,} stored sessions",
                 f"{_ms(a)} → {_ms(b)} ms (x{b / max(a, 0.001):.1f})",
-                "flat: within 2x (issue)",
+                "flat: within 2x (project goal)",
                 flat(a, b),
             )
 

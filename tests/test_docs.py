@@ -17,7 +17,7 @@ from tests.support import ROOT
 
 # Pages other branches write; they arrive when the lead merges those branches (the lead widens this test).
 ELSEWHERE: set[str] = set()  # docs pages written on branches not merged yet
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "CHANGES.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 CITED_PATH = re.compile(r"`((?:app|scripts|tests|docs)/[\w./-]+|[\w.-]+\.(?:py|md|yaml|json|toml)|Makefile)`")
 RUNTIME = ("var/", "backups/", "coze-import/", "bench-results/")  # made when the service runs, never committed
