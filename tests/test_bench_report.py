@@ -102,10 +102,12 @@ def test_the_list_goal_is_judged_at_50000_sessions_or_the_largest_size_below():
     assert bench_report.list_goal_size(sizes[2:]) is None
     text = bench_report.report({**_results(900.0, 1000.0), "scale": {"sizes": sizes}})
     assert (
-        "| list p50 at 50,700 stored sessions | 31.0 ms | ≤ 30 ms at 50,000 stored sessions (project goal) | **no** |" in text
+        "| list p50 at 50,700 stored sessions | 31.0 ms | ≤ 30 ms at 50,000 stored sessions (project goal) | **no** |"
+        in text
     )
     assert (
-        "| get p50 at 150,700 vs 10,700 stored sessions | 2.0 → 2.0 ms (x1.0) | flat: within 2x (project goal) | yes |" in text
+        "| get p50 at 150,700 vs 10,700 stored sessions | 2.0 → 2.0 ms (x1.0) | flat: within 2x (project goal) | yes |"
+        in text
     )
     assert "| 50,700 | 100,000 | 31.0 / 62.0 | 31.0 | 2.0 | 1.0 | 1.0 | - | 1.0 |" in text
 
