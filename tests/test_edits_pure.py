@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
 import pytest
 
 from app import edits, errors
+from app.storage.retry import LOST_RACES
 
 
 def run(context: dict, *rows: dict) -> dict:
@@ -194,10 +196,6 @@ def test_turns_are_served_in_order_and_one_that_gave_up_is_skipped():
 def test_a_write_that_keeps_losing_races_keeps_trying_until_the_time_runs_out_not_for_a_fixed_count():
     """Under contention from another worker, whose next write goes from its cache without a read, a
     computed write can lose 50 rounds in a row within a second; it must not be answered 503 for it."""
-    import dataclasses
-
-    from app.storage.retry import LOST_RACES
-
     brief = dataclasses.replace(LOST_RACES, seconds=0.5, pause=0.0005)
     started = time.monotonic()
     rounds = sum(1 for _ in brief.rounds())
